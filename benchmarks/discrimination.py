@@ -1,0 +1,292 @@
+"""Class discrimination of relevance methods on two-object demo scenes.
+
+Every scene holds two objects of different classes with known boxes. For every
+method and for each of the two present classes as the target, we measure
+
+* ``on_target``  share of positive relevance inside the target object's box
+  (:func:`sglrp_widgets.metrics.mass_in_box`),
+* ``on_other``   share of positive relevance inside the *other* object's box,
+* ``discrimination = on_target - on_other`` (in [-1, 1]; 1 = all positive
+  evidence on the asked-for object, none on the other one),
+* ``pointing``   pointing-game hit rate on the target box (and how often the
+  maximum lands on the other object instead),
+* ``rank_acc``   relevance rank accuracy on the target box.
+
+Statistics are over all (scene, target) pairs: mean ± standard deviation, and
+the median. SGLRP is compared with LRP and CLRP on discrimination with paired
+per-pair differences and a bootstrap confidence interval that resamples
+*scenes* (the two targets of a scene are not independent).
+
+Run (about a minute or two on a 2-core CPU)::
+
+    python benchmarks/discrimination.py                 # 40 scenes, seed 2024
+    python benchmarks/discrimination.py --n 80 --seed 7 --methods sglrp,clrp,lrp
+
+It prints a markdown table and writes ``benchmarks/results/discrimination.png``,
+``discrimination_examples.png`` and ``discrimination.json`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sglrp_widgets import metrics  # noqa: E402
+
+DEFAULT_METHODS = [
+    "sglrp", "clrp", "lrp", "deep_taylor", "lrp.epsilon", "lrp.alpha_1_beta_0",
+    "gradient", "input_x_gradient", "guided_backprop", "integrated_gradients", "smoothgrad",
+    "grad_cam", "grad_cam_plus_plus", "guided_grad_cam",
+]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=40, help="number of two-object scenes (default 40)")
+    p.add_argument("--seed", type=int, default=2024, help="scene seed (default 2024)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated method names, or 'all' for every method in list_methods()")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output folder")
+    p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG figures")
+    return p.parse_args(argv)
+
+
+def bootstrap_ci(per_scene: np.ndarray, reps: int, seed: int = 0) -> tuple[float, float]:
+    """95% percentile CI of the mean of per-pair values (N scenes, K targets), resampling scenes."""
+    rng = np.random.default_rng(seed)
+    n = per_scene.shape[0]
+    idx = rng.integers(0, n, size=(reps, n))
+    means = per_scene[idx].reshape(reps, -1).mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def sign_test_p(diffs: np.ndarray) -> float:
+    """Exact two-sided sign test p-value (zeros dropped)."""
+    from math import comb
+
+    d = diffs[diffs != 0]
+    n = d.size
+    if n == 0:
+        return 1.0
+    k = int(min((d > 0).sum(), (d < 0).sum()))
+    p = sum(comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return float(min(1.0, 2 * p))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from sglrp_widgets import Explainer, demo, list_methods
+
+    catalogue = {m["name"]: m for m in list_methods()}
+    if args.methods == "all":
+        methods = list(catalogue)
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in catalogue]
+        if unknown:
+            raise SystemExit(f"unknown method(s) {unknown}; available: {sorted(catalogue)}")
+
+    images, labels, boxes = demo.make_scenes(args.n, objects=2, seed=args.seed)
+    labels = np.asarray(labels, dtype=np.int64)
+    boxes = np.asarray(boxes, dtype=np.int64)
+    keep = labels[:, 0] != labels[:, 1]
+    if not keep.all():
+        print(f"note: dropping {int((~keep).sum())} scene(s) whose two objects share a class")
+        images, labels, boxes = images[keep], labels[keep], boxes[keep]
+    n = len(images)
+    x = demo.preprocess(images)
+    model = demo.load_model()
+    probs = np.asarray(model(x, training=False))
+    p_targets = np.take_along_axis(probs, labels, axis=1)
+    top2 = np.argsort(-probs, axis=1)[:, :2]
+    both_top2 = np.mean([set(top2[i]) == set(labels[i]) for i in range(n)])
+    H, W = x.shape[1:3]
+    masks_t = metrics.boxes_to_masks(boxes, (H, W))            # (N, 2, H, W)
+
+    print(f"# Discrimination benchmark: {n} two-object scenes (seed {args.seed}), "
+          f"{len(methods)} methods, 2 targets per scene -> {2 * n} (scene, target) pairs")
+    print(f"model: mean p(target) = {p_targets.mean():.3f}; both present classes are the "
+          f"model's top-2 in {100 * both_top2:.0f}% of scenes\n")
+
+    results = {}
+    heat_store = {}
+    for name in methods:
+        ex = Explainer(model, name, preprocess=demo.preprocess)
+        t0 = time.perf_counter()
+        out = ex(x, targets=labels.tolist())
+        wall = time.perf_counter() - t0
+        heat = np.asarray(out.heatmap(relu=False), dtype=np.float64)   # (N, 2, H, W)
+        if heat.shape != (n, 2, H, W):
+            raise RuntimeError(f"{name}: heatmap shape {heat.shape}, expected {(n, 2, H, W)}")
+        if not np.array_equal(np.asarray(out.targets), labels):
+            raise RuntimeError(f"{name}: out.targets {np.asarray(out.targets)[:3]} != requested")
+        heat_store[name] = heat
+        on_t = np.empty((n, 2)); on_o = np.empty((n, 2))
+        pt = np.empty((n, 2), bool); po = np.empty((n, 2), bool); ra = np.empty((n, 2))
+        for k in range(2):
+            h = heat[:, k]
+            mt, mo = masks_t[:, k], masks_t[:, 1 - k]
+            on_t[:, k] = metrics.mass_in_box(h, mt)
+            on_o[:, k] = metrics.mass_in_box(h, mo)
+            pt[:, k] = metrics.pointing_game(h, mt)
+            po[:, k] = metrics.pointing_game(h, mo)
+            ra[:, k] = metrics.relevance_rank_accuracy(h, mt)
+        results[name] = dict(on_target=on_t, on_other=on_o, disc=on_t - on_o, point=pt,
+                             point_other=po, rank_acc=ra, seconds=wall,
+                             label=catalogue[name].get("label", name),
+                             family=catalogue[name].get("family", ""))
+        print(f"  {name:<22s} {wall:6.2f} s", file=sys.stderr)
+
+    # ------------------------------------------------------------------ table
+    def ms(a):
+        a = np.asarray(a, dtype=np.float64).ravel()
+        return f"{a.mean():.3f} ± {a.std():.3f}"
+
+    print("Values: mean ± std over all (scene, target) pairs; median in brackets for discrimination.\n")
+    print("| method | family | on target | on other | discrimination (median) | pointing hit | "
+          "max on other | rank acc. | time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    order = sorted(methods, key=lambda m: -results[m]["disc"].mean())
+    for name in order:
+        r = results[name]
+        print(f"| {name} | {r['family']} | {ms(r['on_target'])} | {ms(r['on_other'])} | "
+              f"{ms(r['disc'])} ({np.median(r['disc']):.3f}) | {100 * r['point'].mean():.0f}% | "
+              f"{100 * r['point_other'].mean():.0f}% | {ms(r['rank_acc'])} | {r['seconds']:.2f} |")
+
+    # ------------------------------------------------------------------ SGLRP vs LRP / CLRP
+    verdicts = {}
+    if "sglrp" in results:
+        print("\n## Does SGLRP beat LRP and CLRP on discrimination?\n")
+        print("Paired over (scene, target) pairs; 95% CI by bootstrap over scenes "
+              f"({args.bootstrap} resamples); sign test on the per-pair differences.\n")
+        print("| comparison | mean diff | 95% CI | SGLRP better in | sign test p |")
+        print("|---|---|---|---|---|")
+        for other in ("lrp", "clrp"):
+            if other not in results:
+                continue
+            d = results["sglrp"]["disc"] - results[other]["disc"]
+            lo, hi = bootstrap_ci(d, args.bootstrap)
+            p = sign_test_p(d.ravel())
+            win = float((d > 0).mean())
+            print(f"| SGLRP − {other.upper()} | {d.mean():+.3f} | [{lo:+.3f}, {hi:+.3f}] | "
+                  f"{100 * win:.0f}% of pairs | {p:.2g} |")
+            verdicts[other] = dict(mean_diff=float(d.mean()), ci=[lo, hi], win=win, p=p)
+        print()
+        for other, v in verdicts.items():
+            if v["ci"][0] > 0:
+                word = "YES: SGLRP discriminates better than"
+            elif v["ci"][1] < 0:
+                word = "NO: SGLRP discriminates WORSE than"
+            else:
+                word = "NOT SHOWN: no significant difference between SGLRP and"
+            print(f"- {word} {other.upper()} (mean difference {v['mean_diff']:+.3f}, "
+                  f"95% CI [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]) on these {n} scenes.")
+
+    # ------------------------------------------------------------------ files
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "n_scenes": n, "seed": args.seed,
+        "mean_p_target": float(p_targets.mean()), "both_present_top2": float(both_top2),
+        "methods": {
+            m: {k: (float(np.mean(v)) if isinstance(v, np.ndarray) else v)
+                for k, v in r.items()} | {"disc_std": float(r["disc"].std()),
+                                          "disc_median": float(np.median(r["disc"]))}
+            for m, r in results.items()
+        },
+        "sglrp_vs": verdicts,
+    }
+    (out_dir / "discrimination.json").write_text(json.dumps(summary, indent=2))
+    if not args.no_plot:
+        plot(results, order, out_dir / "discrimination.png", n)
+        examples(images, labels, boxes, heat_store, out_dir / "discrimination_examples.png")
+        print(f"\nplots: {out_dir / 'discrimination.png'} , {out_dir / 'discrimination_examples.png'}")
+    print(f"numbers: {out_dir / 'discrimination.json'}")
+    return 0
+
+
+def plot(results, order, path, n):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.42 * len(order) + 1.8), sharey=True,
+                             gridspec_kw={"width_ratios": [2, 1]})
+    y = np.arange(len(order))[::-1]
+    ax = axes[0]
+    for off, key, col, lab in ((0.2, "on_target", "tab:green", "on target box"),
+                               (-0.2, "on_other", "tab:red", "on other object's box")):
+        m = [results[k][key].mean() for k in order]
+        s = [results[k][key].std() for k in order]
+        ax.barh(y + off, m, height=0.38, xerr=s, color=col, alpha=0.8, label=lab,
+                error_kw=dict(lw=0.8, alpha=0.6))
+    ax.scatter([results[k]["disc"].mean() for k in order], y, color="k", zorder=3, s=18,
+               label="discrimination (difference)")
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_yticks(y, order)
+    ax.set_xlabel("share of positive relevance (mean ± std)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Relevance on the asked-for vs the other object ({n} scenes × 2 targets)")
+    ax = axes[1]
+    ax.barh(y + 0.2, [100 * results[k]["point"].mean() for k in order], height=0.38,
+            color="tab:green", label="max on target")
+    ax.barh(y - 0.2, [100 * results[k]["point_other"].mean() for k in order], height=0.38,
+            color="tab:red", label="max on other object")
+    ax.set_xlabel("pointing game (% of pairs)")
+    ax.set_xlim(0, 100)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def examples(images, labels, boxes, heat_store, path, scene=0):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from sglrp_widgets import demo
+
+    names = [m for m in ("sglrp", "clrp", "lrp", "gradient", "grad_cam") if m in heat_store]
+    if not names:
+        return
+    fig, axes = plt.subplots(2, len(names) + 1, figsize=(2.2 * (len(names) + 1), 4.6))
+    for k in range(2):
+        axes[k, 0].imshow(images[scene])
+        cls = demo.class_names[labels[scene, k]]
+        axes[k, 0].set_title(f"target: {cls}", fontsize=9)
+        for j, name in enumerate(names):
+            h = heat_store[name][scene, k]
+            v = np.abs(h).max() or 1.0
+            ax = axes[k, j + 1]
+            ax.imshow(h, cmap="bwr", vmin=-v, vmax=v)
+            if k == 0:
+                ax.set_title(name, fontsize=9)
+        for j in range(len(names) + 1):
+            y0, x0, y1, x1 = boxes[scene, k]
+            axes[k, j].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                           ec="lime", lw=1.2))
+            axes[k, j].axis("off")
+    fig.suptitle("Red = positive relevance; green box = target object", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
