@@ -278,11 +278,13 @@ def examples(images, labels, boxes, heat_store, path, scene=0):
             if k == 0:
                 ax.set_title(name, fontsize=9)
         for j in range(len(names) + 1):
-            y0, x0, y1, x1 = boxes[scene, k]
-            axes[k, j].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                           ec="lime", lw=1.2))
+            for obj, (ec, ls) in ((k, ("lime", "-")), (1 - k, ("gold", "--"))):
+                y0, x0, y1, x1 = boxes[scene, obj]
+                axes[k, j].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                               ec=ec, ls=ls, lw=1.2))
             axes[k, j].axis("off")
-    fig.suptitle("Red = positive relevance; green box = target object", fontsize=9)
+    fig.suptitle("Red = positive, blue = negative relevance (symmetric scale per map); "
+                 "green box = target object, dashed gold = the other object", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
