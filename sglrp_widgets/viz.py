@@ -1,0 +1,486 @@
+"""Static matplotlib figures and PNG export of relevance heatmaps (Agg-safe).
+
+Every function here takes plain numpy arrays, so it works without the engine;
+:func:`compare_figure` is the one convenience that calls :func:`sglrp_widgets.engine.explain`.
+No function uses ``pyplot``: figures are :class:`matplotlib.figure.Figure` objects that
+Jupyter displays inline and that never pile up in pyplot's figure manager.
+
+Example
+-------
+>>> import numpy as np
+>>> from sglrp_widgets.viz import heatmap_rgba, plot_grid
+>>> h = np.array([[-1.0, 0.0, 1.0]])
+>>> heatmap_rgba(h)[0, 1].round(2).tolist()   # zero is white in "seismic"
+[1.0, 1.0, 1.0, 1.0]
+>>> fig = plot_grid(None, np.zeros((2, 3, 8, 8)), ["LRP", "SGLRP"], ["a", "b", "c"])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "heatmap_rgba",
+    "normalize_heatmap",
+    "overlay",
+    "plot_grid",
+    "save_heatmap_png",
+    "compare_figure",
+    "image_to_float",
+]
+
+
+def _cmap(cmap: Any):
+    import matplotlib
+    import matplotlib.colors
+
+    if isinstance(cmap, str):
+        try:
+            cm = matplotlib.colormaps[cmap]
+        except KeyError:
+            raise ValueError(
+                f"unknown colormap {cmap!r}; use a matplotlib colormap name such as "
+                "'seismic', 'bwr', 'coolwarm' or 'hot'"
+            ) from None
+        if isinstance(cm, matplotlib.colors.LinearSegmentedColormap):
+            # an odd number of entries puts 0.5 (zero relevance) exactly on the centre colour
+            cm = cm.resampled(257)
+        return cm
+    if callable(cmap):
+        return cmap
+    raise ValueError(f"cmap must be a colormap name or a matplotlib Colormap, got {cmap!r}")
+
+
+def _as_2d(heatmap: Any, name: str = "heatmap") -> np.ndarray:
+    h = np.asarray(heatmap, dtype=np.float64)
+    if h.ndim == 3 and h.shape[-1] == 1:
+        h = h[..., 0]
+    if h.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (H, W) (sum a (H, W, C) relevance over channels first), "
+            f"got shape {h.shape}"
+        )
+    if not np.all(np.isfinite(h)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    return h
+
+
+def normalize_heatmap(
+    heatmap: Any, symmetric: bool = True, vmax: float | None = None
+) -> np.ndarray:
+    """Scale a 2-D heatmap to [0, 1] for a colormap.
+
+    Parameters
+    ----------
+    heatmap : array_like
+        (H, W) relevance map (or (H, W, 1)).
+    symmetric : bool
+        If True, ``0`` maps to ``0.5`` and ``±vmax`` to ``1``/``0``, with
+        ``vmax = max |heatmap|`` by default: signs keep their meaning. If False,
+        the range ``[min, max]`` maps to ``[0, 1]`` (``vmax`` then caps the top).
+    vmax : float, optional
+        Fixed scale, e.g. shared by several maps. Values beyond it are clipped.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (H, W) in [0, 1]. An all-zero map gives 0.5 (symmetric) or 0.
+
+    Example
+    -------
+    >>> normalize_heatmap([[-2.0, 0.0, 1.0]]).tolist()
+    [[0.0, 0.5, 0.75]]
+    """
+    h = _as_2d(heatmap)
+    if vmax is not None:
+        vmax = float(vmax)
+        if not np.isfinite(vmax) or vmax <= 0:
+            raise ValueError(f"vmax must be a positive finite number, got {vmax!r}")
+    if symmetric:
+        scale = float(np.max(np.abs(h))) if vmax is None else vmax
+        if scale == 0.0:
+            return np.full(h.shape, 0.5)
+        return np.clip(0.5 + 0.5 * h / scale, 0.0, 1.0)
+    lo = float(h.min()) if h.size else 0.0
+    hi = float(h.max()) if vmax is None and h.size else (vmax if vmax is not None else 0.0)
+    if hi <= lo:
+        return np.zeros(h.shape)
+    return np.clip((h - lo) / (hi - lo), 0.0, 1.0)
+
+
+def heatmap_rgba(
+    heatmap_2d: Any,
+    cmap: Any = "seismic",
+    symmetric: bool = True,
+    vmax: float | None = None,
+) -> np.ndarray:
+    """Colour a 2-D heatmap.
+
+    Parameters
+    ----------
+    heatmap_2d : array_like
+        (H, W) relevance map, e.g. ``Explanation.heatmap()[i]``.
+    cmap : str or Colormap
+        Matplotlib colormap; the default ``"seismic"`` shows negative relevance in blue,
+        zero in white and positive relevance in red.
+    symmetric : bool
+        Centre the colormap on zero (see :func:`normalize_heatmap`).
+    vmax : float, optional
+        Fixed scale instead of the map's own maximum.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W, 4) RGBA in [0, 1].
+
+    Example
+    -------
+    >>> rgba = heatmap_rgba([[-1.0, 0.0, 1.0]])
+    >>> rgba[0, 0].round(2).tolist(), rgba[0, 2].round(2).tolist()
+    ([0.0, 0.0, 0.3, 1.0], [0.5, 0.0, 0.0, 1.0])
+    """
+    cm = _cmap(cmap)
+    return np.asarray(cm(normalize_heatmap(heatmap_2d, symmetric, vmax)), dtype=np.float32)
+
+
+def image_to_float(image: Any) -> np.ndarray:
+    """Bring a displayable image to float RGB in [0, 1], shape (H, W, 3).
+
+    uint8 (or any integer) images are divided by 255. Float images already in [0, 1]
+    are kept; other float images (e.g. 0..255 floats or a model's preprocessed input)
+    are min-max scaled. Grayscale (H, W) or (H, W, 1) is repeated to 3 channels.
+
+    Example
+    -------
+    >>> image_to_float(np.full((1, 1, 3), 255, np.uint8)).tolist()
+    [[[1.0, 1.0, 1.0]]]
+    """
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {img.shape}")
+    if img.shape[-1] == 4:
+        img = img[..., :3]
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    if np.issubdtype(img.dtype, np.integer) or img.dtype == bool:
+        out = img.astype(np.float64) / (1.0 if img.dtype == bool else 255.0)
+        return np.clip(out, 0.0, 1.0)
+    out = img.astype(np.float64)
+    if not np.all(np.isfinite(out)):
+        raise ValueError("image contains non-finite values (NaN or inf)")
+    lo, hi = (float(out.min()), float(out.max())) if out.size else (0.0, 1.0)
+    if lo >= 0.0 and hi <= 1.0:
+        return out
+    if hi > lo:
+        return (out - lo) / (hi - lo)
+    return np.zeros_like(out)
+
+
+def overlay(
+    image: Any,
+    heatmap: Any,
+    alpha: float = 0.5,
+    cmap: Any = "seismic",
+    symmetric: bool = True,
+    vmax: float | None = None,
+    grayscale: bool = True,
+) -> np.ndarray:
+    """Blend a coloured heatmap over an image.
+
+    ``out = (1 - alpha) * base + alpha * rgb(heatmap)``, where ``base`` is the image
+    (as grayscale when ``grayscale=True``, so the colours of the map stay readable).
+
+    Parameters
+    ----------
+    image : array_like
+        (H, W, 3), (H, W, 1) or (H, W) image; see :func:`image_to_float`.
+    heatmap : array_like
+        (H, W) relevance map of the same height and width.
+    alpha : float
+        Opacity of the heatmap in [0, 1].
+    cmap, symmetric, vmax
+        As in :func:`heatmap_rgba`.
+    grayscale : bool
+        Show the image in gray underneath.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W, 3) RGB in [0, 1].
+
+    Example
+    -------
+    >>> img = np.zeros((2, 2, 3), np.uint8)
+    >>> overlay(img, np.zeros((2, 2)), alpha=1.0)[0, 0].tolist()  # white = zero relevance
+    [1.0, 1.0, 1.0]
+    """
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    base = image_to_float(image)
+    h = _as_2d(heatmap)
+    if h.shape != base.shape[:2]:
+        raise ValueError(
+            f"heatmap shape {h.shape} does not match the image's height and width {base.shape[:2]}"
+        )
+    if grayscale:
+        g = base @ np.array([0.299, 0.587, 0.114])
+        base = np.repeat(g[..., None], 3, axis=-1)
+    rgb = heatmap_rgba(h, cmap=cmap, symmetric=symmetric, vmax=vmax)[..., :3].astype(np.float64)
+    return ((1.0 - alpha) * base + alpha * rgb).astype(np.float32)
+
+
+def save_heatmap_png(
+    path: str | os.PathLike,
+    heatmap: Any,
+    image: Any = None,
+    cmap: Any = "seismic",
+    symmetric: bool = True,
+    alpha: float = 0.5,
+    vmax: float | None = None,
+    scale: int = 1,
+) -> Path:
+    """Write a heatmap (optionally over its image) as a PNG at the map's own resolution.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output file; parent folders must exist.
+    heatmap : array_like
+        (H, W) relevance map.
+    image : array_like, optional
+        Image to blend under the map (see :func:`overlay`); without it the PNG is the
+        coloured map alone (RGB).
+    cmap, symmetric, alpha, vmax
+        As in :func:`overlay`.
+    scale : int
+        Integer upscaling (nearest neighbour) of the written image.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Example
+    -------
+    >>> save_heatmap_png("/tmp/h.png", np.eye(8) - 0.5)  # doctest: +SKIP
+    PosixPath('/tmp/h.png')
+    """
+    from PIL import Image
+
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if image is None:
+        rgb = heatmap_rgba(heatmap, cmap=cmap, symmetric=symmetric, vmax=vmax)[..., :3]
+    else:
+        rgb = overlay(image, heatmap, alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax)
+    u8 = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    if scale > 1:
+        u8 = np.repeat(np.repeat(u8, scale, axis=0), scale, axis=1)
+    p = Path(path)
+    Image.fromarray(u8, mode="RGB").save(p, format="PNG")
+    return p
+
+
+def plot_grid(
+    images: Any,
+    maps: Any,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    cmap: Any = "seismic",
+    symmetric: bool = True,
+    shared_scale: bool = False,
+    alpha: float | None = None,
+    cell_size: float = 1.8,
+    title: str | None = None,
+    image_label: str = "input",
+):
+    """A rows × columns grid of heatmaps, e.g. methods × classes (as in the SGLRP paper).
+
+    Parameters
+    ----------
+    images : array_like or None
+        Input shown in a leading column: one image (H, W, 3) (shown in the first row), one
+        image per row (R, H, W, 3), or None for no image column.
+    maps : array_like
+        (R, C, H, W) heatmaps: row ``r`` (e.g. a method), column ``c`` (e.g. a target class).
+    row_labels, col_labels : sequence of str, optional
+        R and C labels.
+    cmap, symmetric
+        As in :func:`heatmap_rgba`.
+    shared_scale : bool
+        Use one colour scale (the largest ``|value|``) for every map instead of
+        normalizing each map on its own. Per-map scaling (default) is what the
+        literature shows; a shared scale compares magnitudes.
+    alpha : float, optional
+        If given (and images are), draw each map over its row's image with this opacity.
+    cell_size : float
+        Inches per cell.
+    title : str, optional
+        Figure title.
+    image_label : str
+        Title of the image column.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> m = np.random.default_rng(0).normal(size=(3, 2, 16, 16))
+    >>> fig = plot_grid(np.zeros((16, 16, 3)), m, ["LRP", "CLRP", "SGLRP"], ["cat", "dog"])
+    >>> len(fig.axes)
+    9
+    """
+    from matplotlib.figure import Figure
+
+    m = np.asarray(maps, dtype=np.float64)
+    if m.ndim == 5 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if m.ndim != 4:
+        raise ValueError(f"maps must have shape (rows, cols, H, W), got {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError("maps contain non-finite values (NaN or inf)")
+    rows, cols, height, width = m.shape
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"got {len(row_labels)} row_labels for {rows} rows of maps")
+    if col_labels is not None and len(col_labels) != cols:
+        raise ValueError(f"got {len(col_labels)} col_labels for {cols} columns of maps")
+    row_images: list[np.ndarray | None] = [None] * rows  # shown in the image column
+    bases: list[np.ndarray | None] = [None] * rows  # under the overlays
+    if images is not None:
+        im = np.asarray(images)
+        if im.ndim == 4:
+            if im.shape[0] != rows:
+                raise ValueError(f"got {im.shape[0]} images for {rows} rows of maps")
+            row_images = [image_to_float(x) for x in im]
+            bases = list(row_images)
+        else:
+            one = image_to_float(im)
+            row_images = [one] + [None] * (rows - 1)
+            bases = [one] * rows
+        for x in bases:
+            if x is not None and x.shape[:2] != (height, width):
+                raise ValueError(
+                    f"image height/width {x.shape[:2]} do not match the maps' {(height, width)}"
+                )
+    vmax = None
+    if shared_scale:
+        top = float(np.max(np.abs(m))) if symmetric else float(np.max(m))
+        vmax = top if top > 0 else None
+    lead = 1 if images is not None else 0
+    ncols = cols + lead
+    fig = Figure(figsize=(cell_size * ncols + (0.6 if row_labels else 0), cell_size * rows + 0.5))
+    axes = fig.subplots(rows, ncols, squeeze=False)
+    for r in range(rows):
+        if lead:
+            ax = axes[r, 0]
+            if row_images[r] is not None:
+                ax.imshow(row_images[r], interpolation="nearest")
+                if r == 0:
+                    ax.set_title(image_label, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(row_images[r] is not None)
+        for c in range(cols):
+            ax = axes[r, lead + c]
+            base = bases[r]
+            if alpha is not None and base is not None:
+                pix = overlay(base, m[r, c], alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax)
+            else:
+                pix = heatmap_rgba(m[r, c], cmap=cmap, symmetric=symmetric, vmax=vmax)
+            ax.imshow(pix, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and col_labels is not None:
+                ax.set_title(str(col_labels[c]), fontsize=9)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[r]), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def compare_figure(
+    model: Any,
+    image: Any,
+    methods: Sequence[str | tuple[str, dict]],
+    targets: Sequence[int],
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    class_names: Sequence[str] | None = None,
+    raw_image: Any = None,
+    **grid_kwargs: Any,
+):
+    """Explain one image with several methods and targets; return a methods × classes figure.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The classifier.
+    image : array_like
+        One image (H, W, C) or (1, H, W, C) **in the model's input space** (already
+        preprocessed), as for :class:`sglrp_widgets.Explainer`.
+    methods : sequence
+        Method names (``"sglrp"``, ``"clrp"``, ``"lrp"``, ``"grad_cam"``, ...), or
+        ``(name, params)`` pairs to pass parameters.
+    targets : sequence of int
+        Class indices, one column each.
+    preprocess : callable, optional
+        The raw→input preprocessing; only used for the bounded Deep Taylor bounds
+        (``preprocess(0)``, ``preprocess(255)``), as in the engine.
+    class_names : sequence of str, optional
+        Names for the column titles.
+    raw_image : array_like, optional
+        The raw image to show (otherwise ``image`` is min-max scaled for display).
+    **grid_kwargs
+        Passed to :func:`plot_grid` (``alpha``, ``shared_scale``, ``cmap``, ``title``...).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> from sglrp_widgets import demo
+    >>> imgs, labels, _ = demo.make_scenes(1, objects=2)
+    >>> fig = compare_figure(demo.load_model(), demo.preprocess(imgs[0]),
+    ...                      ["lrp", "clrp", "sglrp"], labels[0].tolist(),
+    ...                      preprocess=demo.preprocess, class_names=demo.class_names,
+    ...                      raw_image=imgs[0])  # doctest: +SKIP
+    """
+    from .engine import explain, list_methods
+
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"image must be one image (H, W, C) or (1, H, W, C), got shape {np.asarray(image).shape}")
+    tlist = [int(t) for t in np.asarray(targets).ravel()]
+    if not tlist:
+        raise ValueError("targets must name at least one class")
+    if len(methods) == 0:
+        raise ValueError("methods must name at least one method")
+    labels = {d["name"]: d.get("label", d["name"]) for d in list_methods()}
+    rows, row_labels, probs = [], [], None
+    for entry in methods:
+        if isinstance(entry, str):
+            name, params = entry, {}
+        else:
+            name, params = entry[0], dict(entry[1])
+        out = explain(model, x, method=name, targets=[tlist], preprocess=preprocess, **params)
+        rows.append(np.asarray(out.heatmap())[0])  # (K, H, W)
+        row_labels.append(labels.get(name, name))
+        probs = np.asarray(out.probabilities)[0]
+    col_labels = []
+    for t in tlist:
+        name = class_names[t] if class_names is not None and 0 <= t < len(class_names) else f"class {t}"
+        col_labels.append(f"{name}\np={probs[t]:.2f}" if probs is not None else name)
+    shown = raw_image if raw_image is not None else x[0]
+    return plot_grid(shown, np.stack(rows), row_labels, col_labels, **grid_kwargs)

@@ -1,0 +1,186 @@
+"""Tests of the embedded demo: scene generator and bundled model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sglrp_widgets import demo
+from sglrp_widgets.demo import scenes
+
+
+def test_class_names():
+    assert len(demo.class_names) >= 6
+    for name in ("circle", "square", "triangle", "cross", "ring", "star"):
+        assert name in demo.class_names
+    assert len(set(demo.class_names)) == len(demo.class_names)
+
+
+@pytest.mark.parametrize("objects", [1, 2])
+def test_make_scenes_shapes_and_dtypes(objects):
+    images, labels, boxes = demo.make_scenes(5, objects=objects, seed=3)
+    assert images.shape == (5, 64, 64, 3) and images.dtype == np.uint8
+    assert labels.shape == (5, objects) and labels.dtype == np.int64
+    assert boxes.shape == (5, objects, 4) and np.issubdtype(boxes.dtype, np.integer)
+    assert labels.min() >= 0 and labels.max() < len(demo.class_names)
+    y0, x0, y1, x1 = np.moveaxis(boxes, -1, 0)
+    assert np.all((0 <= y0) & (y0 < y1) & (y1 <= 64))
+    assert np.all((0 <= x0) & (x0 < x1) & (x1 <= 64))
+
+
+def test_deterministic_and_prefix_stable():
+    a = demo.make_scenes(6, objects=2, seed=11)
+    b = demo.make_scenes(6, objects=2, seed=11)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    # image i does not depend on n
+    c = demo.make_scenes(3, objects=2, seed=11)
+    for u, v in zip(a, c):
+        np.testing.assert_array_equal(u[:3], v)
+    # another seed gives other images
+    d = demo.make_scenes(6, objects=2, seed=12)
+    assert not np.array_equal(a[0], d[0])
+
+
+def test_boxes_are_tight_boxes_of_the_object_pixels():
+    s = demo.render_scenes(40, objects=2, seed=5)
+    for i in range(40):
+        for k in range(2):
+            m = s.masks[i, k]
+            ys, xs = np.nonzero(m)
+            assert tuple(s.boxes[i, k]) == (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+        # pixels outside every object are exactly the background
+        outside = ~s.masks[i].any(axis=0)
+        np.testing.assert_array_equal(s.images[i][outside], s.backgrounds[i][outside])
+
+
+@pytest.mark.parametrize("objects", [1, 2])
+def test_changed_pixels_lie_inside_the_boxes(objects):
+    s = demo.render_scenes(30, objects=objects, seed=21)
+    changed = np.any(s.images != s.backgrounds, axis=-1)  # (n, 64, 64)
+    inside = np.zeros_like(changed)
+    for i in range(30):
+        for y0, x0, y1, x1 in s.boxes[i]:
+            inside[i, y0:y1, x0:x1] = True
+    assert not np.any(changed & ~inside)
+    # and every object is visible: most of its pixels differ from the background
+    for i in range(30):
+        for k in range(objects):
+            m = s.masks[i, k]
+            assert changed[i][m].mean() > 0.9
+            # colour contrast with the background mean is large
+            obj = s.images[i][m].astype(float).mean(axis=0)
+            bg = s.backgrounds[i].reshape(-1, 3).astype(float).mean(axis=0)
+            assert np.linalg.norm(obj - bg) >= 100
+
+
+def test_two_objects_distinct_classes_and_disjoint_boxes():
+    _, labels, boxes = demo.make_scenes(200, objects=2, seed=0)
+    assert np.all(labels[:, 0] != labels[:, 1])
+    a, b = boxes[:, 0], boxes[:, 1]
+    iy = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
+    ix = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
+    overlap = np.clip(iy, 0, None) * np.clip(ix, 0, None)
+    assert np.all(overlap == 0)
+    # every class occurs, both positions
+    assert set(labels.ravel().tolist()) == set(range(len(demo.class_names)))
+
+
+def test_variety_of_backgrounds_sizes_positions():
+    s = demo.render_scenes(120, objects=1, seed=2)
+    stds = s.backgrounds.reshape(120, -1, 3).std(axis=1).max(axis=1)
+    assert np.sum(stds == 0) >= 15  # plain
+    assert np.sum(stds > 5) >= 15  # gradient or noise
+    heights = s.boxes[:, 0, 2] - s.boxes[:, 0, 0]
+    centres = (s.boxes[:, 0, 0] + s.boxes[:, 0, 2]) / 2
+    assert heights.max() - heights.min() >= 12
+    assert centres.max() - centres.min() >= 20
+    colours = np.array([s.images[i][s.masks[i, 0]][0] for i in range(120)])
+    assert len({tuple(c) for c in colours}) >= 100
+
+
+def test_preprocess_values():
+    x = np.array([[0, 51, 255]], dtype=np.uint8)
+    y = demo.preprocess(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [[0.0, 0.2, 1.0]], rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": -1}, "n must be >= 0"),
+        ({"n": 2.5}, "n must be an integer"),
+        ({"n": 2, "objects": 3}, "objects must be 1 or 2, got 3"),
+        ({"n": 2, "seed": -4}, "seed must be >= 0, got -4"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        demo.make_scenes(**kwargs)
+
+
+def test_zero_scenes():
+    images, labels, boxes = demo.make_scenes(0, objects=2)
+    assert images.shape == (0, 64, 64, 3) and labels.shape == (0, 2) and boxes.shape == (0, 2, 4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return demo.load_model()
+
+
+def test_model_structure(model):
+    import keras
+
+    assert model is demo.load_model()  # cached
+    assert model.input_shape == (None, 64, 64, 3)
+    assert model.output_shape == (None, len(demo.class_names))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert "BatchNormalization" in kinds and "Add" in kinds
+    # the BatchNormalization directly follows a Conv2D without activation (foldable)
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            prev = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            assert isinstance(prev, keras.layers.Conv2D)
+            assert prev.get_config()["activation"] == "linear"
+    assert model.layers[-1].get_config()["activation"] == "softmax"
+    assert model.count_params() <= 300_000
+    assert demo.MODEL_PATH.stat().st_size < 2 * 1024 * 1024
+    allowed = {
+        "InputLayer", "Conv2D", "Dense", "BatchNormalization", "ReLU", "Activation", "Add",
+        "Concatenate", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+        "GlobalMaxPooling2D", "Flatten", "Dropout", "Reshape", "ZeroPadding2D", "Softmax",
+    }
+    assert set(kinds) <= allowed
+
+
+def test_model_accuracy_on_fresh_scenes(model):
+    # seeds never used in training (1000/1001) or in the recorded evaluation (9000/9001)
+    x1, l1, _ = demo.make_scenes(200, objects=1, seed=4242)
+    p1 = model.predict(demo.preprocess(x1), verbose=0)
+    np.testing.assert_allclose(p1.sum(axis=1), 1.0, atol=1e-5)
+    assert np.mean(p1.argmax(axis=1) == l1[:, 0]) >= 0.95
+    x2, l2, _ = demo.make_scenes(200, objects=2, seed=4243)
+    p2 = model.predict(demo.preprocess(x2), verbose=0)
+    top2 = np.sort(np.argsort(-p2, axis=1)[:, :2], axis=1)
+    assert np.mean(np.all(top2 == np.sort(l2, axis=1), axis=1)) >= 0.80
+
+
+def test_load_model_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.keras"):
+        demo.load_model(tmp_path / "nope.keras")
+
+
+def test_scene_helpers_shapes():
+    # each class mask is non-empty and centred where asked
+    for cls in range(len(demo.class_names)):
+        m = scenes._shape_mask(cls, 32.0, 32.0, 12.0, 0.0)
+        ys, xs = np.nonzero(m)
+        assert 60 < m.sum() < 700
+        assert abs(ys.mean() - 32) < 4 and abs(xs.mean() - 32) < 4
+    # ring has a hole, circle has none
+    ring = scenes._shape_mask(demo.class_names.index("ring"), 32.0, 32.0, 12.0, 0.0)
+    circle = scenes._shape_mask(demo.class_names.index("circle"), 32.0, 32.0, 12.0, 0.0)
+    assert not ring[32, 32] and circle[32, 32]
+    assert np.all(circle[ring])

@@ -1,0 +1,217 @@
+"""Tests of sglrp_widgets.viz (colours asserted exactly)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sglrp_widgets import viz
+
+WHITE = [1.0, 1.0, 1.0]
+SEISMIC_MIN = [0.0, 0.0, 0.3]  # dark blue
+SEISMIC_MAX = [0.5, 0.0, 0.0]  # dark red
+SEISMIC_HALF = [1.0, 0.0, 0.0]  # +0.5 * max: pure red
+SEISMIC_NEG_HALF = [0.0, 0.0, 1.0]  # -0.5 * max: pure blue
+
+
+def test_heatmap_rgba_seismic_colours():
+    h = np.array([[-4.0, -2.0, 0.0, 2.0, 4.0]])
+    rgba = viz.heatmap_rgba(h)
+    assert rgba.shape == (1, 5, 4) and rgba.dtype == np.float32
+    np.testing.assert_allclose(rgba[0, :, 3], 1.0)
+    np.testing.assert_allclose(rgba[0, 0, :3], SEISMIC_MIN, atol=1e-6)
+    np.testing.assert_allclose(rgba[0, 1, :3], SEISMIC_NEG_HALF, atol=1e-6)
+    np.testing.assert_allclose(rgba[0, 2, :3], WHITE, atol=1e-6)
+    np.testing.assert_allclose(rgba[0, 3, :3], SEISMIC_HALF, atol=1e-6)
+    np.testing.assert_allclose(rgba[0, 4, :3], SEISMIC_MAX, atol=1e-6)
+
+
+def test_symmetric_scale_uses_max_abs():
+    # positive maximum 1 but negative extreme -4: zero is still white, +1 is light red
+    rgba = viz.heatmap_rgba(np.array([[-4.0, 0.0, 1.0]]))
+    np.testing.assert_allclose(rgba[0, 1, :3], WHITE, atol=1e-6)
+    np.testing.assert_allclose(viz.normalize_heatmap([[-4.0, 0.0, 1.0]]), [[0.0, 0.5, 0.625]])
+    r, g, b = rgba[0, 2, :3]
+    assert r == pytest.approx(1.0) and g == pytest.approx(b) and 0.4 < g < 0.8
+
+
+def test_non_symmetric_and_vmax():
+    np.testing.assert_allclose(viz.normalize_heatmap([[2.0, 3.0, 6.0]], symmetric=False), [[0.0, 0.25, 1.0]])
+    np.testing.assert_allclose(viz.normalize_heatmap([[-1.0, 0.0, 3.0]], vmax=2.0), [[0.25, 0.5, 1.0]])
+    rgba = viz.heatmap_rgba([[0.0, 1.0]], cmap="gray", symmetric=False)
+    np.testing.assert_allclose(rgba[0, 0, :3], [0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(rgba[0, 1, :3], [1, 1, 1], atol=1e-6)
+
+
+def test_degenerate_maps():
+    np.testing.assert_allclose(viz.heatmap_rgba(np.zeros((3, 3)))[..., :3], 1.0, atol=1e-6)
+    np.testing.assert_allclose(viz.normalize_heatmap(np.full((2, 2), 5.0), symmetric=False), 0.0)
+    # (H, W, 1) is accepted as (H, W)
+    assert viz.heatmap_rgba(np.zeros((4, 5, 1))).shape == (4, 5, 4)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((2, 2, 3)), r"must be 2-D .* got shape \(2, 2, 3\)"),
+        (np.array([[np.nan, 1.0]]), "non-finite"),
+        (np.array([[np.inf, 1.0]]), "non-finite"),
+    ],
+)
+def test_heatmap_rgba_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        viz.heatmap_rgba(bad)
+
+
+def test_unknown_cmap_and_bad_vmax():
+    with pytest.raises(ValueError, match="unknown colormap 'nope'"):
+        viz.heatmap_rgba(np.zeros((2, 2)), cmap="nope")
+    with pytest.raises(ValueError, match="vmax must be a positive finite number, got -1.0"):
+        viz.normalize_heatmap(np.zeros((2, 2)), vmax=-1)
+
+
+def test_image_to_float():
+    np.testing.assert_allclose(viz.image_to_float(np.array([[[0, 51, 255]]], np.uint8)), [[[0, 0.2, 1]]])
+    # floats in [0, 1] unchanged; other floats min-max scaled; gray repeated
+    f = np.array([[[0.1, 0.2, 0.3]]])
+    np.testing.assert_allclose(viz.image_to_float(f), f)
+    np.testing.assert_allclose(viz.image_to_float(np.array([[-10.0, 10.0]])), [[[0] * 3, [1] * 3]])
+    with pytest.raises(ValueError, match=r"image must have shape .* got \(2, 2, 5\)"):
+        viz.image_to_float(np.zeros((2, 2, 5)))
+
+
+def test_overlay_values():
+    img = np.zeros((2, 2, 3), np.uint8)
+    img[0, 0] = 255
+    h = np.array([[0.0, 1.0], [-1.0, 0.0]])
+    # alpha 0: the (gray) image; alpha 1: the heatmap colours
+    np.testing.assert_allclose(viz.overlay(img, h, alpha=0.0)[0, 0], [1, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(viz.overlay(img, h, alpha=0.0)[1, 1], [0, 0, 0], atol=1e-6)
+    full = viz.overlay(img, h, alpha=1.0)
+    np.testing.assert_allclose(full[0, 1], SEISMIC_MAX, atol=1e-6)
+    np.testing.assert_allclose(full[1, 0], SEISMIC_MIN, atol=1e-6)
+    np.testing.assert_allclose(full[1, 1], WHITE, atol=1e-6)
+    half = viz.overlay(img, h, alpha=0.5)
+    # black pixel, zero relevance: halfway between black and white
+    np.testing.assert_allclose(half[1, 1], [0.5, 0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(half[0, 1], [0.25, 0.0, 0.0], atol=1e-6)
+    # colour kept when grayscale=False
+    col = np.zeros((1, 1, 3), np.uint8)
+    col[0, 0] = [255, 0, 0]
+    np.testing.assert_allclose(
+        viz.overlay(col, np.zeros((1, 1)), alpha=0.5, grayscale=False)[0, 0], [1.0, 0.5, 0.5], atol=1e-6
+    )
+    np.testing.assert_allclose(viz.overlay(col, np.zeros((1, 1)), alpha=0.0)[0, 0], [0.299] * 3, atol=1e-6)
+
+
+def test_overlay_errors():
+    with pytest.raises(ValueError, match=r"heatmap shape \(3, 3\) does not match .* \(2, 2\)"):
+        viz.overlay(np.zeros((2, 2, 3)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="alpha must be in"):
+        viz.overlay(np.zeros((2, 2, 3)), np.zeros((2, 2)), alpha=1.5)
+
+
+def test_save_heatmap_png_pixels(tmp_path):
+    h = np.array([[-1.0, 0.0], [1.0, 0.5]])
+    p = viz.save_heatmap_png(tmp_path / "h.png", h)
+    assert p == tmp_path / "h.png"
+    px = np.asarray(Image.open(p))
+    assert px.shape == (2, 2, 3) and px.dtype == np.uint8
+    assert px[0, 0].tolist() == [0, 0, 76]  # 0.3 * 255 = 76.5 -> 76 (float32 rounding)
+    assert px[0, 1].tolist() == [255, 255, 255]
+    assert px[1, 0].tolist() == [128, 0, 0]
+    assert px[1, 1].tolist() == [255, 0, 0]
+    # upscaled with an image underneath, alpha 1 -> same colours, 3x larger
+    p2 = viz.save_heatmap_png(tmp_path / "o.png", h, image=np.zeros((2, 2, 3), np.uint8), alpha=1.0, scale=3)
+    px2 = np.asarray(Image.open(p2))
+    assert px2.shape == (6, 6, 3)
+    assert px2[5, 5].tolist() == [255, 0, 0] and px2[0, 3].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="scale must be a positive integer, got 0"):
+        viz.save_heatmap_png(tmp_path / "x.png", h, scale=0)
+
+
+def test_plot_grid_layout_and_pixels():
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(3, 2, 8, 8))
+    maps[1, 1] = 0.0
+    img = np.full((8, 8, 3), 200, np.uint8)
+    fig = viz.plot_grid(img, maps, ["LRP", "CLRP", "SGLRP"], ["cat", "dog"], title="t")
+    assert len(fig.axes) == 3 * 3
+    # first column is the input (first row only), then the maps
+    assert fig.axes[0].get_title() == "input"
+    assert [fig.axes[i].get_title() for i in (1, 2)] == ["cat", "dog"]
+    assert [fig.axes[3 * r + 1].get_ylabel() for r in range(3)] == ["LRP", "CLRP", "SGLRP"]
+    assert len(fig.axes[3].get_images()) == 0  # no image repeated in row 2
+    shown = fig.axes[3 * 1 + 2].get_images()[0].get_array()
+    np.testing.assert_allclose(np.asarray(shown)[..., :3], 1.0, atol=1e-6)  # all-zero map is white
+    shown0 = np.asarray(fig.axes[1].get_images()[0].get_array())
+    np.testing.assert_allclose(shown0, viz.heatmap_rgba(maps[0, 0]), atol=1e-6)
+    fig.canvas.draw() if hasattr(fig.canvas, "draw") else None
+
+
+def test_plot_grid_shared_scale_and_overlay():
+    maps = np.zeros((1, 2, 4, 4))
+    maps[0, 0, 0, 0] = 1.0
+    maps[0, 1, 0, 0] = 4.0
+    fig = viz.plot_grid(None, maps, shared_scale=True)
+    assert len(fig.axes) == 2
+    a = np.asarray(fig.axes[0].get_images()[0].get_array())
+    b = np.asarray(fig.axes[1].get_images()[0].get_array())
+    np.testing.assert_allclose(b[0, 0, :3], SEISMIC_MAX, atol=1e-6)
+    # 1/4 of the shared maximum is a light red, not the darkest red
+    assert a[0, 0, 0] == pytest.approx(1.0) and a[0, 0, 1] > 0.4
+    fig2 = viz.plot_grid(np.zeros((2, 4, 4, 3)), np.zeros((2, 1, 4, 4)), alpha=1.0)
+    assert len(fig2.axes) == 4
+    assert len(fig2.axes[2].get_images()) == 1  # per-row images shown in every row
+
+
+def test_plot_grid_savefig(tmp_path):
+    fig = viz.plot_grid(np.zeros((8, 8, 3)), np.ones((2, 2, 8, 8)), ["a", "b"], ["c", "d"])
+    fig.savefig(tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"maps": np.zeros((2, 8, 8))}, r"maps must have shape \(rows, cols, H, W\), got \(2, 8, 8\)"),
+        ({"maps": np.zeros((2, 2, 8, 8)), "row_labels": ["a"]}, "got 1 row_labels for 2 rows"),
+        ({"maps": np.zeros((2, 2, 8, 8)), "col_labels": ["a", "b", "c"]}, "got 3 col_labels for 2 columns"),
+        ({"maps": np.zeros((2, 2, 8, 8)), "images": np.zeros((3, 8, 8, 3))}, "got 3 images for 2 rows"),
+        ({"maps": np.zeros((1, 1, 8, 8)), "images": np.zeros((9, 9, 3))}, r"do not match the maps' \(8, 8\)"),
+        ({"maps": np.full((1, 1, 2, 2), np.nan)}, "non-finite"),
+    ],
+)
+def test_plot_grid_errors(kwargs, match):
+    kwargs.setdefault("images", None)
+    with pytest.raises(ValueError, match=match):
+        viz.plot_grid(**kwargs)
+
+
+def test_compare_figure_with_engine():
+    engine = pytest.importorskip("sglrp_widgets.engine")
+    from sglrp_widgets import demo
+
+    images, labels, _ = demo.make_scenes(1, objects=2, seed=3)
+    x = demo.preprocess(images[0])
+    model = demo.load_model()
+    targets = labels[0].tolist()
+    fig = viz.compare_figure(
+        model, x, ["lrp", "sglrp", ("lrp.epsilon", {"epsilon": 0.1})], targets,
+        preprocess=demo.preprocess, class_names=demo.class_names, raw_image=images[0],
+    )
+    assert len(fig.axes) == 3 * (1 + 2)
+    titles = [fig.axes[1].get_title(), fig.axes[2].get_title()]
+    assert titles[0].startswith(demo.class_names[targets[0]])
+    assert titles[1].startswith(demo.class_names[targets[1]])
+    # the SGLRP cell shows exactly the engine's map, normalized per map
+    out = engine.explain(model, x[None], method="sglrp", targets=[targets], preprocess=demo.preprocess)
+    shown = np.asarray(fig.axes[3 + 2].get_images()[0].get_array())
+    np.testing.assert_allclose(shown, viz.heatmap_rgba(np.asarray(out.heatmap())[0, 1]), atol=1e-5)
+    with pytest.raises(ValueError, match="targets must name at least one class"):
+        viz.compare_figure(model, x, ["lrp"], [])
