@@ -248,6 +248,15 @@ export function parseParam(spec, raw) {
     if (!Number.isFinite(v)) return s;
     return t === "int" && Number.isInteger(v) ? v : v;
   }
+  if (t === "bounds") {
+    // per-channel bounds: empty -> null (automatic), "a" -> a, "a, b, c" -> [a, b, c]
+    const s = String(raw == null ? "" : raw).trim();
+    if (s === "") return null;
+    const parts = s.split(/[\s,;]+/).filter((x) => x !== "");
+    const nums = parts.map(Number);
+    if (nums.some((v) => !Number.isFinite(v))) return s;
+    return nums.length === 1 ? nums[0] : nums;
+  }
   if (t === "choice" || t === "str") return raw == null || raw === "" ? null : String(raw);
   return raw;
 }
@@ -442,8 +451,8 @@ function render({ model, el }) {
         if (p.max != null) input.setAttribute("max", p.max);
         input.value = v == null ? "" : String(v);
       } else {
-        input = h("input", { type: "text" });
-        input.value = v == null ? "" : String(v);
+        input = h("input", { type: "text", placeholder: v == null ? "auto" : "" });
+        input.value = v == null ? "" : Array.isArray(v) ? v.join(", ") : String(v);
       }
       input.dataset.role = "param";
       input.dataset.param = p.name;

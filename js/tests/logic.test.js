@@ -158,6 +158,11 @@ describe("classes and methods", () => {
     expect(parseParam({ type: "float" }, "")).toBe(null);
     expect(parseParam({ type: "bool" }, true)).toBe(true);
     expect(parseParam({ type: "choice" }, "a")).toBe("a");
+    expect(parseParam({ type: "str" }, "")).toBe(null);
+    expect(parseParam({ type: "bounds" }, "")).toBe(null);
+    expect(parseParam({ type: "bounds" }, "-1.5")).toBe(-1.5);
+    expect(parseParam({ type: "bounds" }, "-123.68, -116.78 -103.94")).toEqual([-123.68, -116.78, -103.94]);
+    expect(parseParam({ type: "bounds" }, "1, x")).toBe("1, x");
   });
   it("heatmap/image matching and probability formatting", () => {
     expect(heatmapMatchesImage({ index: 1, width: 2, height: 2 }, { index: 1, width: 2, height: 2 })).toBe(true);
