@@ -1,0 +1,29 @@
+"""sglrp_widgets: explain Keras image classifiers with SGLRP, CLRP, LRP, gradient and CAM methods.
+
+Examples
+--------
+>>> from sglrp_widgets import Explainer, explain, list_methods
+>>> out = Explainer(model, "sglrp")(images, targets=[340])
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["Explainer", "Explanation", "explain", "list_methods", "RelevanceExplorer", "ExplainError"]
+
+
+def __getattr__(name):
+    # Imported lazily: `import sglrp_widgets.metrics` must not pay for TensorFlow.
+    if name in ("Explainer", "Explanation", "explain"):
+        from . import engine
+        return getattr(engine, name)
+    if name == "list_methods":
+        from .methods import list_methods
+        return list_methods
+    if name == "ExplainError":
+        from .errors import ExplainError
+        return ExplainError
+    if name == "RelevanceExplorer":
+        from .widget import RelevanceExplorer
+        return RelevanceExplorer
+    raise AttributeError(f"module 'sglrp_widgets' has no attribute {name!r}")

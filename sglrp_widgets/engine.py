@@ -1,0 +1,671 @@
+"""The Explainer: one compiled relevance graph per (model, method, parameters), served for any target.
+
+The target classes are a runtime tensor, so switching the class never retraces. Heads of several targets
+(and the target and dual heads of SGLRP/CLRP) go through one forward pass and one batched backward pass.
+Results are cached per (weights, method, parameters, image, target) in an LRU bounded in bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from . import composites as C
+from . import rules as R
+from .errors import ExplainError, UnsupportedLayerError, suggest
+from .graph import Graph, input_signature_check, read_model
+from .methods import METHODS, Method, get_method, validate_params
+
+_GRADIENT_METHODS = [m for m, spec in METHODS.items() if spec.kind != "lrp"]
+
+
+# ---- results ---------------------------------------------------------------------------------------
+
+@dataclass
+class Explanation:
+    """What an :class:`Explainer` returns.
+
+    ``relevance`` has the images' shape ``(N, H, W, C)``, or ``(N, K, H, W, C)`` when several targets per image
+    were asked for; ``targets`` is ``(N,)`` or ``(N, K)``.
+    """
+
+    relevance: np.ndarray
+    targets: np.ndarray
+    logits: np.ndarray
+    method: str
+    params: dict
+    seconds: float = 0.0
+    cached: bool = False
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        z = self.logits.astype(np.float64)
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+    def heatmap(self, relu: bool = False) -> np.ndarray:
+        """The display heatmap: relevance summed over channels (positive part only with ``relu=True``)."""
+        h = self.relevance.sum(axis=-1)
+        return np.maximum(h, 0) if relu else h
+
+
+class ResultCache:
+    """An LRU of per-image results, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key, value: tuple) -> None:
+        size = sum(getattr(v, "nbytes", 0) for v in value)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= sum(getattr(v, "nbytes", 0) for v in old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+RESULTS = ResultCache()
+
+
+# ---- input checks ----------------------------------------------------------------------------------
+
+def _check_images(images, graph: Graph) -> np.ndarray:
+    if isinstance(images, tf.Tensor):
+        images = images.numpy()
+    arr = np.asarray(images)
+    if arr.dtype == object:
+        raise ExplainError("images must be a numeric array of shape (N, H, W, C); got a ragged/object array.")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ExplainError(f"images must be floating point in the model's input space (got dtype {arr.dtype}); "
+                           "convert them, e.g. preprocess(images.astype('float32')).")
+    input_signature_check(graph, arr)
+    if arr.shape[0] == 0:
+        raise ExplainError("images is an empty batch (N = 0).")
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        nans = int(np.count_nonzero(np.isnan(arr)))
+        raise ExplainError(f"images contain {bad} non-finite values ({nans} NaN, {bad - nans} Inf); "
+                           "explanations need finite inputs.")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def parse_targets(targets, top_k: int | None, n: int, num_classes: int) -> tuple[np.ndarray, bool]:
+    """Targets as an int32 (N, K) array (negative -r-1 = the r-th most probable class) and nested flag."""
+    if top_k is not None:
+        if targets is not None:
+            raise ExplainError("Give either targets or top_k, not both.")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= num_classes:
+            raise ExplainError(f"top_k must be an integer in [1, {num_classes}], got {top_k!r}.")
+        return np.tile(-np.arange(1, top_k + 1, dtype=np.int32), (n, 1)), True
+    if targets is None:
+        return np.full((n, 1), -1, np.int32), False
+    try:
+        arr = np.asarray(targets)
+    except ValueError:
+        raise ExplainError("targets must be an int, one int per image, or an (N, K) list with the same K for "
+                           "every image.") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0) or arr.dtype == bool:
+        if arr.dtype.kind == "f" and arr.size and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ExplainError(f"targets must be class indices (integers), got {targets!r}.")
+    if arr.ndim == 0:
+        arr, nested = np.full((n, 1), int(arr)), False
+    elif arr.ndim == 1:
+        if arr.shape[0] != n:
+            raise ExplainError(f"targets has {arr.shape[0]} entries for {n} images; give one per image, or a "
+                               f"nested list like [[a, b]] * {n} for several targets per image.")
+        arr, nested = arr[:, None], False
+    elif arr.ndim == 2:
+        if arr.shape[0] != n or arr.shape[1] == 0:
+            raise ExplainError(f"nested targets must have shape (N={n}, K>=1), got {arr.shape}.")
+        nested = True
+    else:
+        raise ExplainError(f"targets must be an int, a list of N ints or an (N, K) list; got shape {arr.shape}.")
+    bad = arr[(arr < 0) | (arr >= num_classes)]
+    if bad.size:
+        raise ExplainError(f"target {int(bad.flat[0])} is out of range: the model has {num_classes} classes "
+                           f"(valid targets are 0..{num_classes - 1}).")
+    return arr.astype(np.int32), nested
+
+
+def bounds_from_preprocess(preprocess: Callable, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(preprocess(0), preprocess(255))`` per channel, e.g. about -123.68 and 151.06 for VGG16."""
+    def run(v):
+        out = preprocess(np.full((1, 1, 1, channels), v, np.float32))
+        return np.asarray(out, np.float64).reshape(-1)[-channels:]
+    a, b = run(0.0), run(255.0)
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def _digest(arr: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(arr).tobytes() + str(arr.shape).encode(), digest_size=16).digest()
+
+
+def _freeze(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_freeze(v) for v in np.asarray(value).tolist()) if np.ndim(value) else float(value)
+    return value
+
+
+# ---- the explainer ---------------------------------------------------------------------------------
+
+class Explainer:
+    """Explain a Keras classifier with one method; any target class, no rebuild.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built Sequential/Functional classifier (nested models, Add/Concatenate branches allowed). A final
+        softmax is removed: every method starts from the logits.
+    method : str
+        A name from :func:`~sglrp_widgets.list_methods`, e.g. ``"sglrp"``, ``"lrp.epsilon"``, ``"grad_cam"``.
+    preprocess : callable, optional
+        The model's preprocessing function; gives the default z_box bounds ``preprocess(0)``/``preprocess(255)``.
+        Images passed to the explainer must already be preprocessed.
+    output : int or str, optional
+        Which output to explain, for models with several outputs.
+    rules : dict, optional
+        Per-layer rule overrides for LRP methods: ``{layer name | class | predicate: rule}``.
+    cache : ResultCache or None, optional
+        Where results are cached (default: the shared cache; ``None`` disables caching).
+    **params
+        The method's parameters (see ``list_methods()``), e.g. ``epsilon=0.1`` or ``low=-1, high=1``.
+
+    Examples
+    --------
+    >>> ex = Explainer(model, "lrp.epsilon", epsilon=0.1)
+    >>> out = ex(images, targets=[3, 1, 4])
+    >>> out.relevance.shape == images.shape
+    True
+    """
+
+    def __init__(self, model, method: str = "sglrp", *, preprocess: Callable | None = None, output=None,
+                 rules: dict | None = None, cache: ResultCache | None | str = "shared", **params):
+        import keras
+        if not isinstance(model, keras.Model):
+            raise ExplainError(f"Explainer needs a keras.Model, got {type(model).__name__}.")
+        self.spec: Method = get_method(method)
+        self.method = method
+        self.params = validate_params(method, params)
+        if rules is not None and self.spec.kind != "lrp":
+            raise ExplainError(f"rules= only applies to LRP methods, not to {method!r}.")
+        self._model_ref = model
+        self._preprocess = preprocess
+        self._output = output
+        self._rules = rules
+        self._cache = RESULTS if cache == "shared" else cache
+        self._lock = threading.RLock()
+        self._graph: Graph | None = None
+        self._compiled = None
+        self._fingerprint_fn = None
+        self._fingerprint: bytes | None = None
+        self._derived: dict[tuple[int, str], tf.Variable] = {}
+        self._node_rules: dict[int, R.Rule] = {}
+        self.trace_count = 0
+        self._key = (method, _freeze(self.params), _freeze(rules) if rules else None, id(preprocess), output)
+        if preprocess is not None and not callable(preprocess):
+            raise ExplainError(f"preprocess must be a function, got {type(preprocess).__name__}.")
+
+    # -- public ------------------------------------------------------------------------------------
+    @property
+    def model(self):
+        m = self._model_ref() if isinstance(self._model_ref, weakref.ref) else self._model_ref
+        if m is None:
+            raise ExplainError("The model of this explainer has been deleted.")
+        return m
+
+    @property
+    def graph(self) -> Graph:
+        if self._graph is None:
+            self._build()
+        return self._graph
+
+    @property
+    def rules(self) -> dict[str, str]:
+        """Layer name -> rule used, for LRP methods (after the first call or ``graph`` access)."""
+        g = self.graph
+        return {g.nodes[i].name: repr(r) for i, r in self._node_rules.items()}
+
+    def __call__(self, images, targets=None, *, top_k: int | None = None) -> Explanation:
+        """Explain ``images`` (N, H, W, C) for ``targets`` (None = top-1, int, N ints, or (N, K))."""
+        with self._lock:
+            start = time.perf_counter()
+            graph = self.graph
+            x = _check_images(images, graph)
+            spec, nested = parse_targets(targets, top_k, x.shape[0], graph.num_classes)
+            low_high = self._bounds(x)
+            fp = self._refresh()
+            base_key = (fp, self._key, None if low_high is None else _freeze(low_high))
+            n, k = spec.shape
+            digests = [_digest(img) for img in x] if self._cache is not None else None
+            rel = np.empty((n, k) + x.shape[1:], np.float32)
+            logits = np.empty((n, graph.num_classes), np.float32)
+            resolved = np.empty((n, k), np.int64)
+            missing = []
+            for i in range(n):
+                hit = [self._cache.get((base_key, digests[i], int(t))) for t in spec[i]] if digests else [None]
+                if all(h is not None for h in hit):
+                    for j, h in enumerate(hit):
+                        rel[i, j], logits[i], resolved[i, j] = h
+                else:
+                    missing.append(i)
+            if missing:
+                idx = np.asarray(missing)
+                r, z, t = self._compiled(tf.constant(x[idx]), tf.constant(spec[idx]), *self._bound_args(low_high))
+                r = np.moveaxis(r.numpy(), 0, 1)
+                rel[idx], logits[idx], resolved[idx] = r, z.numpy(), t.numpy()
+                if self._cache is not None:
+                    for i in missing:
+                        for j in range(k):
+                            value = (rel[i, j].copy(), logits[i].copy(), resolved[i, j])
+                            self._cache.put((base_key, digests[i], int(spec[i, j])), value)
+                            self._cache.put((base_key, digests[i], int(resolved[i, j])), value)
+            if self.params.get("relu"):
+                np.maximum(rel, 0, out=rel)
+            if not nested:
+                rel, resolved = rel[:, 0], resolved[:, 0]
+            return Explanation(relevance=rel, targets=resolved, logits=logits, method=self.method,
+                               params=dict(self.params), seconds=time.perf_counter() - start,
+                               cached=not missing)
+
+    # -- building ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        model = self.model
+        kind = self.spec.kind
+        graph = read_model(model, fold_batchnorm=(kind == "lrp"), output=self._output)
+        if kind == "lrp":
+            self._assign_rules(graph)
+        self._graph = graph
+        variables = list(model.weights)
+
+        @tf.function(reduce_retracing=True)
+        def fingerprint():
+            parts = []
+            for v in variables:
+                flat = tf.reshape(tf.convert_to_tensor(v), [-1])
+                parts += [tf.reduce_sum(flat), tf.reduce_sum(flat[::7]), tf.reduce_max(tf.abs(flat[::3]))]
+            return tf.stack(parts) if parts else tf.zeros([0])
+        self._fingerprint_fn = fingerprint
+
+        spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
+        tspec = tf.TensorSpec((None, None), tf.int32)
+        bspec = [tf.TensorSpec(None, tf.float32)] * 2
+        body = {"lrp": self._lrp_body, "gradient": self._gradient_body, "cam": self._cam_body}[kind]
+
+        def run(images, targets, low, high):
+            self.trace_count += 1
+            return body(images, targets, low, high)
+        self._compiled = tf.function(run, input_signature=[spec, tspec] + bspec)
+
+    def _assign_rules(self, graph: Graph) -> None:
+        opaque = graph.opaque_nodes()
+        if opaque:
+            node = opaque[0]
+            raise UnsupportedLayerError(
+                f"Layer {node.name!r} ({node.class_name}) has no LRP rule, so method {self.method!r} cannot "
+                f"explain this model. Methods that would work: {', '.join(_GRADIENT_METHODS)}.",
+                node.name, node.class_name)
+        for node in graph.nodes:
+            if node.kind == "activation" and node.activation == "softmax":
+                raise UnsupportedLayerError(
+                    f"Layer {node.name!r} ({node.class_name}) applies a softmax inside the network; LRP rules "
+                    f"only pass a final softmax. Methods that would work: {', '.join(_GRADIENT_METHODS)}.",
+                    node.name, node.class_name)
+        composite = C.with_overrides(C.get_composite(self.spec.composite), self._rules)
+        for i, node in enumerate(graph.nodes):
+            if node.kind != "linear":
+                continue
+            ctx = C.LayerContext(node.name, node.layer, node.op.family, i in graph.first_linear,
+                                 i in graph.relu_followed)
+            self._node_rules[i] = composite(ctx, self.params)
+
+    def _bounds(self, x: np.ndarray):
+        """The z_box bounds (low, high) as arrays, or None when the method needs none."""
+        if not self.spec.uses_bounds and not any(r.name == "z_box" for r in self._node_rules.values()):
+            return None
+        low, high = self.params.get("low"), self.params.get("high")
+        if (low is None or high is None) and self._preprocess is not None:
+            plow, phigh = bounds_from_preprocess(self._preprocess, x.shape[-1])
+            low = plow if low is None else low
+            high = phigh if high is None else high
+        low = float(x.min()) if low is None else low
+        high = float(x.max()) if high is None else high
+        low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+        if low.ndim and low.shape[0] not in (1, x.shape[-1]) or high.ndim and high.shape[0] not in (1, x.shape[-1]):
+            raise ExplainError(f"low/high need one value or one per channel ({x.shape[-1]}); got {low}, {high}.")
+        return low, high
+
+    @staticmethod
+    def _bound_args(low_high):
+        if low_high is None:
+            return tf.constant(0.0), tf.constant(0.0)
+        return tf.constant(low_high[0]), tf.constant(low_high[1])
+
+    def _refresh(self) -> bytes:
+        """Fingerprint the model's weights; refresh the derived (modified) weights when they changed."""
+        fp = hashlib.blake2b(self._fingerprint_fn().numpy().tobytes(), digest_size=16).digest()
+        if fp != self._fingerprint and self.spec.kind == "lrp":
+            for i, node in enumerate(self._graph.nodes):
+                if node.kind != "linear":
+                    continue
+                kernel, bias = node.op.params()
+                keys = {"w", "b"} | self._node_rules[i].weight_keys()
+                for key in keys:
+                    value = R.derive_weight(key, kernel, bias)
+                    var = self._derived.get((i, key))
+                    if var is None:
+                        self._derived[(i, key)] = tf.Variable(value, trainable=False)
+                    else:
+                        var.assign(value)
+        self._fingerprint = fp
+        return fp
+
+    # -- compiled bodies -------------------------------------------------------------------------
+    @staticmethod
+    def _resolve_targets(logits, targets):
+        """Negative targets -r-1 become the r-th most probable class of each row."""
+        k = tf.shape(targets)[1]
+        ranked = tf.math.top_k(logits, k=tf.maximum(k, 1)).indices
+        rank = tf.clip_by_value(-targets - 1, 0, tf.maximum(k - 1, 0))
+        return tf.where(targets < 0, tf.gather(ranked, rank, batch_dims=1), targets)
+
+    def _heads(self, logits, t):
+        """Initial relevance, (H, N, C) with H = K (or 2K for target + dual heads)."""
+        num = tf.shape(logits)[1]
+        onehot = tf.one_hot(tf.transpose(t), num, dtype=tf.float64)            # (K, N, C)
+        z = tf.cast(logits, tf.float64)[None]                                     # (1, N, C)
+        zt = tf.reduce_sum(onehot * z, -1, keepdims=True)                         # (K, N, 1)
+        head = self.spec.head
+        if head == "logit":
+            heads = onehot * zt
+        elif head == "clrp":
+            dual = (1 - onehot) * zt / tf.cast(num - 1, tf.float64)
+            heads = tf.concat([onehot * zt, dual], 0)
+        else:
+            y = tf.nn.softmax(z, axis=-1)
+            yt = tf.reduce_sum(onehot * y, -1, keepdims=True)
+            others = tf.reduce_sum((1 - onehot) * y, -1, keepdims=True)           # 1 - y_t, stably
+            if head == "sglrp":
+                heads = tf.concat([onehot * yt * others, (1 - onehot) * yt * y], 0)
+            else:  # signed softmax gradient
+                heads = onehot * yt * others - (1 - onehot) * yt * y
+        return tf.cast(heads, tf.float32)
+
+    def _linear_params(self, i, node):
+        return self._derived[(i, "w")], self._derived[(i, "b")]
+
+    def _lrp_body(self, images, targets, low, high):
+        graph = self._graph
+        logits, values = graph.forward(images, linear_params=self._linear_params, keep=True)
+        t = self._resolve_targets(logits, targets)
+        heads = self._heads(logits, t)
+        relevance = self._backward(values, R.flat_heads(heads), (low, high))
+        n = tf.shape(images)[0]
+        rel = R.by_head(relevance, n)
+        if self.spec.head in ("sglrp", "clrp"):
+            k = tf.shape(t)[1]
+            target, dual = rel[:k], rel[k:]
+            if self.params.get("scaling", True):
+                axes = tf.range(2, tf.rank(rel))
+                s = R.safe_div(tf.reduce_sum(target, axes, keepdims=True), tf.reduce_sum(dual, axes, keepdims=True))
+            else:
+                s = 1.0
+            rel = target - s * dual
+        return rel, logits, t
+
+    def _nonneg_values(self) -> set:
+        graph = self._graph
+        nonneg = set()
+        for node in graph.nodes:
+            if node.kind == "activation" and node.activation == "relu" and \
+                    getattr(node.layer, "negative_slope", 0) in (0, 0.0, None) and \
+                    getattr(node.layer, "threshold", 0) in (0, 0.0, None):
+                nonneg.add(node.output)
+            elif node.kind in ("route", "pool", "add") and all(v in nonneg for v in node.inputs):
+                nonneg.add(node.output)
+        return nonneg
+
+    def _backward(self, values, r_top, bounds):
+        graph = self._graph
+        nonneg = self._nonneg_values()
+        n = tf.shape(values[graph.input_id])[0]
+        rel = {graph.output_id: r_top}
+        for i in range(len(graph.nodes) - 1, -1, -1):
+            node = graph.nodes[i]
+            r = rel.pop(node.output, None)
+            if r is None:
+                continue
+            xs = [values[v] for v in node.inputs]
+            if node.kind == "linear":
+                weights = {key: var for (j, key), var in self._derived.items() if j == i}
+                r_in = [R.apply_linear_rule(self._node_rules[i], node.op, xs[0], r, weights, bounds,
+                                            nonneg=node.inputs[0] in nonneg)]
+            elif node.kind == "activation":
+                r_in = [r]
+            elif node.kind == "pool":
+                s = R.flat_heads(R.by_head(r, n) / R.stabilize(values[node.output], R.SAFE_EPS)[None])
+                shape = tf.concat([tf.shape(r)[:1], tf.shape(xs[0])[1:]], 0)
+                g = R.transpose_map(node.fn, s, shape)
+                r_in = [R.flat_heads(R.by_head(g, n) * xs[0][None])]
+            elif node.kind == "elementwise":
+                a, _ = node.scale_shift()
+                factor = a * xs[0] / R.stabilize(values[node.output], R.SAFE_EPS)
+                r_in = [R.flat_heads(R.by_head(r, n) * factor[None])]
+            elif node.kind == "add":
+                total = tf.add_n(xs)
+                r_in = [R.flat_heads(R.by_head(r, n) * R.safe_div(x, total)[None]) for x in xs]
+            elif node.kind == "route":
+                heads = tf.shape(r)[0] // n
+                tiled = [tf.tile(x, tf.concat([[heads], tf.ones([tf.rank(x) - 1], tf.int32)], 0)) for x in xs]
+                with tf.GradientTape() as tape:
+                    tape.watch(tiled)
+                    out = node.fn(tiled[0] if len(tiled) == 1 else tiled)
+                r_in = tape.gradient(out, tiled, output_gradients=r)
+            else:  # pragma: no cover - opaque nodes are rejected when rules are assigned
+                raise AssertionError(node.kind)
+            for v, ri in zip(node.inputs, r_in):
+                rel[v] = rel[v] + ri if v in rel else ri
+        return rel[graph.input_id]
+
+    # gradient family --------------------------------------------------------------------------------
+    @staticmethod
+    def _tile_targets(images, targets):
+        """Rows k*N + n: image n with its k-th target."""
+        k = tf.shape(targets)[1]
+        x = tf.tile(images, tf.concat([[k], tf.ones([tf.rank(images) - 1], tf.int32)], 0))
+        t = tf.reshape(tf.transpose(targets), [-1, 1])
+        return x, t
+
+    def _activation_fn(self, mode: str):
+        @tf.custom_gradient
+        def guided(x):
+            y = tf.nn.relu(x)
+
+            def grad(dy):
+                return tf.nn.relu(dy) * tf.cast(x > 0, dy.dtype)
+            return y, grad
+
+        @tf.custom_gradient
+        def deconv(x):
+            y = tf.nn.relu(x)
+
+            def grad(dy):
+                return tf.nn.relu(dy)
+            return y, grad
+
+        special = {"guided_backprop": guided, "deconvnet": deconv}.get(mode)
+
+        def fn(node, x):
+            if special is not None and node.activation == "relu" and _plain_relu(node):
+                return special(x)
+            return node.fn(x)
+        return fn
+
+    def _grad_of_target(self, x, t, activation_fn=None, feature=None):
+        """d z_t / d x (or d z_t / d feature value) and the logits, for rows of x with targets t (rows, 1)."""
+        graph = self._graph
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits, values = graph.forward(x, activation_fn=activation_fn, keep=True)
+            tt = self._resolve_targets(logits, t)
+            score = tf.reduce_sum(tf.gather(logits, tt, batch_dims=1))
+        source = values[feature] if feature is not None else x
+        return tape.gradient(score, source), logits, tt, (values[feature] if feature is not None else None)
+
+    def _gradient_body(self, images, targets, low, high):
+        n = tf.shape(images)[0]
+        x, t = self._tile_targets(images, targets)
+        name, p = self.method, self.params
+        if name == "smoothgrad":
+            span = tf.reduce_max(x, axis=tf.range(1, tf.rank(x)), keepdims=True) - \
+                tf.reduce_min(x, axis=tf.range(1, tf.rank(x)), keepdims=True)
+            sigma = p["noise"] * span
+            total = tf.zeros_like(x)
+            for_logits = self._grad_of_target(x, t)
+            for i in tf.range(p["n"]):
+                noise = tf.random.stateless_normal(tf.shape(x), seed=tf.stack([p["seed"], i]))
+                g, _, _, _ = self._grad_of_target(x + sigma * noise, for_logits[2])
+                total += g
+            rel, logits, tt = total / float(p["n"]), for_logits[1], for_logits[2]
+        elif name == "integrated_gradients":
+            base = tf.fill(tf.shape(x), tf.cast(p["baseline"], x.dtype))
+            _, logits, tt, _ = self._grad_of_target(x, t)
+            total = tf.zeros_like(x)
+            steps = p["steps"]
+            for i in tf.range(1, steps + 1):
+                alpha = tf.cast(i, x.dtype) / float(steps)
+                g, _, _, _ = self._grad_of_target(base + alpha * (x - base), tt)
+                total += g
+            rel = (x - base) * total / float(steps)
+        else:
+            fn = self._activation_fn(name) if name in ("guided_backprop", "deconvnet") else None
+            g, logits, tt, _ = self._grad_of_target(x, t, activation_fn=fn)
+            rel = x * g if name == "input_x_gradient" else g
+        k = tf.shape(targets)[1]
+        return R.by_head(rel, n), logits[:n], tf.transpose(tf.reshape(tt, [k, n]))
+
+    # CAM family --------------------------------------------------------------------------------------
+    def _cam_value(self) -> int:
+        graph = self._graph
+        name = self.params.get("layer")
+        convs = [nd.name for nd in graph.nodes if nd.kind == "linear" and nd.op.family == "conv"
+                 and not nd.op.depthwise_part]
+        if name is None:
+            if not convs:
+                raise ExplainError(f"Method {self.method!r} needs a convolutional layer; the model has none. "
+                                   "Use a gradient or LRP method instead.")
+            name = convs[-1]
+        if name not in graph.feature_value:
+            raise ExplainError(f"layer={name!r} is not a layer of the model. Convolutional layers: "
+                               f"{', '.join(convs)}.{suggest(name, convs)}")
+        value = graph.feature_value[name]
+        consumers, nodes = graph.consumers(), graph.nodes
+        while len(consumers.get(value, [])) == 1:   # take the map after its BatchNorm / activation
+            nxt = nodes[consumers[value][0]]
+            if nxt.kind not in ("elementwise", "activation"):
+                break
+            value = nxt.output
+        return value
+
+    def _cam_body(self, images, targets, low, high):
+        n = tf.shape(images)[0]
+        x, t = self._tile_targets(images, targets)
+        feature = self._cam_value()
+        g, logits, tt, a = self._grad_of_target(x, t, feature=feature)
+        if a.shape.rank != 4:
+            raise ExplainError(f"Method {self.method!r} needs a 2-D feature map (N, h, w, c); the chosen layer "
+                               f"gives shape {a.shape}.")
+        if self.method == "grad_cam_plus_plus":
+            g2, g3 = g * g, g * g * g
+            denom = 2.0 * g2 + tf.reduce_sum(a, axis=(1, 2), keepdims=True) * g3
+            alpha = tf.math.divide_no_nan(g2, denom)
+            weights = tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2), keepdims=True)
+        else:
+            weights = tf.reduce_mean(g, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * a, axis=-1, keepdims=True))
+        size = tf.shape(x)[1:3]
+        cam = tf.image.resize(cam, size, method="bilinear")
+        channels = tf.cast(tf.shape(x)[-1], x.dtype)
+        if self.method == "guided_grad_cam":
+            gb, _, _, _ = self._grad_of_target(x, tt, activation_fn=self._activation_fn("guided_backprop"))
+            rel = cam * gb
+        else:
+            rel = tf.broadcast_to(cam / channels, tf.shape(x))
+        k = tf.shape(targets)[1]
+        return R.by_head(rel, n), logits[:n], tf.transpose(tf.reshape(tt, [k, n]))
+
+
+def _plain_relu(node) -> bool:
+    layer = node.layer
+    return getattr(layer, "negative_slope", 0) in (0, 0.0, None) and getattr(layer, "max_value", None) is None \
+        and getattr(layer, "threshold", 0) in (0, 0.0, None)
+
+
+# ---- the shared cache of explainers ------------------------------------------------------------------
+
+_EXPLAINERS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_EXPLAINERS_LOCK = threading.Lock()
+
+
+def get_explainer(model, method: str = "sglrp", *, preprocess: Callable | None = None, **params) -> Explainer:
+    """The shared :class:`Explainer` for (model, method, parameters); the model is held weakly."""
+    resolved = validate_params(method, params)
+    key = (method, _freeze(resolved), id(preprocess) if preprocess is not None else None)
+    with _EXPLAINERS_LOCK:
+        per_model = _EXPLAINERS.setdefault(model, {})
+        ex = per_model.get(key)
+        if ex is None:
+            ex = Explainer(model, method, preprocess=preprocess, **params)
+            ex._model_ref = weakref.ref(model)
+            per_model[key] = ex
+        return ex
+
+
+def explain(model, images, method: str = "sglrp", targets=None, *, top_k: int | None = None,
+            preprocess: Callable | None = None, **params) -> Explanation:
+    """Explain ``images`` with ``method``, reusing the compiled graph and results of earlier calls.
+
+    Examples
+    --------
+    >>> out = explain(model, images, "sglrp", targets=[340, 386])
+    >>> out.relevance.shape == images.shape
+    True
+    """
+    return get_explainer(model, method, preprocess=preprocess, **params)(images, targets, top_k=top_k)

@@ -1,0 +1,246 @@
+"""LRP rules as data, and how a rule turns the relevance at a layer's output into relevance at its input.
+
+A rule for a linear layer ``z = x W + b`` is a list of *terms* ``(input modifier, weight modifier, sign)``
+and an optional bias modifier. With ``z' = sum_terms sign * in_mod(x) W_mod (+ b_mod)`` the rule is
+
+    R_in = sum_terms sign * in_mod(x) * W_mod^T ( R / stabilize(z') )
+
+which covers ``z``, ``epsilon``, ``z_plus``, ``gamma``, ``w_square``, ``flat`` and ``z_box``; ``alpha_beta`` is a
+weighted sum of two such rules. ``W^T`` is the transposed linear map (the layer's input gradient), so a
+rule costs one forward map per distinct modified weight and one transposed map per distinct weight.
+Formulas: ``../shared/METHODS.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tensorflow as tf
+
+from .errors import ExplainError
+
+SAFE_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class Term:
+    inputs: str          # "x", "x_pos", "x_neg", "ones", "low", "high"
+    weights: str         # "w", "w_pos", "w_neg", "w_sq", "ones", "w_gamma"
+    sign: float = 1.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One LRP rule for linear layers. Build rules with the functions below, e.g. ``epsilon(0.1)``."""
+
+    name: str
+    terms: tuple[Term, ...] = ()
+    bias: str | None = None                  # "b", "b_pos", "b_neg" or None
+    eps: float = SAFE_EPS                    # stabilizer: z + eps * sign(z), sign(0) = 1
+    parts: tuple = ()                        # ((coefficient, Rule), ...) for composed rules
+    params: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def leaves(self):
+        """The (coefficient, simple rule) pairs this rule is made of."""
+        return self.parts if self.parts else ((1.0, self),)
+
+    def weight_keys(self) -> set[str]:
+        keys = set()
+        for _, r in self.leaves():
+            keys |= {t.weights for t in r.terms}
+            if r.bias:
+                keys.add(r.bias)
+        return keys
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{self.name}({args})"
+
+
+def z() -> Rule:
+    """``R_j = sum_k x_j w_jk * safe_div(R_k, z_k)``, bias included in ``z_k``."""
+    return Rule("z", (Term("x", "w"),), bias="b")
+
+
+def epsilon(eps: float = 1e-7) -> Rule:
+    """``R_j = sum_k x_j w_jk R_k / (z_k + eps sign(z_k))``, bias included."""
+    if not eps >= 0:
+        raise ExplainError(f"epsilon must be >= 0, got {eps!r}.")
+    return Rule("epsilon", (Term("x", "w"),), bias="b", eps=float(eps) if eps > 0 else SAFE_EPS,
+                params={"epsilon": eps})
+
+
+def z_plus() -> Rule:
+    """Positive contributions only, bias ignored; for ``x < 0`` the positive part is ``x+ w+ + x- w-``."""
+    return Rule("z_plus", (Term("x_pos", "w_pos"), Term("x_neg", "w_neg")))
+
+
+def _positive_part(bias: bool) -> Rule:
+    return Rule("alpha", (Term("x_pos", "w_pos"), Term("x_neg", "w_neg")), bias="b_pos" if bias else None)
+
+
+def _negative_part(bias: bool) -> Rule:
+    return Rule("beta", (Term("x_pos", "w_neg"), Term("x_neg", "w_pos")), bias="b_neg" if bias else None)
+
+
+def alpha_beta(alpha: float = 1.0, beta: float = 0.0, bias: bool = True) -> Rule:
+    """``R_j = sum_k (alpha p_jk / P_k - beta n_jk / N_k) R_k`` with ``p = (x w)+``, ``n = (x w)-``."""
+    if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-6:
+        raise ExplainError(f"alpha_beta needs alpha - beta = 1 with both >= 0; got alpha={alpha}, beta={beta}.")
+    parts = ((float(alpha), _positive_part(bias)),)
+    if beta:
+        parts += ((-float(beta), _negative_part(bias)),)
+    return Rule("alpha_beta", parts=parts, params={"alpha": alpha, "beta": beta, "bias": bias})
+
+
+def gamma(g: float = 0.25) -> Rule:
+    """``R_j = sum_k x_j (w_jk + g w+_jk) * safe_div(R_k, sum_i x_i (w_ik + g w+_ik))``."""
+    if not g >= 0:
+        raise ExplainError(f"gamma must be >= 0, got {g!r}.")
+    return Rule("gamma", (Term("x", f"w_gamma:{float(g)!r}"),), params={"gamma": g})
+
+
+def w_square() -> Rule:
+    """``R_j = sum_k w_jk^2 * safe_div(R_k, sum_i w_ik^2)``: input independent."""
+    return Rule("w_square", (Term("ones", "w_sq"),))
+
+
+def flat() -> Rule:
+    """``R_j = sum_k safe_div(R_k, #inputs read by k)``: input independent, padding excluded."""
+    return Rule("flat", (Term("ones", "ones"),))
+
+
+def z_box(low=None, high=None) -> Rule:
+    """Bounded Deep Taylor rule: ``(x w - l w+ - h w-)`` over its sum; ``low``/``high`` broadcast per channel."""
+    return Rule("z_box", (Term("x", "w"), Term("low", "w_pos", -1.0), Term("high", "w_neg", -1.0)),
+                params={"low": low, "high": high})
+
+
+RULES = {"z": z, "epsilon": epsilon, "z_plus": z_plus, "alpha_beta": alpha_beta, "gamma": gamma,
+         "w_square": w_square, "flat": flat, "z_box": z_box}
+
+
+def get_rule(spec) -> Rule:
+    """A :class:`Rule` from a Rule, a rule name (``"z_plus"``) or ``(name, kwargs)``."""
+    if isinstance(spec, Rule):
+        return spec
+    if isinstance(spec, str):
+        spec = (spec, {})
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+        name, kwargs = spec
+        if name not in RULES:
+            from .errors import suggest
+            raise ExplainError(f"Unknown rule {name!r}; rules are {sorted(RULES)}.{suggest(name, RULES)}")
+        return RULES[name](**kwargs)
+    raise ExplainError(f"Cannot make a rule from {spec!r}: give a Rule, a rule name or (name, kwargs).")
+
+
+# ---- derived weights ----------------------------------------------------------------------------
+
+def derive_weight(key: str, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """The modified parameter named ``key`` computed from the layer's (kernel, bias)."""
+    if key == "w":
+        return kernel
+    if key == "w_pos":
+        return tf.maximum(kernel, 0.0)
+    if key == "w_neg":
+        return tf.minimum(kernel, 0.0)
+    if key == "w_sq":
+        return tf.square(kernel)
+    if key == "ones":
+        return tf.ones_like(kernel)
+    if key.startswith("w_gamma:"):
+        g = float(key.split(":", 1)[1])
+        return kernel + g * tf.maximum(kernel, 0.0)
+    if key == "b":
+        return bias
+    if key == "b_pos":
+        return tf.maximum(bias, 0.0)
+    if key == "b_neg":
+        return tf.minimum(bias, 0.0)
+    raise KeyError(key)
+
+
+# ---- the backward step ----------------------------------------------------------------------------
+
+def stabilize(z: tf.Tensor, eps: float) -> tf.Tensor:
+    """``z + eps * sign(z)`` with ``sign(0) = 1``."""
+    return z + eps * tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
+
+
+def safe_div(a: tf.Tensor, b: tf.Tensor, eps: float = SAFE_EPS) -> tf.Tensor:
+    return a / stabilize(b, eps)
+
+
+def by_head(r: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
+    """(H*N, ...) -> (H, N, ...): heads are stacked head-major along the batch axis."""
+    return tf.reshape(r, tf.concat([[-1, n], tf.shape(r)[1:]], 0))
+
+
+def flat_heads(r: tf.Tensor) -> tf.Tensor:
+    """(H, N, ...) -> (H*N, ...)."""
+    return tf.reshape(r, tf.concat([[-1], tf.shape(r)[2:]], 0))
+
+
+def transpose_map(fn, s: tf.Tensor, in_shape) -> tf.Tensor:
+    """``J^T s`` for a linear ``fn``: its input gradient, which needs no input values (only a shape)."""
+    dummy = tf.zeros(in_shape, s.dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(dummy)
+        out = fn(dummy)
+    return tape.gradient(out, dummy, output_gradients=s)
+
+
+def modified_inputs(key: str, x: tf.Tensor, bounds) -> tf.Tensor:
+    if key == "x":
+        return x
+    if key == "x_pos":
+        return tf.maximum(x, 0.0)
+    if key == "x_neg":
+        return tf.minimum(x, 0.0)
+    if key == "ones":
+        return tf.ones_like(x[:1])
+    if key == "low":
+        return tf.zeros_like(x[:1]) + bounds[0]
+    if key == "high":
+        return tf.zeros_like(x[:1]) + bounds[1]
+    raise KeyError(key)
+
+
+def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: dict, bounds=None,
+                      nonneg: bool = False) -> tf.Tensor:
+    """Relevance at the input of linear ``op`` (forward input ``x``, shape (N, ...)) from ``r_out`` (H*N, ...).
+
+    ``weights`` maps weight keys to the (modified) parameters; ``nonneg`` says ``x >= 0`` is known, so
+    terms on ``x_neg`` vanish and are skipped.
+    """
+    n = tf.shape(x)[0]
+    in_shape = tf.concat([tf.shape(r_out)[:1], tf.shape(x)[1:]], 0)
+    total = None
+    transposed: dict[str, tf.Tensor] = {}
+    for coef, leaf in rule.leaves():
+        terms = [t for t in leaf.terms if not (nonneg and t.inputs == "x_neg")]
+        if not terms:
+            continue
+        inputs = {t.inputs: modified_inputs(t.inputs, x, bounds) for t in terms}
+        zs = None
+        for t in terms:
+            zt = t.sign * op.apply(inputs[t.inputs], weights[t.weights])
+            zs = zt if zs is None else zs + zt
+        if leaf.bias:
+            zs = zs + weights[leaf.bias]
+        s = flat_heads(by_head(r_out, n) / stabilize(zs, leaf.eps)[None]) if zs.shape[0] != 1 else \
+            r_out / stabilize(zs, leaf.eps)
+        leaf_total = None
+        transposed.clear()
+        for t in terms:
+            if t.weights not in transposed:
+                w = weights[t.weights]
+                transposed[t.weights] = transpose_map(lambda d, w=w: op.apply(d, w), s, in_shape)
+            g = transposed[t.weights]
+            contrib = flat_heads(by_head(g, n) * inputs[t.inputs][None]) if t.inputs in ("x", "x_pos", "x_neg") \
+                else g * inputs[t.inputs]
+            contrib = t.sign * contrib
+            leaf_total = contrib if leaf_total is None else leaf_total + contrib
+        leaf_total = coef * leaf_total if coef != 1.0 else leaf_total
+        total = leaf_total if total is None else total + leaf_total
+    return total if total is not None else tf.zeros(in_shape, r_out.dtype)
