@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"(n={args.eval}, seed={EVAL_SEED + 1})"
     )
     out = Path(args.out)
-    # drop the optimizer state: smaller file, and inference needs none
-    model.compile(loss="categorical_crossentropy")
-    model.save(out)
+    # save an uncompiled copy: no optimizer state (smaller file, no warning when loading)
+    export = build_model()
+    export.set_weights(model.get_weights())
+    export.save(out)
     print(f"saved {out} ({out.stat().st_size / 1024:.0f} KiB); total {time.perf_counter() - t0:.1f} s")
     return figures
 
