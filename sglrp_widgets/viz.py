@@ -455,7 +455,8 @@ def compare_figure(
     ...                      preprocess=demo.preprocess, class_names=demo.class_names,
     ...                      raw_image=imgs[0])  # doctest: +SKIP
     """
-    from .engine import explain, list_methods
+    from .engine import explain
+    from .methods import list_methods
 
     x = np.asarray(image, dtype=np.float32)
     if x.ndim == 3:
