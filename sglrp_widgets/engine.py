@@ -236,7 +236,8 @@ class Explainer:
         self._compiled = None
         self._fingerprint_fn = None
         self._fingerprint: bytes | None = None
-        self._derived: dict[tuple[int, str], tf.Variable] = {}
+        self._derived: dict[int, dict[str, Any]] = {}       # node index -> weight key -> tensor/variable
+        self._nonneg: set = set()
         self._node_rules: dict[int, R.Rule] = {}
         self.trace_count = 0
         self._key = (method, _freeze(self.params), _freeze(rules) if rules else None, id(preprocess), output)
@@ -305,6 +306,12 @@ class Explainer:
                                params=dict(self.params), seconds=time.perf_counter() - start,
                                cached=not missing)
 
+    def clear(self) -> None:
+        """Forget cached results and derived weights (after editing weights in place, say)."""
+        self._fingerprint = None
+        if self._cache is not None:
+            self._cache.clear()
+
     # -- building ----------------------------------------------------------------------------------
     def _build(self) -> None:
         model = self.model
@@ -312,21 +319,15 @@ class Explainer:
         graph = read_model(model, fold_batchnorm=(kind == "lrp"), output=self._output)
         if kind == "lrp":
             self._assign_rules(graph)
+            self._nonneg = self._nonneg_values(graph)
         self._graph = graph
         variables = list(model.weights)
 
-        @tf.function(reduce_retracing=True)
-        def fingerprint():
-            parts = []
-            for v in variables:
-                flat = tf.reshape(tf.convert_to_tensor(v), [-1])
-                parts += [tf.reduce_sum(flat), tf.reduce_sum(flat[::7]), tf.reduce_max(tf.abs(flat[::3]))]
-            return tf.stack(parts) if parts else tf.zeros([0])
-        self._fingerprint_fn = fingerprint
+        self._fingerprint_fn = tf.function(lambda: weights_fingerprint(variables))
 
         spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
         tspec = tf.TensorSpec((None, None), tf.int32)
-        bspec = [tf.TensorSpec(None, tf.float32)] * 2
+        bspec = [tf.TensorSpec([None], tf.float32)] * 2
         body = {"lrp": self._lrp_body, "gradient": self._gradient_body, "cam": self._cam_body}[kind]
 
         def run(images, targets, low, high):
@@ -375,8 +376,8 @@ class Explainer:
     @staticmethod
     def _bound_args(low_high):
         if low_high is None:
-            return tf.constant(0.0), tf.constant(0.0)
-        return tf.constant(low_high[0]), tf.constant(low_high[1])
+            return tf.zeros([1]), tf.zeros([1])
+        return tf.reshape(tf.constant(low_high[0]), [-1]), tf.reshape(tf.constant(low_high[1]), [-1])
 
     def _refresh(self) -> bytes:
         """Fingerprint the model's weights; refresh the derived (modified) weights when they changed."""
@@ -386,16 +387,30 @@ class Explainer:
                 if node.kind != "linear":
                     continue
                 kernel, bias = node.op.params()
-                keys = {"w", "b"} | self._node_rules[i].weight_keys()
-                for key in keys:
+                slots = self._derived.setdefault(i, {})
+                for key in self._weight_keys(i, node):
+                    if key in ("w", "b") and node.op.bn is None:
+                        var = node.op.kernel_var if key == "w" else node.op.bias_var
+                        if var is not None:        # the model's own variable: always current
+                            slots[key] = getattr(var, "value", var)
+                            continue
                     value = R.derive_weight(key, kernel, bias)
-                    var = self._derived.get((i, key))
-                    if var is None:
-                        self._derived[(i, key)] = tf.Variable(value, trainable=False)
+                    if isinstance(slots.get(key), tf.Variable) and slots[key].shape == value.shape:
+                        slots[key].assign(value)
                     else:
-                        var.assign(value)
+                        slots[key] = tf.Variable(value, trainable=False)
         self._fingerprint = fp
         return fp
+
+    def _weight_keys(self, i: int, node) -> set[str]:
+        """The parameters node ``i``'s rule reads, skipping terms on negative inputs that cannot occur."""
+        keys = {"w", "b"}
+        for _, leaf in self._node_rules[i].leaves():
+            keys |= {t.weights for t in leaf.terms
+                     if not (t.inputs == "x_neg" and node.inputs[0] in self._nonneg)}
+            if leaf.bias:
+                keys.add(leaf.bias)
+        return keys
 
     # -- compiled bodies -------------------------------------------------------------------------
     @staticmethod
@@ -429,7 +444,7 @@ class Explainer:
         return tf.cast(heads, tf.float32)
 
     def _linear_params(self, i, node):
-        return self._derived[(i, "w")], self._derived[(i, "b")]
+        return self._derived[i]["w"], self._derived[i]["b"]
 
     def _lrp_body(self, images, targets, low, high):
         graph = self._graph
@@ -450,8 +465,9 @@ class Explainer:
             rel = target - s * dual
         return rel, logits, t
 
-    def _nonneg_values(self) -> set:
-        graph = self._graph
+    @staticmethod
+    def _nonneg_values(graph: Graph) -> set:
+        """Value ids known to be >= 0 (ReLU outputs, and pooling/routing/sums of them)."""
         nonneg = set()
         for node in graph.nodes:
             if node.kind == "activation" and node.activation == "relu" and \
@@ -464,7 +480,7 @@ class Explainer:
 
     def _backward(self, values, r_top, bounds):
         graph = self._graph
-        nonneg = self._nonneg_values()
+        nonneg = self._nonneg
         n = tf.shape(values[graph.input_id])[0]
         rel = {graph.output_id: r_top}
         for i in range(len(graph.nodes) - 1, -1, -1):
@@ -474,9 +490,9 @@ class Explainer:
                 continue
             xs = [values[v] for v in node.inputs]
             if node.kind == "linear":
-                weights = {key: var for (j, key), var in self._derived.items() if j == i}
+                weights = self._derived[i]
                 r_in = [R.apply_linear_rule(self._node_rules[i], node.op, xs[0], r, weights, bounds,
-                                            nonneg=node.inputs[0] in nonneg)]
+                                            nonneg=node.inputs[0] in nonneg, z_forward=values[node.output])]
             elif node.kind == "activation":
                 r_in = [r]
             elif node.kind == "pool":
@@ -630,6 +646,31 @@ class Explainer:
             rel = tf.broadcast_to(cam / channels, tf.shape(x))
         k = tf.shape(targets)[1]
         return R.by_head(rel, n), logits[:n], tf.transpose(tf.reshape(tt, [k, n]))
+
+
+FULL_FINGERPRINT_SIZE = 1 << 18
+SAMPLES_PER_VARIABLE = 1 << 14
+
+
+def weights_fingerprint(variables) -> tf.Tensor:
+    """A cheap summary of the weights that changes when they change (training, ``set_weights``, assign).
+
+    Variables up to 2**18 values are summed in full (plain and position-weighted); larger ones through a
+    strided sample of about 2**14 values (plus their first and last rows), so a cached result costs
+    microseconds, not a pass over the weights. A change confined to unsampled entries of a large kernel
+    (a single assigned weight, say) is not seen: call ``Explainer.clear()`` after such surgery.
+    """
+    parts = []
+    for v in variables:
+        flat = tf.reshape(tf.convert_to_tensor(v), [-1])
+        size = int(np.prod(v.shape))
+        if size > FULL_FINGERPRINT_SIZE:
+            stride = size // SAMPLES_PER_VARIABLE + 1
+            flat = tf.concat([flat[::stride], flat[1::stride * 3 + 1], flat[:64], flat[-64:]], 0)
+        flat = tf.cast(flat, tf.float32)
+        ramp = tf.cast(tf.range(tf.size(flat)) % 1009, tf.float32) + 1.0
+        parts += [tf.reduce_sum(flat), tf.reduce_sum(flat * ramp)]
+    return tf.stack(parts) if parts else tf.zeros([0])
 
 
 def _plain_relu(node) -> bool:

@@ -207,11 +207,12 @@ def modified_inputs(key: str, x: tf.Tensor, bounds) -> tf.Tensor:
 
 
 def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: dict, bounds=None,
-                      nonneg: bool = False) -> tf.Tensor:
+                      nonneg: bool = False, z_forward: tf.Tensor | None = None) -> tf.Tensor:
     """Relevance at the input of linear ``op`` (forward input ``x``, shape (N, ...)) from ``r_out`` (H*N, ...).
 
     ``weights`` maps weight keys to the (modified) parameters; ``nonneg`` says ``x >= 0`` is known, so
-    terms on ``x_neg`` vanish and are skipped.
+    terms on ``x_neg`` vanish and are skipped. ``z_forward`` is the layer's forward output ``x W + b``,
+    reused instead of recomputed by rules whose denominator it is (z, epsilon).
     """
     n = tf.shape(x)[0]
     in_shape = tf.concat([tf.shape(r_out)[:1], tf.shape(x)[1:]], 0)
@@ -222,12 +223,16 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         if not terms:
             continue
         inputs = {t.inputs: modified_inputs(t.inputs, x, bounds) for t in terms}
-        zs = None
-        for t in terms:
-            zt = t.sign * op.apply(inputs[t.inputs], weights[t.weights])
-            zs = zt if zs is None else zs + zt
-        if leaf.bias:
-            zs = zs + weights[leaf.bias]
+        if z_forward is not None and leaf.bias == "b" and [(t.inputs, t.weights, t.sign) for t in terms] == \
+                [("x", "w", 1.0)]:
+            zs = z_forward
+        else:
+            zs = None
+            for t in terms:
+                zt = t.sign * op.apply(inputs[t.inputs], weights[t.weights])
+                zs = zt if zs is None else zs + zt
+            if leaf.bias:
+                zs = zs + weights[leaf.bias]
         s = flat_heads(by_head(r_out, n) / stabilize(zs, leaf.eps)[None]) if zs.shape[0] != 1 else \
             r_out / stabilize(zs, leaf.eps)
         leaf_total = None
