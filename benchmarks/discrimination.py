@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import logging  # noqa: E402
+
+logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices: one graph per method
 
 import numpy as np
 
