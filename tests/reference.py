@@ -157,7 +157,7 @@ def keras_to_reference(model):
             net.append(("maxpool", shape, layer.pool_size[0]))
             shape = tuple(layer.compute_output_shape((1,) + shape)[1:])
         elif isinstance(layer, keras.layers.Flatten):
-            pass
+            shape = (int(np.prod(shape)),)
         else:
             raise TypeError(layer)
     return [tuple(s) for s in net]

@@ -1,0 +1,435 @@
+"""Engine properties: conservation, model forms, BN folding, SGLRP/CLRP, caching, retracing, errors."""
+import gc
+import tracemalloc
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import reference as ref
+from conftest import randomize
+from sglrp_widgets import Explainer, explain
+from sglrp_widgets.engine import RESULTS, ResultCache
+from sglrp_widgets.errors import ExplainError, UnsupportedLayerError
+from sglrp_widgets.graph import read_model
+
+L = keras.layers
+
+
+def zero_biases(model):
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(np.zeros(layer.bias.shape, "float32"))
+    return model
+
+
+def residual_net(with_bias=False, bn=True):
+    inp = keras.Input((10, 10, 3))
+    x = L.Conv2D(4, 3, padding="same", use_bias=with_bias)(inp)
+    if bn:
+        x = L.BatchNormalization(center=with_bias)(x)
+    x = L.ReLU()(x)
+    y = L.Conv2D(4, 3, padding="same", activation="relu", use_bias=with_bias)(x)
+    x = L.Add()([x, y])
+    x = L.MaxPooling2D(2)(x)
+    x = L.Conv2D(6, 3, padding="valid", activation="relu", use_bias=with_bias)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Dense(5, use_bias=with_bias, activation="softmax")(x)
+    model = keras.Model(inp, out)
+    randomize(model, 3)
+    if bn:
+        bn_layer = [l for l in model.layers if isinstance(l, L.BatchNormalization)][0]
+        rng = np.random.default_rng(9)
+        weights = bn_layer.get_weights()
+        bn_layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if i == 0 or i == len(weights) - 1
+                              else rng.normal(0, 0.3, w.shape).astype("float32") for i, w in enumerate(weights)])
+        if not with_bias:   # no beta; moving mean must be zero for a bias-free fold
+            w = bn_layer.get_weights()
+            w[-2] = np.zeros_like(w[-2])
+            bn_layer.set_weights(w)
+    return model
+
+
+IMAGES = np.random.default_rng(0).uniform(0, 1, (2, 10, 10, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("method,params", [
+    ("lrp.z", {}), ("lrp.z_plus", {}), ("lrp.alpha_2_beta_1", {}), ("lrp.alpha_1_beta_0", {}),
+    ("deep_taylor", {}), ("deep_taylor.bounded", {"low": 0, "high": 1}),
+])
+def test_conservation_including_across_add(method, params):
+    model = residual_net(with_bias=False)
+    out = Explainer(model, method, cache=None, **params)(IMAGES, [1, 3])
+    logits = out.logits[np.arange(2), [1, 3]]
+    np.testing.assert_allclose(out.relevance.sum(axis=(1, 2, 3)), logits, rtol=2e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lrp.w_square", "lrp.flat", "lrp.z", "lrp.z_plus"])
+def test_conservation_of_input_independent_rules(method):
+    # w_square and flat send relevance to inactive units too; the Add and average-pool rules split in
+    # proportion to activations, so those nets would lose it there: check them on conv/max-pool/dense nets.
+    model = keras.Sequential([keras.Input((10, 10, 3)), L.Conv2D(4, 3, use_bias=False, activation="relu"),
+                              L.MaxPooling2D(2), L.Conv2D(5, 2, strides=2, padding="same", use_bias=False),
+                              L.ReLU(), L.Flatten(), L.Dense(4, use_bias=False)])
+    randomize(model, 12)
+    out = Explainer(model, method, cache=None)(IMAGES, [1, 3])
+    logits = out.logits[np.arange(2), [1, 3]]
+    np.testing.assert_allclose(out.relevance.sum(axis=(1, 2, 3)), logits, rtol=1e-4, atol=1e-6)
+
+
+def test_add_splits_in_proportion_not_by_gradient():
+    inp = keras.Input((4,))
+    a = L.Dense(3, use_bias=False)(inp)
+    b = L.Dense(3, use_bias=False)(inp)
+    out = L.Dense(2, use_bias=False)(L.Add()([a, b]))
+    model = randomize(keras.Model(inp, out), 4)
+    x = np.random.default_rng(1).normal(size=(1, 4)).astype("float32")
+    r = Explainer(model, "lrp.z", cache=None)(x, 0)
+    np.testing.assert_allclose(r.relevance.sum(), r.logits[0, 0], rtol=1e-4)   # a gradient split would double it
+
+
+def test_bn_folding_keeps_logits_and_is_applied():
+    model = residual_net(with_bias=True)
+    graph = read_model(model)
+    assert not any(isinstance(n.layer, L.BatchNormalization) for n in graph.nodes)
+    assert graph.softmax_removed
+    logits = graph.forward(tf.constant(IMAGES)).numpy()
+    expected = np.log(model.predict(IMAGES, verbose=0))
+    expected -= expected.mean(-1, keepdims=True)
+    np.testing.assert_allclose(logits - logits.mean(-1, keepdims=True), expected, atol=1e-4 * np.abs(expected).max())
+
+
+def test_unfoldable_batchnorm_gets_the_epsilon_rule():
+    inp = keras.Input((5,))
+    x = L.Dense(4, activation="relu")(inp)
+    x = L.BatchNormalization()(x)          # after a ReLU: cannot fold
+    out = L.Dense(3)(x)
+    model = randomize(keras.Model(inp, out), 6)
+    graph = read_model(model)
+    assert [n.kind for n in graph.nodes] == ["linear", "activation", "elementwise", "linear"]
+    x0 = np.random.default_rng(2).normal(size=(1, 5)).astype("float32")
+    r = Explainer(model, "lrp.epsilon", cache=None)(x0, 1).relevance[0]
+    d1, bn, d2 = model.layers[1], model.layers[2], model.layers[3]
+    W1, b1 = [w.astype(np.float64) for w in d1.get_weights()]
+    gamma, beta, mean, var = [w.astype(np.float64) for w in bn.get_weights()]
+    a = gamma / np.sqrt(var + bn.epsilon)
+    c = beta - mean * a
+    W2, b2 = [w.astype(np.float64) for w in d2.get_weights()]
+    h = np.maximum(x0[0] @ W1 + b1, 0)
+    y = h * a + c
+    z = y @ W2 + b2
+    R = np.eye(3)[1] * z[1]
+    Ry = ref.rule_epsilon(y, W2, b2, R, 1e-7)
+    Rh = a * h * Ry / ref.stab(y)
+    Rx = ref.rule_epsilon(x0[0].astype(np.float64), W1, b1, Rh, 1e-7)
+    np.testing.assert_allclose(r, Rx, rtol=1e-3, atol=1e-6)
+
+
+def _three_forms():
+    seq = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(6, 3, activation="relu"), L.MaxPooling2D(2),
+                            L.Flatten(), L.Dense(16, activation="relu"), L.Dense(3, activation="softmax")])
+    randomize(seq, 7)
+    inp = keras.Input((8, 8, 2))
+    x = inp
+    for layer in seq.layers:
+        x = layer(x)
+    functional = keras.Model(inp, x)
+    inner = keras.Sequential([keras.Input((8, 8, 2))] + seq.layers[:3])
+    inp2 = keras.Input((8, 8, 2))
+    y = inner(inp2)
+    for layer in seq.layers[3:]:
+        y = layer(y)
+    nested = keras.Model(inp2, y)
+    return seq, functional, nested
+
+
+@pytest.mark.parametrize("method", ["sglrp", "lrp.epsilon", "lrp.sequential_preset_a_flat", "gradient",
+                                    "grad_cam"])
+def test_sequential_functional_and_nested_give_identical_maps(method):
+    x = np.random.default_rng(3).uniform(0, 1, (2, 8, 8, 2)).astype("float32")
+    maps = [Explainer(m, method, cache=None)(x, [0, 2]).relevance for m in _three_forms()]
+    np.testing.assert_array_equal(maps[0], maps[1])
+    np.testing.assert_array_equal(maps[0], maps[2])
+    assert np.abs(maps[0]).max() > 0
+
+
+def _separate_target_and_dual(model, x, t, head):
+    """Target and dual maps from the numpy reference (bounded Deep Taylor), combined as the seeds do."""
+    net = ref.keras_to_reference(model)
+    low, high = 0.0, 1.0
+    rule_for = lambda i, s: ((lambda x_, W, b, R: ref.rule_z_box(x_, W, b, R, low, high)) if i == 0  # noqa: E731
+                             else ref.rule_z_plus)
+    xn = x.reshape(-1).astype(np.float64)
+    z, _ = ref.forward(net, xn)
+    onehot = np.eye(len(z))[t]
+    if head == "sglrp":
+        y = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        rt, rd = onehot * y[t] * (1 - y[t]), (1 - onehot) * y[t] * y
+    else:
+        rt, rd = onehot * z[t], (1 - onehot) * z[t] / (len(z) - 1)
+    ht, hd = ref.backward(net, xn, rt, rule_for), ref.backward(net, xn, rd, rule_for)
+    s = ht.sum() / ref.stab(hd.sum())
+    return ht - s * hd
+
+
+@pytest.mark.parametrize("head", ["sglrp", "clrp"])
+def test_contrastive_equals_target_minus_scaled_dual_and_sums_to_zero(head):
+    model = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(3, 3, activation="relu"), L.MaxPooling2D(2),
+                              L.Flatten(), L.Dense(4, activation="relu"), L.Dense(3)])
+    randomize(model, 8)
+    x = np.random.default_rng(4).uniform(0, 1, (2, 8, 8, 2)).astype("float32")
+    out = Explainer(model, head, low=0.0, high=1.0, cache=None)(x, [2, 0])
+    for n, t in enumerate([2, 0]):
+        expected = _separate_target_and_dual(model, x[n], t, head)
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(out.relevance[n].reshape(-1) / scale, expected / scale, atol=5e-5)
+        assert abs(out.relevance[n].sum()) < 1e-4 * np.abs(out.relevance[n]).sum()
+
+
+def test_sglrp_is_finite_and_nonzero_for_a_confident_prediction():
+    model = keras.Sequential([keras.Input((4, 4, 1)), L.Flatten(), L.Dense(3)])
+    w = np.zeros((16, 3), "float32")
+    w[:, 0] = 2.0
+    w[:8, 1] = 0.5
+    model.set_weights([w, np.zeros(3, "float32")])
+    x = np.ones((1, 4, 4, 1), "float32")
+    out = Explainer(model, "sglrp", low=0, high=1, cache=None)(x, 0)
+    p = out.probabilities[0, 0]
+    assert np.float32(p) == 1.0         # y_t rounds to 1 in float32 (logit gap 28)
+    assert np.isfinite(out.relevance).all() and np.abs(out.relevance).max() > 0
+
+
+def test_signed_softmax_gradient_head_for_sequential_variants():
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, activation="relu"), L.Dense(3)])
+    randomize(model, 10)
+    x = np.random.default_rng(0).normal(size=(1, 6)).astype("float32")
+    out = Explainer(model, "sglrp.sequential_a", cache=None)(x, 1)
+    net = ref.keras_to_reference(model)
+    z, _ = ref.forward(net, x[0].astype(np.float64))
+    y = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    head = -y[1] * y
+    head[1] = y[1] * (1 - y[1])
+    flat = lambda x_, W, b, R: ref.rule_flat(x_, W, b, R, W != 0)  # noqa: E731
+    eps = lambda x_, W, b, R: ref.rule_epsilon(x_, W, b, R, 0.1)  # noqa: E731
+    expected = ref.backward(net, x[0].astype(np.float64), head, lambda i, s: flat if i == 0 else eps)
+    np.testing.assert_allclose(out.relevance[0], expected, rtol=1e-3, atol=1e-7)
+
+
+# ---- targets, caching, retracing ------------------------------------------------------------------
+
+def test_several_targets_per_image_match_single_calls():
+    model = residual_net(with_bias=True)
+    ex = Explainer(model, "sglrp", cache=None)
+    both = ex(IMAGES, [[1, 3], [0, 4]])
+    assert both.relevance.shape == (2, 2) + IMAGES.shape[1:]
+    np.testing.assert_array_equal(both.targets, [[1, 3], [0, 4]])
+    for k in range(2):
+        single = ex(IMAGES, both.targets[:, k])
+        np.testing.assert_allclose(both.relevance[:, k], single.relevance, rtol=1e-5, atol=1e-7)
+
+
+def test_top1_and_top_k_targets():
+    model = residual_net(with_bias=True)
+    ex = Explainer(model, "lrp.epsilon", cache=None)
+    probs = model.predict(IMAGES, verbose=0)
+    out = ex(IMAGES)
+    np.testing.assert_array_equal(out.targets, probs.argmax(-1))
+    top = ex(IMAGES, top_k=3)
+    np.testing.assert_array_equal(top.targets, np.argsort(-probs, axis=-1)[:, :3])
+
+
+def test_fifty_targets_cause_no_retrace_and_memory_stays_flat():
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, activation="relu"), L.Flatten(),
+                              L.Dense(60)])
+    ex = Explainer(model, "sglrp", cache=None)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 8, 8, 3)).astype("float32")
+    ex(x, 0)
+    ex(x, 1)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for t in range(2, 52):
+        ex(x, t)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert ex.trace_count == 1
+    assert ex._compiled.experimental_get_tracing_count() == 1
+    assert after - before < 512 * 1024, f"memory grew by {after - before} bytes over 50 targets"
+
+
+def test_results_are_cached_and_weight_changes_are_never_stale():
+    model = residual_net(with_bias=True)
+    cache = ResultCache()
+    ex = Explainer(model, "lrp.epsilon", cache=cache)
+    first = ex(IMAGES, [1, 2])
+    again = ex(IMAGES, [1, 2])
+    assert not first.cached and again.cached
+    np.testing.assert_array_equal(first.relevance, again.relevance)
+    model.set_weights([w * 1.5 if w.ndim > 1 else w for w in model.get_weights()])
+    changed = ex(IMAGES, [1, 2])
+    assert not changed.cached
+    fresh = Explainer(model, "lrp.epsilon", cache=None)(IMAGES, [1, 2])
+    np.testing.assert_allclose(changed.relevance, fresh.relevance, rtol=1e-6)
+    assert not np.allclose(changed.relevance, first.relevance)
+
+
+def test_training_step_invalidates_results():
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, activation="relu"), L.Dense(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    before = explain(model, x, "lrp.z_plus", targets=0)
+    model.fit(x, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    after = explain(model, x, "lrp.z_plus", targets=0)
+    assert not after.cached
+    expected = Explainer(model, "lrp.z_plus", cache=None)(x, 0).relevance
+    np.testing.assert_allclose(after.relevance, expected, rtol=1e-6)
+    assert not np.allclose(before.relevance, after.relevance)
+
+
+def test_result_cache_is_bounded_in_bytes():
+    cache = ResultCache(max_bytes=10_000)
+    for i in range(10):
+        cache.put(i, (np.zeros(1000, np.float32),))     # 4000 bytes each
+    assert cache.nbytes <= 10_000 and len(cache) == 2
+    assert cache.get(9) is not None and cache.get(0) is None
+
+
+def test_explain_shares_compiled_explainers():
+    model = keras.Sequential([keras.Input((6,)), L.Dense(3)])
+    x = np.ones((1, 6), "float32")
+    from sglrp_widgets.engine import get_explainer
+    a = get_explainer(model, "lrp.epsilon", epsilon=0.1)
+    explain(model, x, "lrp.epsilon", targets=0, epsilon=0.1)
+    assert get_explainer(model, "lrp.epsilon", epsilon=0.1) is a
+    assert get_explainer(model, "lrp.epsilon", epsilon=0.2) is not a
+
+
+def test_bounds_default_from_preprocess_and_explicit_values_win():
+    model = keras.Sequential([keras.Input((4, 4, 3)), L.Conv2D(2, 2, activation="relu"), L.Flatten(), L.Dense(3)])
+    x = np.random.default_rng(0).uniform(-100, 100, (1, 4, 4, 3)).astype("float32")
+    vgg_pre = keras.applications.vgg16.preprocess_input
+    ex = Explainer(model, "sglrp", preprocess=vgg_pre, cache=None)
+    low, high = ex._bounds(x)
+    np.testing.assert_allclose(low, [-103.939, -116.779, -123.68], atol=1e-3)
+    np.testing.assert_allclose(high, [151.061, 138.221, 131.32], atol=1e-3)
+    a = ex(x, 1).relevance
+    b = Explainer(model, "sglrp", low=[-103.939, -116.779, -123.68], high=[151.061, 138.221, 131.32],
+                  cache=None)(x, 1).relevance
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    ex2 = Explainer(model, "sglrp", preprocess=vgg_pre, low=-5.0, cache=None)
+    assert np.all(ex2._bounds(x)[0] == -5.0)
+    ex3 = Explainer(model, "sglrp", cache=None)
+    assert ex3._bounds(x)[0] == pytest.approx(x.min()) and ex3._bounds(x)[1] == pytest.approx(x.max())
+
+
+def test_custom_rules_override_the_composite():
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, activation="relu", name="hidden"), L.Dense(3, name="top")])
+    randomize(model, 11)
+    x = np.random.default_rng(0).normal(size=(1, 6)).astype("float32")
+    mixed = Explainer(model, "lrp.epsilon", rules={"top": "z_plus"}, cache=None)
+    assert mixed.rules["top"].startswith("z_plus") and mixed.rules["hidden"].startswith("epsilon")
+    out = mixed(x, 2).relevance[0]
+    net = ref.keras_to_reference(model)
+    z, _ = ref.forward(net, x[0].astype(np.float64))
+    expected = ref.backward(net, x[0].astype(np.float64), np.eye(3)[2] * z[2],
+                            lambda i, s: ref.rule_z_plus if i == 1 else
+                            (lambda x_, W, b, R: ref.rule_epsilon(x_, W, b, R, 1e-7)))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-7)
+    by_class = Explainer(model, "lrp.epsilon", rules={L.Dense: ("alpha_beta", {"alpha": 2, "beta": 1})}, cache=None)
+    assert all(r.startswith("alpha_beta") for r in by_class.rules.values())
+
+
+# ---- errors ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small():
+    return keras.Sequential([keras.Input((4, 4, 3)), L.Conv2D(2, 2, activation="relu"), L.Flatten(), L.Dense(3)])
+
+
+def test_error_unknown_method_suggests(small):
+    with pytest.raises(ExplainError, match="Did you mean 'sglrp'"):
+        Explainer(small, "sglpr")
+
+
+def test_error_unknown_parameter_lists_valid(small):
+    with pytest.raises(ExplainError, match="Valid parameters: epsilon, relu. Did you mean 'epsilon'"):
+        Explainer(small, "lrp.epsilon", epsilom=0.1)
+
+
+def test_error_bad_parameter_value(small):
+    with pytest.raises(ExplainError, match="epsilon.*>= 0|epsilon.*must be in"):
+        Explainer(small, "lrp.epsilon", epsilon=-1)
+    with pytest.raises(ExplainError, match="low must be smaller than high"):
+        Explainer(small, "sglrp", low=1, high=0)
+
+
+@pytest.mark.parametrize("images,match", [
+    (np.zeros((4, 4, 3), "float32"), r"batch of images.*images\[None\]"),
+    (np.zeros((1, 5, 4, 3), "float32"), r"expects \(N, 4, 4, 3\)"),
+    (np.zeros((1, 4, 4, 3), "uint8"), "floating point"),
+    (np.zeros((0, 4, 4, 3), "float32"), "empty"),
+])
+def test_error_bad_images(small, images, match):
+    with pytest.raises(ExplainError, match=match):
+        Explainer(small, "lrp.epsilon")(images, 0)
+
+
+def test_error_non_finite_images_counts_them(small):
+    x = np.zeros((2, 4, 4, 3), "float32")
+    x[0, 0, 0, 0] = np.nan
+    x[1, 1, 1, 1] = np.inf
+    x[1, 1, 1, 2] = np.nan
+    with pytest.raises(ExplainError, match=r"3 non-finite values \(2 NaN, 1 Inf\)"):
+        Explainer(small, "sglrp")(x, 0)
+
+
+@pytest.mark.parametrize("targets,match", [
+    (3, r"target 3 is out of range: the model has 3 classes"),
+    ([0, -1], "out of range"),
+    ([0, 1, 2], "3 entries for 2 images"),
+    ([0.5, 1], "integers"),
+    ([[0, 1], [2]], "same K|integers"),
+])
+def test_error_bad_targets(small, targets, match):
+    with pytest.raises(ExplainError, match=match):
+        Explainer(small, "lrp.epsilon")(np.zeros((2, 4, 4, 3), "float32"), targets)
+
+
+def test_error_multi_output_model_says_how_to_choose():
+    inp = keras.Input((6,))
+    a = L.Dense(3, name="head_a")(inp)
+    b = L.Dense(2, name="head_b")(inp)
+    model = keras.Model(inp, [a, b])
+    x = np.ones((1, 6), "float32")
+    with pytest.raises(ExplainError, match="2 outputs.*output=<index or name>"):
+        Explainer(model, "lrp.epsilon")(x, 0)
+    out = Explainer(model, "lrp.epsilon", output="head_b", cache=None)(x, 1)
+    assert out.logits.shape == (1, 2)
+
+
+def test_error_unsupported_layer_names_it_and_gradient_methods_still_work():
+    inp = keras.Input((6,))
+    x = L.Dense(4)(inp)
+    x = L.LayerNormalization(name="norm")(x)
+    out = L.Dense(3)(x)
+    model = keras.Model(inp, out)
+    with pytest.raises(UnsupportedLayerError, match=r"'norm' \(LayerNormalization\).*gradient, input_x_gradient"):
+        Explainer(model, "sglrp")(np.ones((1, 6), "float32"), 0)
+    g = Explainer(model, "gradient", cache=None)(np.ones((1, 6), "float32"), 0)
+    assert np.abs(g.relevance).max() > 0
+
+
+def test_error_unbuilt_model():
+    model = keras.Sequential([L.Dense(3)])
+    with pytest.raises(ExplainError, match="not built"):
+        Explainer(model, "lrp.epsilon")(np.ones((1, 6), "float32"), 0)
+
+
+def test_failed_call_leaves_the_explainer_working(small):
+    ex = Explainer(small, "sglrp", cache=None)
+    with pytest.raises(ExplainError):
+        ex(np.zeros((1, 4, 4, 3), "float32"), 7)
+    out = ex(np.ones((1, 4, 4, 3), "float32"), 1)
+    assert np.isfinite(out.relevance).all()
