@@ -370,12 +370,15 @@ function render({ model, el }) {
     canvas.style.height = Math.round((disp * H) / W) + "px";
     canvas.style.imageRendering = W < 128 ? "pixelated" : "auto";
     const ctx = canvas.getContext("2d");
+    canvas.dataset.image = local.imagePixels && im ? String(im.index) : "";
     let rgba;
     if (local.heat && hm && (!im || heatmapMatchesImage(hm, im))) {
       const vals = resample(local.heat, hm.width, hm.height, W, H);
       rgba = renderOverlay(local.imagePixels, vals, local);
+      canvas.dataset.map = `${hm.index}|${hm.method}|${hm.target}`; // test hook: what is drawn
     } else if (local.imagePixels) {
       rgba = new Uint8ClampedArray(local.imagePixels);
+      canvas.dataset.map = "";
     } else {
       return;
     }
