@@ -289,7 +289,7 @@ class Explainer:
                     missing.append(i)
             if missing:
                 idx = np.asarray(missing)
-                r, z, t = self._compiled(tf.constant(x[idx]), tf.constant(spec[idx]), *self._bound_args(low_high))
+                r, z, t = self._run_compiled(x[idx], spec[idx], low_high)
                 r = np.moveaxis(r.numpy(), 0, 1)
                 rel[idx], logits[idx], resolved[idx] = r, z.numpy(), t.numpy()
                 if self._cache is not None:
@@ -317,10 +317,12 @@ class Explainer:
         model = self.model
         kind = self.spec.kind
         graph = read_model(model, fold_batchnorm=(kind == "lrp"), output=self._output)
+        self._graph = graph
         if kind == "lrp":
             self._assign_rules(graph)
             self._nonneg = self._nonneg_values(graph)
-        self._graph = graph
+        if kind == "cam":
+            self._feature = self._cam_value()
         variables = list(model.weights)
 
         self._fingerprint_fn = tf.function(lambda: weights_fingerprint(variables))
@@ -372,6 +374,17 @@ class Explainer:
         if low.ndim and low.shape[0] not in (1, x.shape[-1]) or high.ndim and high.shape[0] not in (1, x.shape[-1]):
             raise ExplainError(f"low/high need one value or one per channel ({x.shape[-1]}); got {low}, {high}.")
         return low, high
+
+    def _run_compiled(self, x, spec, low_high):
+        try:
+            return self._compiled(tf.constant(x), tf.constant(spec), *self._bound_args(low_high))
+        except Exception as exc:  # an ExplainError raised while tracing arrives wrapped by autograph
+            cause = exc
+            while cause is not None and not isinstance(cause, ExplainError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is not None:
+                raise cause from None
+            raise
 
     @staticmethod
     def _bound_args(low_high):
@@ -576,7 +589,9 @@ class Explainer:
             total = tf.zeros_like(x)
             for_logits = self._grad_of_target(x, t)
             for i in tf.range(p["n"]):
-                noise = tf.random.stateless_normal(tf.shape(x), seed=tf.stack([p["seed"], i]))
+                # One noise draw per sample, shared by every row: an image's map does not depend on the batch.
+                shape = tf.concat([[1], tf.shape(x)[1:]], 0)
+                noise = tf.random.stateless_normal(shape, seed=tf.stack([p["seed"], i]))
                 g, _, _, _ = self._grad_of_target(x + sigma * noise, for_logits[2])
                 total += g
             rel, logits, tt = total / float(p["n"]), for_logits[1], for_logits[2]
@@ -623,8 +638,7 @@ class Explainer:
     def _cam_body(self, images, targets, low, high):
         n = tf.shape(images)[0]
         x, t = self._tile_targets(images, targets)
-        feature = self._cam_value()
-        g, logits, tt, a = self._grad_of_target(x, t, feature=feature)
+        g, logits, tt, a = self._grad_of_target(x, t, feature=self._feature)
         if a.shape.rank != 4:
             raise ExplainError(f"Method {self.method!r} needs a 2-D feature map (N, h, w, c); the chosen layer "
                                f"gives shape {a.shape}.")
