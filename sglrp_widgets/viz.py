@@ -140,8 +140,8 @@ def heatmap_rgba(
     Example
     -------
     >>> rgba = heatmap_rgba([[-1.0, 0.0, 1.0]])
-    >>> rgba[0, 0].round(2).tolist(), rgba[0, 2].round(2).tolist()
-    ([0.0, 0.0, 0.3, 1.0], [0.5, 0.0, 0.0, 1.0])
+    >>> (rgba[0, 0] * 10).round().tolist(), (rgba[0, 2] * 10).round().tolist()  # dark blue, dark red
+    ([0.0, 0.0, 3.0, 10.0], [5.0, 0.0, 0.0, 10.0])
     """
     cm = _cmap(cmap)
     return np.asarray(cm(normalize_heatmap(heatmap_2d, symmetric, vmax)), dtype=np.float32)
