@@ -267,6 +267,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         self._pngs: dict[int, bytes] = {}
         self._prefetched: set[tuple] = set()
         self._prefetch = bool(prefetch)
+        self.prefetch_budget = 1.0  # seconds of compute per prefetch chunk
         self._current: dict | None = None  # the last published result
         self._ready = False  # no scheduling while the constructor sets the initial traits
         self.dropped = 0  # results computed but not shown because the selection moved on
@@ -549,27 +550,39 @@ class RelevanceExplorer(anywidget.AnyWidget):
             self._executor.submit(self._prefetch_topk, gen, index, method, params)
 
     def _prefetch_topk(self, gen: int, index: int, method: str, params: dict) -> None:
-        """Compute the top-k classes of the current image and method in one batched call."""
+        """Compute the other top-k classes of the current image and method ahead of a click.
+
+        Batched (nested targets: one backward pass for several classes), in chunks sized to
+        take about ``prefetch_budget`` seconds each, and abandoned as soon as the user asks for
+        something else, so a prefetch never delays a click by more than about one chunk.
+        """
         key = (index, method, _freeze(params))
         if gen != self._gen or key in self._prefetched or index not in self._probs:
             return
-        self._prefetched.add(key)
         order = [int(i) for i in np.argsort(-self._probs[index])[: max(1, self.top_k)]]
         with self._lock:
             todo = [c for c in order if (*key, c) not in self._results]
-        if not todo:
-            return
+            last = self._results.get((*key, order[0])) or next(
+                (self._results[(*key, c)] for c in order if (*key, c) in self._results), None)
+        per_map = float(last["seconds"]) if last and last.get("seconds") else 0.1
+        chunk = int(np.clip(self.prefetch_budget // max(per_map, 1e-3), 1, len(order)))
         try:
             ex = self._explainer(method, params)
-            t0 = time.perf_counter()
-            out = ex(self._input(index), targets=[todo])
-            secs = (time.perf_counter() - t0) / len(todo)
-            heats = np.asarray(out.heatmap(), dtype=np.float32).reshape(
-                len(todo), *out.relevance.shape[-3:-1])
-            for c, hm in zip(todo, heats):
-                self._store((*key, c), hm, secs)
-        except Exception:  # noqa: BLE001 - prefetch is best effort; a real request reports errors
-            self._prefetched.discard(key)
+            x = self._input(index)
+            while todo:
+                if gen != self._gen:
+                    return  # the user moved on: stop, resume next time
+                part, todo = todo[:chunk], todo[chunk:]
+                t0 = time.perf_counter()
+                out = ex(x, targets=[part])
+                secs = (time.perf_counter() - t0) / len(part)
+                heats = np.asarray(out.heatmap(), dtype=np.float32).reshape(
+                    len(part), *out.relevance.shape[-3:-1])
+                for c, hm in zip(part, heats):
+                    self._store((*key, c), hm, secs)
+            self._prefetched.add(key)
+        except Exception:  # noqa: BLE001 - best effort; a real request reports errors
+            return
 
     # -- Python API --------------------------------------------------------------------------------
     @property

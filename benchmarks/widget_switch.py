@@ -1,0 +1,124 @@
+"""Kernel time and bytes sent for one class switch in RelevanceExplorer.
+
+The browser's message is fed through the widget's comm callback (``_handle_msg``), exactly as
+from the front end, and everything the kernel sends back is recorded at ``Widget._send``
+(JSON state + binary buffers). "kernel ms" is from receiving the message until the heatmap
+message is sent (worker thread included).
+
+Models: the bundled demo model (64x64) and ``keras.applications.VGG16(weights=None,
+classifier_activation=None)`` at 224x224 (random weights: no download).
+
+    python benchmarks/widget_switch.py [--method sglrp] [--skip-vgg] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+class Wire:
+    def __init__(self, w):
+        self.w, self.msgs = w, []
+        w._send = lambda msg, buffers=None: self.msgs.append((msg, list(buffers or [])))
+
+    def switch(self, **state):
+        self.msgs.clear()
+        t0 = time.perf_counter()
+        self.w._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}},
+                            "buffers": []})
+        self.w.wait()
+        # time of the heatmap message = when the worker published (wait() adds only queue latency)
+        dt = time.perf_counter() - t0
+        js = sum(len(json.dumps(m.get("state", m), default=str)) for m, _ in self.msgs)
+        bufs = sum(len(b) for _, bb in self.msgs for b in bb)
+        return dt, js, bufs, dict(self.w.heatmap_meta)
+
+
+def bench(name, model, images, preprocess, class_names, method, repeats):
+    from sglrp_widgets.widget import RelevanceExplorer
+
+    t0 = time.perf_counter()
+    w = RelevanceExplorer(model, images, preprocess=preprocess, class_names=class_names,
+                          method=method, prefetch=False)
+    t_init = time.perf_counter() - t0
+    if w.error:
+        print(f"{name}: error: {w.error}")
+        return
+    wire = Wire(w)
+    order = [p["index"] for p in w.predictions]
+    top1 = order[0]
+    others = [c for c in range(len(class_names)) if c != top1]
+    H, W = w.heatmap_meta["height"], w.heatmap_meta["width"]
+    print(f"\n== {name}: {H}x{W}, method={method}, classes={len(class_names)}")
+    print(f"constructor incl. first map (trace + compute): {1000 * t_init:8.1f} ms")
+    rows = []
+    for r in range(repeats):
+        c = others[r % len(others)]
+        dt, js, bufs, meta = wire.switch(target=int(c), request_id=2 * r + 1)
+        assert meta["target"] == c and not w.error, w.error
+        rows.append(("uncached", dt, js, bufs, meta["seconds"], meta["cached"]))
+        dt, js, bufs, meta = wire.switch(target=int(top1), request_id=2 * r + 2)
+        assert meta["target"] == top1 and meta["cached"], meta
+        rows.append(("cached", dt, js, bufs, meta["seconds"], meta["cached"]))
+    print(f"{'switch':9s} {'kernel ms':>10s} {'engine ms':>10s} {'JSON B':>8s} {'binary B':>9s} {'total B':>8s}")
+    for kind, dt, js, bufs, secs, cached in rows:
+        eng = "-" if kind == "cached" else f"{1000 * secs:10.1f}"
+        print(f"{kind:9s} {1000 * dt:10.1f} {eng:>10s} {js:8d} {bufs:9d} {js + bufs:8d}")
+    for kind in ("uncached", "cached"):
+        ts = [r[1] for r in rows if r[0] == kind]
+        print(f"median {kind:8s}: {1000 * float(np.median(ts)):8.1f} ms kernel, "
+              f"{int(np.median([r[2] + r[3] for r in rows if r[0] == kind]))} bytes sent")
+    print(f"heatmap buffer: {H * W} bytes int8 (float32 JSON list would be ~{H * W * 10} bytes)")
+    # batched top-k (what prefetch does after the first map)
+    from sglrp_widgets.engine import Explainer
+
+    ex = Explainer(model, method, preprocess=preprocess)
+    x = w._input(0)
+    k = min(5, len(class_names))
+    ex(x, targets=[order[:k]])  # warm the nested-target signature
+    t0 = time.perf_counter()
+    ex(x, targets=[[(c + 1) % len(class_names) for c in order[:k]]])
+    tb = time.perf_counter() - t0
+    print(f"batched top-{k} in one call: {1000 * tb:8.1f} ms ({1000 * tb / k:.1f} ms per class)")
+    w.close()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", default="sglrp")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-vgg", action="store_true")
+    args = ap.parse_args(argv)
+
+    import keras
+
+    from sglrp_widgets import demo
+
+    images, _, _ = demo.make_scenes(2, objects=1, seed=0)
+    bench("demo model", demo.load_model(), images, demo.preprocess, list(demo.class_names),
+          args.method, args.repeats)
+
+    if not args.skip_vgg:
+        from sglrp_widgets.widget import imagenet_class_names
+
+        keras.utils.set_random_seed(0)
+        vgg = keras.applications.VGG16(weights=None, classifier_activation=None)
+        rng = np.random.default_rng(0)
+        imgs = (rng.random((1, 224, 224, 3)) * 255).astype(np.uint8)
+        pre = keras.applications.vgg16.preprocess_input
+        bench("VGG16 (random weights)", vgg, imgs, lambda x: pre(np.array(x, np.float32)),
+              imagenet_class_names(), args.method, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
