@@ -17,9 +17,10 @@ the median. SGLRP is compared with LRP and CLRP on discrimination with paired
 per-pair differences and a bootstrap confidence interval that resamples
 *scenes* (the two targets of a scene are not independent).
 
-Run (about a minute or two on a 2-core CPU)::
+Run (about 40 s on a 2-core CPU; about 2.5 min with ``--faithfulness``)::
 
     python benchmarks/discrimination.py                 # 40 scenes, seed 2024
+    python benchmarks/discrimination.py --faithfulness  # + deletion/insertion AUC and AOPC
     python benchmarks/discrimination.py --n 80 --seed 7 --methods sglrp,clrp,lrp
 
 It prints a markdown table and writes ``benchmarks/results/discrimination.png``,

@@ -15,7 +15,7 @@ it checks that copying and the method are deterministic (correlation 1). A metho
 more of the model is randomized (low values = passes the sanity check); a
 method whose map survives randomization is mostly showing the input.
 
-Run (a few minutes on a 2-core CPU)::
+Run (about 2.5-3 min on a 2-core CPU)::
 
     python benchmarks/sanity.py                          # 16 scenes, seed 11
     python benchmarks/sanity.py --n 8 --methods sglrp,lrp,gradient
