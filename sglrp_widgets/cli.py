@@ -322,21 +322,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             stem = stems[start + i]
             for j in range(tg.shape[1]):
                 t = int(tg[i, j])
-                base = outdir / f"{stem}_{args.method}_{t}"
+                # plain string joins: method names ("lrp.epsilon") and stems may contain dots
+                png_path = outdir / f"{stem}_{args.method}_{t}.png"
+                npy_path = outdir / f"{stem}_{args.method}_{t}.npy"
                 img = raw[i] if c == 3 else raw[i, ..., 0]
                 from .viz import save_heatmap_png
 
                 save_heatmap_png(
-                    base.with_suffix(".png"), heat[i, j],
+                    png_path, heat[i, j],
                     image=img.astype(np.uint8) if args.alpha is not None else None,
                     alpha=args.alpha if args.alpha is not None else 0.5,
                     cmap=args.cmap, symmetric=not args.relu, scale=args.scale,
                 )
                 if args.npy:
-                    np.save(base.with_suffix(".npy"), rel[i, j].astype(np.float32))
+                    np.save(npy_path, rel[i, j].astype(np.float32))
                 written += 1
                 if args.verbose:
-                    print(f"{p}: class {t} ({names[t]}) p={probs[i, t]:.3f} -> {base.with_suffix('.png')}")
+                    print(f"{p}: class {t} ({names[t]}) p={probs[i, t]:.3f} -> {png_path}")
         if progress:
             progress.update(len(chunk))
     if progress:

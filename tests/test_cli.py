@@ -215,3 +215,26 @@ def test_subprocess_smoke(tmp_path):
     )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == "sglrp-widgets: error: model file not found: 'nope.keras'"
+
+
+def test_dotted_method_and_file_names(tmp_path, scene_files, capsys):
+    src = scene_files[0][0]
+    dotted = tmp_path / "my.scene.v2.png"
+    dotted.write_bytes(src.read_bytes())
+    rc = cli.main(["explain", "--model", "demo", "--image", str(dotted), "--method", "lrp.epsilon",
+                   "--param", "epsilon=0.01", "--target", "2", "--npy", "-o", str(tmp_path / "o")])
+    assert rc == 0
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == [
+        "my.scene.v2_lrp.epsilon_2.npy", "my.scene.v2_lrp.epsilon_2.png"]
+
+
+def test_duplicate_stems_get_unique_names(tmp_path, scene_files):
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for d in (a, b):
+        (d / "img.png").write_bytes(scene_files[0][0].read_bytes())
+    rc = cli.main(["explain", "--model", "demo", "--image", str(a / "img.png"), str(b / "img.png"),
+                   "--method", "gradient", "--target", "1", "-o", str(tmp_path / "o")])
+    assert rc == 0
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["img-1_gradient_1.png", "img_gradient_1.png"]
