@@ -270,6 +270,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             raise CliError(f"--param must look like NAME=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         params[k.strip()] = _parse_value(v.strip())
+    if args.relu:
+        params["relu"] = True
+    if args.scale < 1:
+        raise CliError(f"--scale must be >= 1, got {args.scale}")
+    from .viz import _cmap
+
+    _cmap(args.cmap)  # raises ValueError naming an unknown colormap before any work
     if params:
         from .methods import validate_params
 
@@ -332,7 +339,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                     png_path, heat[i, j],
                     image=img.astype(np.uint8) if args.alpha is not None else None,
                     alpha=args.alpha if args.alpha is not None else 0.5,
-                    cmap=args.cmap, symmetric=not args.relu, scale=args.scale,
+                    cmap=args.cmap, scale=args.scale,
                 )
                 if args.npy:
                     np.save(npy_path, rel[i, j].astype(np.float32))
@@ -372,6 +379,12 @@ def _class_names(n: int, path: str | None) -> list[str]:
         from . import demo
 
         return list(demo.class_names)
+    if n == 1000:
+        import json
+
+        data = Path(__file__).with_name("data") / "imagenet_classes.json"
+        if data.is_file():
+            return list(json.loads(data.read_text(encoding="utf-8")))
     return [f"class {i}" for i in range(n)]
 
 
@@ -422,7 +435,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--unsafe-load", action="store_true", help="load the model with safe_mode=False (trusted files only)")
     e.add_argument("--alpha", type=float, default=None, help="blend the map over the image with this opacity")
     e.add_argument("--cmap", default="seismic", help="matplotlib colormap (default: seismic)")
-    e.add_argument("--relu", action="store_true", help="colour the map from its minimum to its maximum (not zero-centred)")
+    e.add_argument("--relu", action="store_true", help="keep only the positive relevance (the methods' relu=True)")
     e.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNGs")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--class-names", help="text file with one class name per line")

@@ -3,7 +3,9 @@
 Every function here takes plain numpy arrays, so it works without the engine;
 :func:`compare_figure` is the one convenience that calls :func:`sglrp_widgets.engine.explain`.
 No function uses ``pyplot``: figures are :class:`matplotlib.figure.Figure` objects that
-Jupyter displays inline and that never pile up in pyplot's figure manager.
+never pile up in pyplot's figure manager (and are never shown twice). Jupyter renders them
+inline once the inline backend is active: run ``%matplotlib inline`` (or import
+``matplotlib.pyplot``) once in the notebook. ``fig.savefig(path)`` works anywhere.
 
 Example
 -------

@@ -107,6 +107,10 @@ def test_explain_resizes_and_reads_npy(tmp_path, capsys):
         (["--model", "demo", "--image", "IMG", "--top-k", "7"], "--top-k 7 exceeds the model's 6 classes"),
         (["--model", "demo", "--image", "IMG", "--top-k", "0"], "--top-k must be >= 1, got 0"),
         (["--model", "demo", "--image", "IMG", "--param", "oops"], "--param must look like NAME=VALUE, got 'oops'"),
+        (["--model", "demo", "--image", "IMG", "--cmap", "nocmap"], "unknown colormap 'nocmap'"),
+        (["--model", "demo", "--image", "IMG", "--scale", "0"], "--scale must be >= 1, got 0"),
+        (["--model", "demo", "--image", "IMG", "--method", "lrp.epsilon", "--param", "epsilon=-1"], "epsilon"),
+        (["--model", "demo", "--image", "IMG", "--method", "lrp", "--param", "bogus=1"], "bogus"),
     ],
 )
 def test_explain_user_errors(tmp_path, scene_files, capsys, argv, msg):
@@ -238,3 +242,15 @@ def test_duplicate_stems_get_unique_names(tmp_path, scene_files):
                    "--method", "gradient", "--target", "1", "-o", str(tmp_path / "o")])
     assert rc == 0
     assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["img-1_gradient_1.png", "img_gradient_1.png"]
+
+
+def test_relu_keeps_positive_part(tmp_path, scene_files):
+    src = str(scene_files[0][0])
+    for flag, sub in (([], "all"), (["--relu"], "pos")):
+        assert cli.main(["explain", "--model", "demo", "--image", src, "--method", "sglrp", "--target", "0",
+                         "--npy", *flag, "-o", str(tmp_path / sub)]) == 0
+    stem = scene_files[0][0].stem
+    full = np.load(tmp_path / "all" / f"{stem}_sglrp_0.npy")
+    pos = np.load(tmp_path / "pos" / f"{stem}_sglrp_0.npy")
+    assert full.min() < 0 and pos.min() >= 0
+    np.testing.assert_allclose(pos, np.clip(full, 0, None), rtol=1e-5, atol=1e-7)

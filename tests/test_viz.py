@@ -151,7 +151,11 @@ def test_plot_grid_layout_and_pixels():
     np.testing.assert_allclose(np.asarray(shown)[..., :3], 1.0, atol=1e-6)  # all-zero map is white
     shown0 = np.asarray(fig.axes[1].get_images()[0].get_array())
     np.testing.assert_allclose(shown0, viz.heatmap_rgba(maps[0, 0]), atol=1e-6)
-    fig.canvas.draw() if hasattr(fig.canvas, "draw") else None
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")  # renders headless (Agg) without pyplot
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_grid_shared_scale_and_overlay():
