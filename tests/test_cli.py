@@ -254,3 +254,30 @@ def test_relu_keeps_positive_part(tmp_path, scene_files):
     pos = np.load(tmp_path / "pos" / f"{stem}_sglrp_0.npy")
     assert full.min() < 0 and pos.min() >= 0
     np.testing.assert_allclose(pos, np.clip(full, 0, None), rtol=1e-5, atol=1e-7)
+
+
+def test_own_model_with_vgg16_preprocessing(tmp_path, capsys):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10, activation="softmax")(x)
+    path = tmp_path / "tiny.keras"
+    keras.Model(inp, out).save(path)
+    img = (np.random.default_rng(0).uniform(0, 255, (32, 32, 3))).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    rc = cli.main(["explain", "--model", str(path), "--image", str(tmp_path / "x.png"), "--method", "lrp",
+                   "--preprocess", "vgg16", "--target", "7", "--npy", "-v", "-o", str(tmp_path / "o")])
+    assert rc == 0
+    assert "class 7 (class 7)" in capsys.readouterr().out
+    from sglrp_widgets.engine import explain
+
+    prep = cli.PREPROCESSORS["vgg16"][0]
+    model = keras.saving.load_model(path)
+    ref = explain(model, prep(img[None].astype(np.float32)), method="lrp", targets=[7], preprocess=prep)
+    got = np.load(tmp_path / "o" / "x_lrp_7.npy")
+    np.testing.assert_allclose(got, np.asarray(ref.relevance)[0], rtol=1e-4, atol=1e-6)
+    # LRP (bounded Deep Taylor) conserves the target logit
+    assert got.sum() == pytest.approx(float(np.asarray(ref.logits)[0, 7]), rel=1e-3, abs=1e-4)
