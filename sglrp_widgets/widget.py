@@ -326,8 +326,11 @@ class RelevanceExplorer(anywidget.AnyWidget):
     # -- message handling --------------------------------------------------------------------
     def _handle_msg(self, msg: dict) -> None:
         """Count every message from the browser (test hook), then let ipywidgets handle it."""
-        self.comm_count += 1
-        super()._handle_msg(msg)
+        # Under the lock: the worker publishes with hold_sync(), whose batch is per widget, so
+        # the comm thread must not change synced traits while a publish is being assembled.
+        with self._lock:
+            self.comm_count += 1
+            super()._handle_msg(msg)
 
     def set_state(self, sync_data: dict) -> None:
         """Apply a state update from the browser; a value of the wrong type becomes an error."""
@@ -378,8 +381,8 @@ class RelevanceExplorer(anywidget.AnyWidget):
         with self._lock:
             gen = self._next_gen()
             sel = self._snapshot()
-        self.busy = True
-        self.status = "computing…"
+            self.busy = True
+            self.status = "computing…"
         self._executor.submit(self._run, gen, sel)
 
     def wait(self, timeout: float | None = 60) -> None:
@@ -496,7 +499,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         disp = to_display_uint8(self._raw[index])
         if index not in self._pngs:
             self._pngs[index] = _png_bytes(disp)
-        with self.hold_sync():
+        with self._lock, self.hold_sync():
             self.image = self._pngs[index]
             self.image_meta = {"index": index, "width": int(disp.shape[1]), "height": int(disp.shape[0])}
 
@@ -695,10 +698,12 @@ class RelevanceExplorer(anywidget.AnyWidget):
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=80)
             plt.close(fig)
-            self.compare_png = buf.getvalue()
+            with self._lock:
+                self.compare_png = buf.getvalue()
         except Exception as e:  # noqa: BLE001
-            self.error = f"compare failed: {e}"
-            self.send({"type": "compare_error", "message": str(e)})
+            with self._lock:
+                self.error = f"compare failed: {e}"
+                self.send({"type": "compare_error", "message": str(e)})
 
     # -- static fallback -------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any):

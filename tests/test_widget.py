@@ -419,3 +419,36 @@ def test_quantize_and_overlay_helpers():
     assert tuple(out[1, 1]) == (100, 100, 100)  # zero relevance leaves the image (diverging map)
     assert out[0, 1, 2] > out[0, 1, 0]  # negative is blue
     assert tuple(overlay(img, h, opacity=1.0, positive_only=True)[0, 1]) == (100, 100, 100)
+
+
+@pytest.mark.slow
+def test_executed_notebook_keeps_a_static_png(tmp_path):
+    """A notebook executed without a browser (nbclient) stores the widget view AND an image/png
+    of the current overlay, so exported / non-interactive notebooks still show the map."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = f"""
+import sys; sys.path.insert(0, {str(root)!r})
+import numpy as np, keras
+from sglrp_widgets.widget import RelevanceExplorer
+keras.utils.set_random_seed(0)
+inp = keras.Input((16, 16, 3))
+x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inp))
+model = keras.Model(inp, keras.layers.Dense(3)(x))
+imgs = (np.random.default_rng(0).random((1, 16, 16, 3)) * 255).astype("uint8")
+RelevanceExplorer(model, imgs, preprocess=lambda x: x / 255.0, prefetch=False)
+"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for o in nb.cells[0].outputs if o.get("output_type") == "execute_result"]
+    assert outputs, nb.cells[0].outputs
+    data = outputs[0]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data
+    import base64
+
+    assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"

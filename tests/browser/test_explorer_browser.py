@@ -175,6 +175,21 @@ def test_explorer_in_browser(browser, server):
             timeout=120_000)
         assert "mass in box" in page.locator(f"{ROOT_SEL} [data-role=metrics]").inner_text()
         _shot(page, kind, "5-next-image")
+
+        # 6. export: PNG download of the canvas, made in the browser
+        with page.expect_download(timeout=30_000) as dl:
+            page.locator(f"{ROOT_SEL} [data-role=download]").click()
+        target = ARTIFACTS / f"{kind}-download.png"
+        dl.value.save_as(str(target))
+        assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        print(f"downloaded: {target}")
+
+        # 7. compare: a methods x classes grid for the current image
+        page.locator(f"{ROOT_SEL} [data-role=compare]").click()
+        page.wait_for_function(
+            "() => { const i = document.querySelector('.sglrp-explorer [data-role=compare-image]');"
+            " return i && i.complete && i.naturalWidth > 0; }", timeout=180_000)
+        _shot(page, kind, "6-compare")
         errors = [c for c in console if c.startswith("error") and "sglrp" in c.lower()]
         assert not errors, errors
     except Exception:
