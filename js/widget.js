@@ -163,7 +163,8 @@ export function resample(values, w, h, W, H) {
 
 /**
  * Blend a normalised heatmap (values in [-1, 1], or [0, 1] when positive-only) over an RGBA image.
- * Diverging colormaps: colour index (v+1)/2, alpha = opacity * |v| (zero relevance leaves the image).
+ * Diverging colormaps: colour index (v+1)/2, alpha = opacity * sqrt(|v|) (zero relevance leaves the
+ * image; the square root keeps moderate relevance visible).
  * Sequential colormaps: colour index (v+1)/2 for signed maps, v for positive-only; alpha = opacity.
  * image: Uint8ClampedArray/Uint8Array RGBA (length 4n) or null (black background).
  * Returns a new Uint8ClampedArray RGBA of length 4n.
@@ -179,7 +180,7 @@ export function blend(image, norm, lut, opacity, opts = {}) {
     const v = norm[i];
     const t = pos && !diverging ? v : (v + 1) / 2;
     const k = 3 * Math.min(nl, Math.max(0, Math.round(t * nl)));
-    const a = diverging ? op * Math.min(1, Math.abs(v)) : op;
+    const a = diverging ? op * Math.sqrt(Math.min(1, Math.abs(v))) : op;
     const r0 = image ? image[4 * i] : 0;
     const g0 = image ? image[4 * i + 1] : 0;
     const b0 = image ? image[4 * i + 2] : 0;

@@ -101,7 +101,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, *, colormap: str = "bwr", opaci
             positive_only: bool = False) -> np.ndarray:
     """Blend a heatmap over a uint8 image like the browser does; returns uint8 (H, W, 3).
 
-    Diverging colormaps weight the colour by ``opacity * |v|`` (v = map / max|map|), so zero
+    Diverging colormaps weight the colour by ``opacity * sqrt(|v|)`` (v = map / max|map|), so zero
     relevance leaves the image visible; sequential ones blend with constant ``opacity``.
     """
     import matplotlib
@@ -120,7 +120,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, *, colormap: str = "bwr", opaci
     cmap = matplotlib.colormaps.get(colormap if colormap in COLORMAPS else "bwr")
     tcol = v if (positive_only and not diverging) else (v + 1) / 2
     rgb = cmap(np.clip(tcol, 0, 1))[..., :3] * 255.0
-    a = float(np.clip(opacity, 0, 1)) * (np.minimum(1, np.abs(v)) if diverging else np.ones_like(v))
+    a = float(np.clip(opacity, 0, 1)) * (np.sqrt(np.minimum(1, np.abs(v))) if diverging else np.ones_like(v))
     out = img + a[..., None] * (rgb - img)
     return np.clip(out.round(), 0, 255).astype(np.uint8)
 

@@ -109,6 +109,12 @@ describe("blending", () => {
     expect(out.slice(4, 8)).toEqual([0, 0, 255, 255]);
     expect(out.slice(8, 12)).toEqual([100, 100, 100, 255]);
   });
+  it("diverging alpha grows with sqrt(|v|)", () => {
+    const out = blend(img, [0.25], lut, 1);
+    // alpha = sqrt(0.25) = 0.5 toward the colour at index round(0.625*255)
+    const k = 3 * Math.round(0.625 * 255);
+    expect(out[0]).toBe(Math.round(100 + 0.5 * (lut[k] - 100)));
+  });
   it("intermediate opacity mixes linearly", () => {
     const out = blend(img, [1], lut, 0.5);
     expect(out[0]).toBe(178); // 100 + 0.5*(255-100) = 177.5 -> clamped array rounds to even

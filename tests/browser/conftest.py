@@ -1,7 +1,8 @@
 """Real-browser harness: a JupyterLab 4 / Notebook 7 server on 127.0.0.1 and headless Chromium.
 
 Each server gets a random free port, a random token, ``--no-browser`` and a temporary root dir
-holding a generated notebook that builds a tiny model and shows a ``RelevanceExplorer``.
+holding a generated notebook that loads the bundled demo model (64x64, built and trained
+locally; nothing is downloaded) and shows a ``RelevanceExplorer`` on demo scenes with boxes.
 Servers are stopped (process group terminated) when the fixture ends. Screenshots go to
 ``artifacts/browser/``.
 """
@@ -31,23 +32,12 @@ ARTIFACTS = ROOT / "artifacts" / "browser"
 NOTEBOOK_CODE = f"""\
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-import numpy as np
-import keras
+from sglrp_widgets import demo
 from sglrp_widgets.widget import RelevanceExplorer
 
-keras.utils.set_random_seed(0)
-inp = keras.Input((32, 32, 3))
-x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
-x = keras.layers.MaxPooling2D(2)(x)
-x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
-x = keras.layers.GlobalAveragePooling2D()(x)
-model = keras.Model(inp, keras.layers.Dense(6)(x))
-rng = np.random.default_rng(0)
-images = (rng.random((2, 32, 32, 3)) * 255).astype("uint8")
-images[:, 8:24, 8:24, 0] = 255  # a red square
-explorer = RelevanceExplorer(model, images, preprocess=lambda x: x / 255.0,
-                             class_names=["circle", "square", "triangle", "cross", "ring", "star"],
-                             boxes=[(8, 8, 24, 24)] * 2, prefetch=False)
+images, labels, boxes = demo.make_scenes(3, objects=1, seed=0)
+explorer = RelevanceExplorer(demo.load_model(), images, preprocess=demo.preprocess,
+                             class_names=demo.class_names, boxes=boxes, prefetch=False)
 explorer
 """
 
