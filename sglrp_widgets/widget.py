@@ -431,9 +431,10 @@ class RelevanceExplorer(anywidget.AnyWidget):
                                "(or -1 for the top prediction)")
         return index, method, resolved, target
 
-    def _store(self, key: tuple, heat: np.ndarray, seconds: float) -> dict:
+    def _store(self, key: tuple, heat: np.ndarray, seconds: float, warm: bool = True) -> dict:
         buf, scale = quantize_heatmap(heat)
-        entry = {"heat": heat.astype(np.float32), "bytes": buf, "scale": scale, "seconds": seconds}
+        entry = {"heat": heat.astype(np.float32), "bytes": buf, "scale": scale, "seconds": seconds,
+                 "warm": warm}
         with self._lock:
             self._results[key] = entry
             self._results.move_to_end(key)
@@ -457,6 +458,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 self._results.move_to_end(key)
         if hit is not None:
             return target, hit, True
+        warm = (method, _freeze(params)) in self._explainers  # else this call also traces
         ex = self._explainer(method, params)
         t0 = time.perf_counter()
         out = ex(self._input(index), targets=None if target < 0 else [target])
@@ -464,7 +466,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         self._set_probs(index, out)
         target = int(np.asarray(out.targets).reshape(-1)[0])
         heat = np.asarray(out.heatmap(), dtype=np.float32).reshape(out.relevance.shape[1:3])
-        entry = self._store((index, method, _freeze(params), target), heat, seconds)
+        entry = self._store((index, method, _freeze(params), target), heat, seconds, warm=warm)
         return target, entry, bool(getattr(out, "cached", False))
 
     def _predictions(self, index: int) -> list[dict]:
@@ -565,20 +567,23 @@ class RelevanceExplorer(anywidget.AnyWidget):
         order = [int(i) for i in np.argsort(-self._probs[index])[: max(1, self.top_k)]]
         with self._lock:
             todo = [c for c in order if (*key, c) not in self._results]
-            last = self._results.get((*key, order[0])) or next(
-                (self._results[(*key, c)] for c in order if (*key, c) in self._results), None)
-        per_map = float(last["seconds"]) if last and last.get("seconds") else 0.1
-        chunk = int(np.clip(self.prefetch_budget // max(per_map, 1e-3), 1, len(order)))
+            # seconds per map of this method, from calls that did not include tracing
+            known = [e["seconds"] for k, e in self._results.items()
+                     if k[1:3] == key[1:3] and e.get("warm") and e.get("seconds")]
+        per_map = min(known) if known else None  # unknown: start with one class and measure
         try:
             ex = self._explainer(method, params)
             x = self._input(index)
             while todo:
                 if gen != self._gen:
                     return  # the user moved on: stop, resume next time
+                chunk = 1 if per_map is None else int(
+                    np.clip(self.prefetch_budget // max(per_map, 1e-3), 1, len(todo)))
                 part, todo = todo[:chunk], todo[chunk:]
                 t0 = time.perf_counter()
                 out = ex(x, targets=[part])
                 secs = (time.perf_counter() - t0) / len(part)
+                per_map = secs
                 heats = np.asarray(out.heatmap(), dtype=np.float32).reshape(
                     len(part), *out.relevance.shape[-3:-1])
                 for c, hm in zip(part, heats):

@@ -452,3 +452,49 @@ RelevanceExplorer(model, imgs, preprocess=lambda x: x / 255.0, prefetch=False)
     import base64
 
     assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prefetch_batches_and_stops_when_the_user_moves_on(model, images):
+    w, wire = _explorer(model, images, top_k=5, prefetch=True, compute_initial=False)
+    try:
+        calls = []
+        real = w._explainer
+
+        class Spy:
+            def __init__(self, ex):
+                self.ex = ex
+
+            def __call__(self, x, targets=None, **kw):
+                calls.append(targets)
+                return self.ex(x, targets=targets, **kw)
+
+        w._explainer = lambda m, p: Spy(real(m, p))
+        w.wait()
+        nested = [t for t in calls if t is not None and np.ndim(t) == 2]
+        # first map (traced, so no speed estimate) -> one class, then the rest in one batch
+        assert [len(t[0]) for t in nested] == [1, 3], calls
+        assert len({k[3] for k in w._results if k[:2] == (0, "sglrp")}) == 5
+
+        # next image: the user clicks during the prefetch -> the prefetch stops after its chunk
+        calls.clear()
+        w.prefetch_budget = 0.0  # one class per chunk
+        moved = threading.Event()
+
+        class Interrupt(Spy):
+            def __call__(self, x, targets=None, **kw):
+                out = super().__call__(x, targets=targets, **kw)
+                if targets is not None and np.ndim(targets) == 2 and not moved.is_set():
+                    moved.set()
+                    wire.update(index=2, target=-1, request_id=9)
+                return out
+
+        w._explainer = lambda m, p: Interrupt(real(m, p))
+        wire.update(index=1, target=-1, request_id=8)
+        w.wait()
+        w.wait()
+        assert moved.is_set()
+        after_first = calls[calls.index(next(t for t in calls if t is not None and np.ndim(t) == 2)) + 1:]
+        assert after_first and np.ndim(after_first[0]) != 2, calls  # the user's request came next
+        assert w.heatmap_meta["index"] == 2 and w.heatmap_meta["request_id"] == 9
+    finally:
+        w.close()
