@@ -68,22 +68,23 @@ class ResultCache:
     def get(self, key):
         with self._lock:
             item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
 
-    def put(self, key, value: tuple) -> None:
-        size = sum(getattr(v, "nbytes", 0) for v in value)
+    def put(self, key, value, size: int | None = None) -> None:
+        size = sum(getattr(v, "nbytes", 0) for v in value) if size is None else int(size)
         if size > self.max_bytes:
             return
         with self._lock:
             if key in self._items:
                 return
-            self._items[key] = value
+            self._items[key] = (value, size)
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                self._bytes -= sum(getattr(v, "nbytes", 0) for v in old)
+                _, (_, old_size) = self._items.popitem(last=False)
+                self._bytes -= old_size
 
     def clear(self) -> None:
         with self._lock:
@@ -99,6 +100,9 @@ class ResultCache:
 
 
 RESULTS = ResultCache()
+#: Per-image forward state of LRP explainers (activations, denominators): a class switch on a cached image
+#: costs one backward pass.
+STATES = ResultCache(max_bytes=512 * 2**20)
 
 
 # ---- input checks ----------------------------------------------------------------------------------
@@ -184,6 +188,53 @@ def _freeze(value):
     return value
 
 
+def resolve_targets(logits: np.ndarray, spec: np.ndarray) -> np.ndarray:
+    """Targets (N, K) with negative entries ``-r-1`` replaced by the r-th most probable class."""
+    ranked = np.argsort(-logits, axis=-1, kind="stable")
+    rank = np.clip(-spec - 1, 0, logits.shape[-1] - 1)
+    return np.where(spec < 0, np.take_along_axis(ranked, rank, axis=1), spec).astype(np.int64)
+
+
+def _softmax64(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def initial_relevance(head: str, logits: np.ndarray, targets: np.ndarray, dual_sums: np.ndarray | None = None,
+                      scaling: bool = True) -> np.ndarray:
+    """The initial relevance at the logits, (K, N, C) float32, computed in float64 (METHODS.md heads).
+
+    For ``sglrp``/``clrp`` the dual head is folded in: ``R = R_t - s R_d`` with
+    ``s = safe_div(<v, R_t>, <v, R_d>)``, where ``v`` (``dual_sums``, (N, C)) gives each logit's total input
+    relevance per unit, so that one backward pass gives ``H_t - s H_d`` (the passes are linear in ``R``).
+    ``1 - y_t`` is computed as ``sum_{n != t} y_n`` so a confident prediction keeps a non-zero head.
+    """
+    n, c = logits.shape
+    onehot = np.zeros((targets.shape[1], n, c))
+    onehot[np.arange(targets.shape[1])[:, None], np.arange(n)[None, :], targets.T] = 1.0
+    z = logits.astype(np.float64)[None]
+    zt = (onehot * z).sum(-1, keepdims=True)
+    if head == "logit":
+        return (onehot * zt).astype(np.float32)
+    if head == "clrp":
+        target, dual = onehot * zt, (1 - onehot) * zt / (c - 1)
+    else:
+        y = _softmax64(logits)[None]
+        yt = (onehot * y).sum(-1, keepdims=True)
+        others = ((1 - onehot) * y).sum(-1, keepdims=True)
+        if head == "softmax_gradient":
+            return (onehot * yt * others - (1 - onehot) * yt * y).astype(np.float32)
+        target, dual = onehot * yt * others, (1 - onehot) * yt * y
+    if scaling:
+        v = dual_sums.astype(np.float64)[None]
+        st, sd = (target * v).sum(-1, keepdims=True), (dual * v).sum(-1, keepdims=True)
+        s = st / (sd + R.SAFE_EPS * np.where(sd >= 0, 1.0, -1.0))
+    else:
+        s = 1.0
+    return (target - s * dual).astype(np.float32)
+
+
 # ---- the explainer ---------------------------------------------------------------------------------
 
 class Explainer:
@@ -238,6 +289,8 @@ class Explainer:
         self._fingerprint: bytes | None = None
         self._derived: dict[int, dict[str, Any]] = {}       # node index -> weight key -> tensor/variable
         self._nonneg: set = set()
+        self._denominator_source: dict = {}
+        self._layout: list = []
         self._node_rules: dict[int, R.Rule] = {}
         self.trace_count = 0
         self._key = (method, _freeze(self.params), _freeze(rules) if rules else None, id(preprocess), output)
@@ -275,13 +328,14 @@ class Explainer:
             fp = self._refresh()
             base_key = (fp, self._key, None if low_high is None else _freeze(low_high))
             n, k = spec.shape
-            digests = [_digest(img) for img in x] if self._cache is not None else None
+            digests = [_digest(img) for img in x]
             rel = np.empty((n, k) + x.shape[1:], np.float32)
             logits = np.empty((n, graph.num_classes), np.float32)
             resolved = np.empty((n, k), np.int64)
             missing = []
             for i in range(n):
-                hit = [self._cache.get((base_key, digests[i], int(t))) for t in spec[i]] if digests else [None]
+                hit = [self._cache.get((base_key, digests[i], int(t))) for t in spec[i]] if self._cache is not None \
+                    else [None]
                 if all(h is not None for h in hit):
                     for j, h in enumerate(hit):
                         rel[i, j], logits[i], resolved[i, j] = h
@@ -289,9 +343,11 @@ class Explainer:
                     missing.append(i)
             if missing:
                 idx = np.asarray(missing)
-                r, z, t = self._run_compiled(x[idx], spec[idx], low_high)
-                r = np.moveaxis(r.numpy(), 0, 1)
-                rel[idx], logits[idx], resolved[idx] = r, z.numpy(), t.numpy()
+                if self.spec.kind == "lrp":
+                    r, z, t = self._lrp(x[idx], spec[idx], low_high, (base_key, tuple(digests[i] for i in idx)))
+                else:
+                    r, z, t = (v.numpy() for v in self._run_compiled(x[idx], spec[idx], low_high))
+                rel[idx], logits[idx], resolved[idx] = np.moveaxis(r, 0, 1), z, t
                 if self._cache is not None:
                     for i in missing:
                         for j in range(k):
@@ -325,17 +381,24 @@ class Explainer:
             self._feature = self._cam_value()
         variables = list(model.weights)
 
-        self._fingerprint_fn = tf.function(lambda: weights_fingerprint(variables))
+        self._fingerprint_fn = tf.function(lambda: weights_fingerprint(variables), autograph=False)
 
         spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
         tspec = tf.TensorSpec((None, None), tf.int32)
         bspec = [tf.TensorSpec([None], tf.float32)] * 2
-        body = {"lrp": self._lrp_body, "gradient": self._gradient_body, "cam": self._cam_body}[kind]
+        if kind == "lrp":
+            self._forward_fn = tf.function(self._counted(self._lrp_forward), input_signature=[spec] + bspec,
+                                           autograph=False)
+            self._backward_fn = None
+            return
+        body = {"gradient": self._gradient_body, "cam": self._cam_body}[kind]
+        self._compiled = tf.function(self._counted(body), input_signature=[spec, tspec] + bspec)
 
-        def run(images, targets, low, high):
+    def _counted(self, fn):
+        def traced(*args):
             self.trace_count += 1
-            return body(images, targets, low, high)
-        self._compiled = tf.function(run, input_signature=[spec, tspec] + bspec)
+            return fn(*args)
+        return traced
 
     def _assign_rules(self, graph: Graph) -> None:
         opaque = graph.opaque_nodes()
@@ -377,7 +440,8 @@ class Explainer:
 
     def _run_compiled(self, x, spec, low_high):
         try:
-            return self._compiled(tf.constant(x), tf.constant(spec), *self._bound_args(low_high))
+            with _quiet_retracing_notices():
+                return self._compiled(tf.constant(x), tf.constant(spec), *self._bound_args(low_high))
         except Exception as exc:  # an ExplainError raised while tracing arrives wrapped by autograph
             cause = exc
             while cause is not None and not isinstance(cause, ExplainError):
@@ -394,7 +458,8 @@ class Explainer:
 
     def _refresh(self) -> bytes:
         """Fingerprint the model's weights; refresh the derived (modified) weights when they changed."""
-        fp = hashlib.blake2b(self._fingerprint_fn().numpy().tobytes(), digest_size=16).digest()
+        with _quiet_retracing_notices():
+            fp = hashlib.blake2b(self._fingerprint_fn().numpy().tobytes(), digest_size=16).digest()
         if fp != self._fingerprint and self.spec.kind == "lrp":
             for i, node in enumerate(self._graph.nodes):
                 if node.kind != "linear":
@@ -434,49 +499,112 @@ class Explainer:
         rank = tf.clip_by_value(-targets - 1, 0, tf.maximum(k - 1, 0))
         return tf.where(targets < 0, tf.gather(ranked, rank, batch_dims=1), targets)
 
-    def _heads(self, logits, t):
-        """Initial relevance, (H, N, C) with H = K (or 2K for target + dual heads)."""
-        num = tf.shape(logits)[1]
-        onehot = tf.one_hot(tf.transpose(t), num, dtype=tf.float64)            # (K, N, C)
-        z = tf.cast(logits, tf.float64)[None]                                     # (1, N, C)
-        zt = tf.reduce_sum(onehot * z, -1, keepdims=True)                         # (K, N, 1)
-        head = self.spec.head
-        if head == "logit":
-            heads = onehot * zt
-        elif head == "clrp":
-            dual = (1 - onehot) * zt / tf.cast(num - 1, tf.float64)
-            heads = tf.concat([onehot * zt, dual], 0)
-        else:
-            y = tf.nn.softmax(z, axis=-1)
-            yt = tf.reduce_sum(onehot * y, -1, keepdims=True)
-            others = tf.reduce_sum((1 - onehot) * y, -1, keepdims=True)           # 1 - y_t, stably
-            if head == "sglrp":
-                heads = tf.concat([onehot * yt * others, (1 - onehot) * yt * y], 0)
-            else:  # signed softmax gradient
-                heads = onehot * yt * others - (1 - onehot) * yt * y
-        return tf.cast(heads, tf.float32)
-
     def _linear_params(self, i, node):
         return self._derived[i]["w"], self._derived[i]["b"]
 
-    def _lrp_body(self, images, targets, low, high):
+    # LRP: forward once per image (cached), then one backward pass per request ------------------------
+    def _lrp_forward(self, images, low, high):
+        """Logits and the state the backward pass needs: values and rule denominators, as a flat list."""
         graph = self._graph
         logits, values = graph.forward(images, linear_params=self._linear_params, keep=True)
-        t = self._resolve_targets(logits, targets)
-        heads = self._heads(logits, t)
-        relevance = self._backward(values, R.flat_heads(heads), (low, high))
-        n = tf.shape(images)[0]
-        rel = R.by_head(relevance, n)
-        if self.spec.head in ("sglrp", "clrp"):
-            k = tf.shape(t)[1]
-            target, dual = rel[:k], rel[k:]
-            if self.params.get("scaling", True):
-                axes = tf.range(2, tf.rank(rel))
-                s = R.safe_div(tf.reduce_sum(target, axes, keepdims=True), tf.reduce_sum(dual, axes, keepdims=True))
-            else:
-                s = 1.0
-            rel = target - s * dual
-        return rel, logits, t
+        needed = {"low": low, "high": high}
+        for i, node in enumerate(graph.nodes):
+            if node.kind == "activation":
+                continue
+            for v in node.inputs:
+                needed[("v", v)] = values[v]
+            if node.kind in ("linear", "pool", "elementwise"):
+                needed[("v", node.output)] = values[node.output]
+            if node.kind == "linear":
+                zs = R.denominators(self._node_rules[i], node.op, values[node.inputs[0]], self._derived[i],
+                                    (low, high), node.inputs[0] in self._nonneg, values[node.output])
+                for j, z in enumerate(zs):
+                    if z is None:
+                        self._denominator_source[(i, j)] = None
+                    elif z is values[node.output]:
+                        self._denominator_source[(i, j)] = ("v", node.output)
+                    else:
+                        self._denominator_source[(i, j)] = ("d", i, j)
+                        needed[("d", i, j)] = z
+        self._layout = list(needed)
+        state = [needed[key] for key in self._layout]
+        if not self._contrastive:
+            return logits, state, tf.zeros([0])
+        values_, denoms, bounds = self._unpack(state)
+        return logits, state, self._dual_sums(values_, denoms, bounds)
+
+    def _unpack(self, state):
+        st = dict(zip(self._layout, state))
+        values = {key[1]: t for key, t in st.items() if isinstance(key, tuple) and key[0] == "v"}
+        denoms = {}
+        for (i, j), src in self._denominator_source.items():
+            denoms.setdefault(i, []).append(None if src is None else st[src])
+        return values, denoms, (st["low"], st["high"])
+
+    def _lrp_backward(self, state, heads):
+        values, denoms, bounds = self._unpack(state)
+        return self._backward(values, heads, bounds, denoms)
+
+    @property
+    def _contrastive(self) -> bool:
+        return self.spec.head in ("sglrp", "clrp") and bool(self.params.get("scaling", True))
+
+    def _dual_sums(self, values, denoms, bounds):
+        """``v = B^T 1``: the total input relevance per unit of relevance at each logit, (N, C).
+
+        The backward pass ``B`` is linear in the initial relevance, so ``sum(B(R)) = <v, R>`` for any head
+        ``R``: SGLRP/CLRP get their scaling ``s`` from ``v`` and need one backward pass per target. ``v``
+        comes from pushing ones through the transposed rules, forward maps only (``rules.transpose_*``).
+        """
+        graph = self._graph
+        u = {graph.input_id: tf.ones_like(values[graph.input_id])}
+        for i, node in enumerate(graph.nodes):
+            us, xs = [u[v] for v in node.inputs], [values[v] for v in node.inputs]
+            if node.kind == "linear":
+                out = R.transpose_linear_rule(self._node_rules[i], node.op, xs[0], us[0], self._derived[i],
+                                              bounds, node.inputs[0] in self._nonneg, denoms[i])
+            elif node.kind == "activation":
+                out = us[0]
+            elif node.kind == "pool":
+                out = node.fn(xs[0] * us[0]) / R.stabilize(values[node.output], R.SAFE_EPS)
+            elif node.kind == "elementwise":
+                a, _ = node.scale_shift()
+                out = a * xs[0] * us[0] / R.stabilize(values[node.output], R.SAFE_EPS)
+            elif node.kind == "add":
+                total = tf.add_n(xs)
+                out = tf.add_n([ui * R.safe_div(xi, total) for ui, xi in zip(us, xs)])
+            else:  # route: the transpose of routing by the gradient is the forward-mode derivative
+                with tf.autodiff.ForwardAccumulator(xs, us) as acc:
+                    y = node.fn(xs[0] if len(xs) == 1 else xs)
+                out = acc.jvp(y)
+            u[node.output] = out
+        return u[graph.output_id]
+
+    def _compile_backward(self, state) -> None:
+        specs = [tf.TensorSpec([None] + list(t.shape[1:]), t.dtype) for t in state]
+        heads = tf.TensorSpec([None, self._graph.num_classes], tf.float32)
+        self._backward_fn = tf.function(self._counted(self._lrp_backward), input_signature=[specs, heads],
+                                        autograph=False)
+
+    def _lrp(self, x, spec, low_high, key):
+        """Relevance (K, N, ...), logits and resolved targets for LRP methods."""
+        entry = STATES.get((id(self), key))
+        if entry is None:
+            low, high = self._bound_args(low_high)
+            with _quiet_retracing_notices():
+                z, state, v = self._forward_fn(tf.constant(x), low, high)
+            entry = (z.numpy(), state, v.numpy())
+            STATES.put((id(self), key), entry, size=sum(int(np.prod(t.shape)) * 4 for t in state))
+        logits, state, dual_sums = entry
+        if self._backward_fn is None:
+            self._compile_backward(state)
+        t = resolve_targets(logits, spec)
+        heads = initial_relevance(self.spec.head, logits, t, dual_sums if self._contrastive else None,
+                                  scaling=self.params.get("scaling", True))
+        k, n = heads.shape[:2]
+        with _quiet_retracing_notices():
+            rel = self._backward_fn(state, tf.constant(heads.reshape(k * n, -1), tf.float32)).numpy()
+        return rel.reshape((k, n) + x.shape[1:]), logits, t
 
     @staticmethod
     def _nonneg_values(graph: Graph) -> set:
@@ -491,7 +619,7 @@ class Explainer:
                 nonneg.add(node.output)
         return nonneg
 
-    def _backward(self, values, r_top, bounds):
+    def _backward(self, values, r_top, bounds, denoms):
         graph = self._graph
         nonneg = self._nonneg
         n = tf.shape(values[graph.input_id])[0]
@@ -505,7 +633,7 @@ class Explainer:
             if node.kind == "linear":
                 weights = self._derived[i]
                 r_in = [R.apply_linear_rule(self._node_rules[i], node.op, xs[0], r, weights, bounds,
-                                            nonneg=node.inputs[0] in nonneg, z_forward=values[node.output])]
+                                            nonneg=node.inputs[0] in nonneg, zs=denoms[i])]
             elif node.kind == "activation":
                 r_in = [r]
             elif node.kind == "pool":
@@ -685,6 +813,23 @@ def weights_fingerprint(variables) -> tf.Tensor:
         ramp = tf.cast(tf.range(tf.size(flat)) % 1009, tf.float32) + 1.0
         parts += [tf.reduce_sum(flat), tf.reduce_sum(flat * ramp)]
     return tf.stack(parts) if parts else tf.zeros([0])
+
+
+class _quiet_retracing_notices:
+    """Silence TensorFlow's "triggered tf.function retracing" notice while one Explainer traces.
+
+    Every Explainer owns its own tf.function; TensorFlow counts traces of same-named functions across
+    instances and would warn a notebook user who compares several methods, although nothing retraces.
+    """
+
+    def __enter__(self):
+        self._logger = tf.get_logger()
+        self._level = self._logger.level
+        self._logger.setLevel("ERROR")
+
+    def __exit__(self, *exc):
+        self._logger.setLevel(self._level)
+        return False
 
 
 def _plain_relu(node) -> bool:

@@ -161,3 +161,11 @@ def keras_to_reference(model):
         else:
             raise TypeError(layer)
     return [tuple(s) for s in net]
+
+
+def randomize(model, seed=0, scale=0.5, bias_scale=0.1):
+    """Give every weight (biases too) random values, so rules that differ on biases differ here."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, scale if w.ndim > 1 else bias_scale, w.shape).astype("float32")
+                       for w in model.get_weights()])
+    return model

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import reference as ref
-from conftest import randomize
+from reference import randomize
 from sglrp_widgets import Explainer, explain
 from sglrp_widgets.engine import RESULTS, ResultCache
 from sglrp_widgets.errors import ExplainError, UnsupportedLayerError
@@ -187,6 +187,20 @@ def test_contrastive_equals_target_minus_scaled_dual_and_sums_to_zero(head):
         assert abs(out.relevance[n].sum()) < 1e-4 * np.abs(out.relevance[n]).sum()
 
 
+@pytest.mark.parametrize("method", ["sglrp", "clrp"])
+def test_dual_sums_give_the_total_relevance_of_any_head(method):
+    """sum(B(R)) = <v, R>: what lets SGLRP/CLRP fold the dual map into one backward pass."""
+    model = residual_net(with_bias=True)
+    ex = Explainer(model, method, cache=None)
+    ex(IMAGES, 0)
+    low, high = ex._bound_args(ex._bounds(IMAGES))
+    _, state, v = ex._forward_fn(tf.constant(IMAGES), low, high)
+    heads = np.random.default_rng(0).normal(size=(3 * 2, 5)).astype("float32")
+    rel = ex._backward_fn(state, tf.constant(heads)).numpy().reshape(3, 2, -1).sum(-1)
+    expected = (heads.reshape(3, 2, 5) * v.numpy()[None]).sum(-1)
+    np.testing.assert_allclose(rel, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_sglrp_is_finite_and_nonzero_for_a_confident_prediction():
     model = keras.Sequential([keras.Input((4, 4, 1)), L.Flatten(), L.Dense(3)])
     w = np.zeros((16, 3), "float32")
@@ -246,6 +260,8 @@ def test_fifty_targets_cause_no_retrace_and_memory_stays_flat():
     x = np.random.default_rng(0).uniform(0, 1, (1, 8, 8, 3)).astype("float32")
     ex(x, 0)
     ex(x, 1)
+    traces = ex.trace_count            # the forward (with the dual sums) and the backward: traced once each
+    assert traces == 2
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -254,8 +270,8 @@ def test_fifty_targets_cause_no_retrace_and_memory_stays_flat():
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    assert ex.trace_count == 1
-    assert ex._compiled.experimental_get_tracing_count() == 1
+    assert ex.trace_count == traces
+    assert ex._backward_fn.experimental_get_tracing_count() == 1
     assert after - before < 512 * 1024, f"memory grew by {after - before} bytes over 50 targets"
 
 

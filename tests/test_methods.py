@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import randomize
+from reference import randomize
 from sglrp_widgets import Explainer, list_methods
 from sglrp_widgets.methods import METHODS, validate_params
 

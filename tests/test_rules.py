@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from conftest import randomize
+from reference import randomize
 from sglrp_widgets import Explainer
 
 L = keras.layers

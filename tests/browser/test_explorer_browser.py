@@ -127,6 +127,18 @@ def test_explorer_in_browser(browser, server):
         assert "computing" not in _status(page)
         _shot(page, kind, "2-other-class")
 
+        # 2b. search over all class names, then pick a match
+        page.locator(f"{ROOT_SEL} [data-role=class-search]").fill("tri")
+        match = page.locator(f"{ROOT_SEL} [data-role=class-select] optgroup").nth(1).locator("option").first
+        match_value = match.get_attribute("value")
+        assert "tri" in match.inner_text()
+        if match_value != page.locator(CANVAS).get_attribute("data-map").split("|")[2]:
+            page.locator(f"{ROOT_SEL} [data-role=class-select]").select_option(match_value)
+            page.wait_for_function(
+                "(t) => document.querySelector('.sglrp-explorer canvas[data-role=heatmap]').dataset.map.split('|')[2] === t",
+                arg=match_value, timeout=120_000)
+            h1 = page.evaluate(PIXEL_HASH)
+
         # 3. moving the opacity slider changes pixels and sends nothing to the kernel
         time.sleep(1.0)
         count0, frames0 = _comm_count(page), len(sent_comm)
