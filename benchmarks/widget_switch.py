@@ -9,6 +9,19 @@ Models: the bundled demo model (64x64) and ``keras.applications.VGG16(weights=No
 classifier_activation=None)`` at 224x224 (random weights: no download).
 
     python benchmarks/widget_switch.py [--method sglrp] [--skip-vgg] [--repeats 3]
+
+Measured (2 shared CPU cores, TF 2.21 CPU, medians of 3; "kernel ms" = message in -> heatmap out):
+
+| model / engine commit            | method   | uncached ms | cached ms | bytes per switch (JSON + int8 buffer) |
+|----------------------------------|----------|-------------|-----------|---------------------------------------|
+| demo 64x64, engine c79d4be       | sglrp    | 18.1        | 0.3       | 4562 (466 + 4096)                     |
+| demo 64x64, engine 357eb65       | gradient | 5.2         | 0.3       | 4520 (424 + 4096)                     |
+| VGG16 224x224, engine c79d4be    | sglrp    | 2374        | 0.5       | 50646 (470 + 50176)                   |
+| VGG16 224x224, engine 357eb65    | sglrp    | 178.5       | 0.7       | 50645 (469 + 50176)                   |
+
+Batched top-5 in one call: demo/sglrp 32.8 ms; VGG16/sglrp 670 ms (engine 357eb65). The same
+map as a JSON list of float32 would be ~10x the bytes. (Engine 357eb65 fails on the demo model's
+Add->ReLU block with KeyError, so its demo sglrp row is from the earlier engine.)
 """
 
 from __future__ import annotations
