@@ -407,11 +407,10 @@ class RelevanceExplorer(anywidget.AnyWidget):
         from .engine import Explainer
 
         key = (method, _freeze(params))
-        with self._lock:
-            ex = self._explainers.get(key)
-            if ex is None:
-                ex = Explainer(self._model, method, preprocess=self._preprocess, **params)
-                self._explainers[key] = ex
+        ex = self._explainers.get(key)
+        if ex is None:  # built outside the lock: the comm thread never waits for it
+            ex = Explainer(self._model, method, preprocess=self._preprocess, **params)
+            ex = self._explainers.setdefault(key, ex)
         return ex
 
     def _validate(self, sel: dict) -> tuple[int, str, dict, int]:
