@@ -156,6 +156,8 @@ def server(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"jupyter-{request.param}")
     _write_notebook(root / "explorer.ipynb")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob(f"{request.param}-*"):  # screenshots of an earlier run
+        old.unlink()
     log = ARTIFACTS / f"{request.param}-server.log"
     srv = Server(request.param, root, log)
     try:
@@ -164,3 +166,13 @@ def server(request, tmp_path_factory):
     finally:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print where the screenshots are, also when output capture hides the tests' prints."""
+    if ARTIFACTS.is_dir():
+        shots = sorted(ARTIFACTS.glob("*.png"))
+        if shots:
+            terminalreporter.write_sep("-", "browser screenshots")
+            for p in shots:
+                terminalreporter.write_line(str(p))
