@@ -559,12 +559,14 @@ class Explainer:
         graph = self._graph
         u = {graph.input_id: tf.ones_like(values[graph.input_id])}
         for i, node in enumerate(graph.nodes):
-            us, xs = [u[v] for v in node.inputs], [values[v] for v in node.inputs]
+            us = [u[v] for v in node.inputs]
+            if node.kind == "activation":     # relevance passes unchanged; its input is not kept
+                u[node.output] = us[0]
+                continue
+            xs = [values[v] for v in node.inputs]
             if node.kind == "linear":
                 out = R.transpose_linear_rule(self._node_rules[i], node.op, xs[0], us[0], self._derived[i],
                                               bounds, node.inputs[0] in self._nonneg, denoms[i])
-            elif node.kind == "activation":
-                out = us[0]
             elif node.kind == "pool":
                 out = node.fn(xs[0] * us[0]) / R.stabilize(values[node.output], R.SAFE_EPS)
             elif node.kind == "elementwise":
@@ -629,13 +631,14 @@ class Explainer:
             r = rel.pop(node.output, None)
             if r is None:
                 continue
+            if node.kind == "activation":     # relevance passes unchanged; its input is not kept
+                rel[node.inputs[0]] = rel[node.inputs[0]] + r if node.inputs[0] in rel else r
+                continue
             xs = [values[v] for v in node.inputs]
             if node.kind == "linear":
                 weights = self._derived[i]
                 r_in = [R.apply_linear_rule(self._node_rules[i], node.op, xs[0], r, weights, bounds,
                                             nonneg=node.inputs[0] in nonneg, zs=denoms[i])]
-            elif node.kind == "activation":
-                r_in = [r]
             elif node.kind == "pool":
                 s = R.flat_heads(R.by_head(r, n) / R.stabilize(values[node.output], R.SAFE_EPS)[None])
                 shape = tf.concat([tf.shape(r)[:1], tf.shape(xs[0])[1:]], 0)

@@ -165,7 +165,11 @@ def keras_to_reference(model):
 
 def randomize(model, seed=0, scale=0.5, bias_scale=0.1):
     """Give every weight (biases too) random values, so rules that differ on biases differ here."""
+    import keras
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(0, scale if w.ndim > 1 else bias_scale, w.shape).astype("float32")
                        for w in model.get_weights()])
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):   # a variance must stay positive
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape).astype("float32"))
     return model

@@ -78,6 +78,20 @@ def test_conservation_of_input_independent_rules(method):
     np.testing.assert_allclose(out.relevance.sum(axis=(1, 2, 3)), logits, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["sglrp", "lrp", "lrp.epsilon"])
+def test_relu_after_add_as_in_resnet_blocks(method):
+    inp = keras.Input((8, 8, 3))
+    p = L.ReLU()(L.Conv2D(4, 3, padding="same")(inp))
+    y = L.BatchNormalization()(L.Conv2D(4, 3, padding="same")(p))
+    x = L.ReLU()(L.Add()([p, y]))
+    model = randomize(keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x))), 13)
+    out = Explainer(model, method, cache=None)(np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype("float32"),
+                                               [1, 2])
+    assert np.isfinite(out.relevance).all() and np.abs(out.relevance).max() > 0
+    if method == "lrp":   # z_box + z+ conserve the logit (no biases reach the input): a value check
+        np.testing.assert_allclose(out.relevance.sum(axis=(1, 2, 3)), out.logits[[0, 1], [1, 2]], rtol=1e-3)
+
+
 def test_add_splits_in_proportion_not_by_gradient():
     inp = keras.Input((4,))
     a = L.Dense(3, use_bias=False)(inp)
