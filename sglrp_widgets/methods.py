@@ -121,10 +121,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "baseline to the input, times (input - baseline).", "gradient",
            params=(Param("steps", "int", 32, "Number of Riemann steps.", min=1, max=1024),
                    Param("baseline", "float", 0.0, "Constant baseline value.", min=-1e6, max=1e6), RELU)),
-    Method("grad_cam", "Grad-CAM", "CAM", "Feature maps weighted by their mean gradient, ReLU, upsampled "
-           "bilinearly.", "cam", params=(CAM_LAYER, RELU)),
+    Method("grad_cam", "Grad-CAM", "CAM", "Feature maps weighted by their mean gradient, then a ReLU as in the "
+           "paper (maps are never negative), upsampled bilinearly.", "cam", params=(CAM_LAYER, RELU)),
     Method("grad_cam_plus_plus", "Grad-CAM++", "CAM", "Grad-CAM with pixel-wise weights from second and third "
-           "order terms.", "cam", params=(CAM_LAYER, RELU)),
+           "order terms; ReLU'd like Grad-CAM.", "cam", params=(CAM_LAYER, RELU)),
     Method("guided_grad_cam", "Guided Grad-CAM", "CAM", "Upsampled Grad-CAM times guided backprop.", "cam",
            params=(CAM_LAYER, RELU)),
 ]}

@@ -1,8 +1,8 @@
 """Real-browser harness: a JupyterLab 4 / Notebook 7 server on 127.0.0.1 and headless Chromium.
 
 Each server gets a random free port, a random token, ``--no-browser`` and a temporary root dir
-holding a generated notebook that builds a tiny Keras model and shows a ``RelevanceExplorer``
-on the demo's synthetic scenes with boxes (nothing is downloaded).
+holding a generated notebook that shows a ``RelevanceExplorer`` of the bundled demo model on
+two-object synthetic scenes with boxes (nothing is downloaded).
 Servers are stopped (process group terminated) when the fixture ends. Screenshots go to
 ``artifacts/browser/``.
 """
@@ -32,20 +32,11 @@ ARTIFACTS = ROOT / "artifacts" / "browser"
 NOTEBOOK_CODE = f"""\
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-import keras
-from keras import layers as L
 from sglrp_widgets import demo
 from sglrp_widgets.widget import RelevanceExplorer
 
-# a tiny untrained model (the browser test checks the widget, not the model's quality)
-keras.utils.set_random_seed(0)
-inp = keras.Input((64, 64, 3))
-x = L.MaxPooling2D(2)(L.Conv2D(8, 3, padding="same", activation="relu")(inp))
-x = L.MaxPooling2D(2)(L.Conv2D(16, 3, padding="same", activation="relu")(x))
-x = L.GlobalAveragePooling2D()(L.Conv2D(16, 3, padding="same", activation="relu")(x))
-model = keras.Model(inp, L.Dense(len(demo.class_names), activation="softmax")(x))
-
-images, labels, boxes = demo.make_scenes(3, objects=1, seed=0)  # synthetic shapes + boxes
+model = demo.load_model()   # the bundled, trained demo model (nothing is downloaded)
+images, labels, boxes = demo.make_scenes(3, objects=2, seed=0)  # two shapes per scene + their boxes
 explorer = RelevanceExplorer(model, images, preprocess=demo.preprocess,
                              class_names=demo.class_names, boxes=boxes, prefetch=False)
 explorer
