@@ -293,7 +293,8 @@ class Explainer:
         self._layout: list = []
         self._node_rules: dict[int, R.Rule] = {}
         self.trace_count = 0
-        self._key = (method, _freeze(self.params), _freeze(rules) if rules else None, id(preprocess), output)
+        overrides = tuple((repr(k), repr(R.get_rule(v))) for k, v in rules.items()) if isinstance(rules, dict) else None
+        self._key = (method, _freeze(self.params), overrides, output)
         if preprocess is not None and not callable(preprocess):
             raise ExplainError(f"preprocess must be a function, got {type(preprocess).__name__}.")
 
@@ -326,7 +327,7 @@ class Explainer:
             spec, nested = parse_targets(targets, top_k, x.shape[0], graph.num_classes)
             low_high = self._bounds(x)
             fp = self._refresh()
-            base_key = (fp, self._key, None if low_high is None else _freeze(low_high))
+            base_key = (fp, self._structure, self._key, None if low_high is None else _freeze(low_high))
             n, k = spec.shape
             digests = [_digest(img) for img in x]
             rel = np.empty((n, k) + x.shape[1:], np.float32)
@@ -374,6 +375,9 @@ class Explainer:
         kind = self.spec.kind
         graph = read_model(model, fold_batchnorm=(kind == "lrp"), output=self._output)
         self._graph = graph
+        # Results are keyed by this and the weights' fingerprint: models that share weights but differ in
+        # structure never share results.
+        self._structure = hash(tuple((n.kind, n.name, n.class_name, tuple(n.inputs), n.output) for n in graph.nodes))
         if kind == "lrp":
             self._assign_rules(graph)
             self._nonneg = self._nonneg_values(graph)

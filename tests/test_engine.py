@@ -463,3 +463,17 @@ def test_failed_call_leaves_the_explainer_working(small):
         ex(np.zeros((1, 4, 4, 3), "float32"), 7)
     out = ex(np.ones((1, 4, 4, 3), "float32"), 1)
     assert np.isfinite(out.relevance).all()
+
+
+def test_models_sharing_weights_but_not_structure_do_not_share_results():
+    hidden, top = L.Dense(4, activation="relu"), L.Dense(3)
+    inp = keras.Input((6,))
+    plain = keras.Model(inp, top(hidden(inp)))
+    inp2 = keras.Input((6,))
+    clipped = keras.Model(inp2, L.ReLU()(top(hidden(inp2))))       # same weights, different logits
+    randomize(plain, 14)
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    a = explain(plain, x, "gradient", targets=0)
+    b = explain(clipped, x, "gradient", targets=0)
+    assert not b.cached
+    np.testing.assert_array_equal(b.logits, np.maximum(a.logits, 0))
