@@ -477,3 +477,31 @@ def test_models_sharing_weights_but_not_structure_do_not_share_results():
     b = explain(clipped, x, "gradient", targets=0)
     assert not b.cached
     np.testing.assert_array_equal(b.logits, np.maximum(a.logits, 0))
+
+
+def test_concatenate_branches_route_relevance_and_conserve():
+    inp = keras.Input((8, 8, 2))
+    a = L.Conv2D(3, 3, padding="same", activation="relu", use_bias=False)(inp)
+    b = L.Conv2D(2, 1, activation="relu", use_bias=False)(inp)
+    x = L.Concatenate()([a, b])
+    x = L.Conv2D(4, 3, strides=2, activation="relu", use_bias=False)(x)
+    out = L.Dense(3, use_bias=False)(L.Flatten()(x))
+    model = randomize(keras.Model(inp, out), 15)
+    x0 = np.random.default_rng(2).uniform(0, 1, (2, 8, 8, 2)).astype("float32")
+    r = Explainer(model, "lrp.z", cache=None)(x0, [0, 1])
+    np.testing.assert_allclose(r.relevance.sum(axis=(1, 2, 3)), r.logits[[0, 1], [0, 1]], rtol=1e-4)
+    inp2 = keras.Input((8, 8, 2))
+    same = keras.Model(inp2, model.layers[-1](model.layers[-2](model.layers[-3](L.Concatenate()(
+        [model.layers[1](inp2), model.layers[2](inp2)])))))     # the same net, rebuilt: identical maps
+    np.testing.assert_array_equal(Explainer(same, "lrp.z", cache=None)(x0, [0, 1]).relevance, r.relevance)
+
+
+def test_explain_holds_models_weakly():
+    import weakref
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, activation="relu"), L.Dense(3)])
+    ref_ = weakref.ref(model)
+    explain(model, np.ones((1, 6), "float32"), "sglrp", targets=0)
+    explain(model, np.ones((1, 6), "float32"), "gradient", targets=0)
+    del model
+    gc.collect()
+    assert ref_() is None
