@@ -10,18 +10,16 @@ classifier_activation=None)`` at 224x224 (random weights: no download).
 
     python benchmarks/widget_switch.py [--method sglrp] [--skip-vgg] [--repeats 3]
 
-Measured (2 shared CPU cores, TF 2.21 CPU, medians of 3; "kernel ms" = message in -> heatmap out):
+Measured (2 CPU cores, TF 2.21 CPU, medians of 3; "kernel ms" = message in -> heatmap out; engine with
+per-image LRP state):
 
-| model / engine commit            | method   | uncached ms | cached ms | bytes per switch (JSON + int8 buffer) |
-|----------------------------------|----------|-------------|-----------|---------------------------------------|
-| demo 64x64, engine c79d4be       | sglrp    | 18.1        | 0.3       | 4562 (466 + 4096)                     |
-| demo 64x64, engine 357eb65       | gradient | 5.2         | 0.3       | 4520 (424 + 4096)                     |
-| VGG16 224x224, engine c79d4be    | sglrp    | 2374        | 0.5       | 50646 (470 + 50176)                   |
-| VGG16 224x224, engine 357eb65    | sglrp    | 178.5       | 0.7       | 50645 (469 + 50176)                   |
+| model               | method | uncached ms | cached ms | bytes per switch (JSON + int8 buffer) |
+|---------------------|--------|-------------|-----------|---------------------------------------|
+| demo 64x64          | sglrp  | 6.4         | 0.6       | 4562 (~466 + 4096)                    |
+| VGG16 224x224       | sglrp  | 165.0       | 0.3       | 50646 (~470 + 50176)                  |
 
-Batched top-5 in one call: demo/sglrp 32.8 ms; VGG16/sglrp 670 ms (engine 357eb65). The same
-map as a JSON list of float32 would be ~10x the bytes. (Engine 357eb65 fails on the demo model's
-Add->ReLU block with KeyError, so its demo sglrp row is from the earlier engine.)
+Batched top-5 in one call: demo/sglrp 9.0 ms; VGG16/sglrp 598 ms. The same map as a JSON list of
+float32 would be ~10x the bytes.
 """
 
 from __future__ import annotations
