@@ -309,7 +309,11 @@ class Explainer:
     @property
     def graph(self) -> Graph:
         if self._graph is None:
-            self._build()
+            try:
+                self._build()
+            except Exception:
+                self._graph = None      # an unsupported model fails the same clear way on every call
+                raise
         return self._graph
 
     @property
@@ -364,8 +368,9 @@ class Explainer:
                                cached=not missing)
 
     def clear(self) -> None:
-        """Forget cached results and derived weights (after editing weights in place, say)."""
+        """Forget cached results, per-image states and derived weights (after editing weights in place)."""
         self._fingerprint = None
+        STATES.clear()
         if self._cache is not None:
             self._cache.clear()
 
@@ -377,7 +382,8 @@ class Explainer:
         self._graph = graph
         # Results are keyed by this and the weights' fingerprint: models that share weights but differ in
         # structure never share results.
-        self._structure = hash(tuple((n.kind, n.name, n.class_name, tuple(n.inputs), n.output) for n in graph.nodes))
+        self._structure = hash(tuple((n.kind, n.name, n.class_name, tuple(n.inputs), n.output)
+                                     for n in graph.nodes))
         if kind == "lrp":
             self._assign_rules(graph)
             self._nonneg = self._nonneg_values(graph)
