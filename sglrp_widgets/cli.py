@@ -463,7 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sglrp-widgets: error: image file not found: 'x.png'
     2
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter (no GPU found, oneDNN notes) is not for a command-line user;
+    # Python-level errors still surface. TF_CPP_MIN_LOG_LEVEL set by the caller wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "demo":
