@@ -99,7 +99,6 @@ def main(argv=None):
             _, multi = paired(lambda: ex(fresh(), five()), lambda: ex(fresh(), targets), max(3, args.repeats // 2))
             print(f"| {batch} | {method} | {first:.2f} | {new_image:.3f} | {new_ratio:.2f} | {switch:.3f} | "
                   f"{switch_ratio:.2f} | {first / new_image:.1f} | {multi:.2f} |", flush=True)
-            del ex
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import tensorflow as tf
 import reference as ref
 from reference import randomize
 from sglrp_widgets import Explainer, explain
-from sglrp_widgets.engine import RESULTS, ResultCache
+from sglrp_widgets.engine import ResultCache
 from sglrp_widgets.errors import ExplainError, UnsupportedLayerError
 from sglrp_widgets.graph import read_model
 
