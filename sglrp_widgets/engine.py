@@ -514,7 +514,8 @@ class Explainer:
 
     # LRP: forward once per image (cached), then one backward pass per request ------------------------
     def _lrp_forward(self, images, low, high):
-        """Logits and the state the backward pass needs: values and rule denominators, as a flat list."""
+        """Logits and the state the backward pass needs, as a flat list: every node's inputs and the inverse
+        stabilized denominators of its rule (``1 / (z + eps sign z)``), so a backward pass only multiplies."""
         graph = self._graph
         logits, values = graph.forward(images, linear_params=self._linear_params, keep=True)
         needed = {"low": low, "high": high}
@@ -523,19 +524,17 @@ class Explainer:
                 continue
             for v in node.inputs:
                 needed[("v", v)] = values[v]
-            if node.kind in ("linear", "pool", "elementwise"):
-                needed[("v", node.output)] = values[node.output]
             if node.kind == "linear":
-                zs = R.denominators(self._node_rules[i], node.op, values[node.inputs[0]], self._derived[i],
-                                    (low, high), node.inputs[0] in self._nonneg, values[node.output])
-                for j, z in enumerate(zs):
-                    if z is None:
-                        self._denominator_source[(i, j)] = None
-                    elif z is values[node.output]:
-                        self._denominator_source[(i, j)] = ("v", node.output)
-                    else:
-                        self._denominator_source[(i, j)] = ("d", i, j)
-                        needed[("d", i, j)] = z
+                inv = R.inverse_denominators(self._node_rules[i], node.op, values[node.inputs[0]],
+                                             self._derived[i], (low, high), node.inputs[0] in self._nonneg,
+                                             values[node.output])
+                for j, iz in enumerate(inv):
+                    self._denominator_source[(i, j)] = None if iz is None else ("d", i, j)
+                    if iz is not None:
+                        needed[("d", i, j)] = iz
+            elif node.kind in ("pool", "elementwise"):
+                needed[("d", i, 0)] = 1.0 / R.stabilize(values[node.output], R.SAFE_EPS)
+                self._denominator_source[(i, 0)] = ("d", i, 0)
         self._layout = list(needed)
         state = [needed[key] for key in self._layout]
         if not self._contrastive:
@@ -578,10 +577,10 @@ class Explainer:
                 out = R.transpose_linear_rule(self._node_rules[i], node.op, xs[0], us[0], self._derived[i],
                                               bounds, node.inputs[0] in self._nonneg, denoms[i])
             elif node.kind == "pool":
-                out = node.fn(xs[0] * us[0]) / R.stabilize(values[node.output], R.SAFE_EPS)
+                out = node.fn(xs[0] * us[0]) * denoms[i][0]
             elif node.kind == "elementwise":
                 a, _ = node.scale_shift()
-                out = a * xs[0] * us[0] / R.stabilize(values[node.output], R.SAFE_EPS)
+                out = a * xs[0] * us[0] * denoms[i][0]
             elif node.kind == "add":
                 total = tf.add_n(xs)
                 out = tf.add_n([ui * R.safe_div(xi, total) for ui, xi in zip(us, xs)])
@@ -648,15 +647,15 @@ class Explainer:
             if node.kind == "linear":
                 weights = self._derived[i]
                 r_in = [R.apply_linear_rule(self._node_rules[i], node.op, xs[0], r, weights, bounds,
-                                            nonneg=node.inputs[0] in nonneg, zs=denoms[i])]
+                                            nonneg=node.inputs[0] in nonneg, inv=denoms[i])]
             elif node.kind == "pool":
-                s = R.flat_heads(R.by_head(r, n) / R.stabilize(values[node.output], R.SAFE_EPS)[None])
+                s = R.flat_heads(R.by_head(r, n) * denoms[i][0][None])
                 shape = tf.concat([tf.shape(r)[:1], tf.shape(xs[0])[1:]], 0)
                 g = R.transpose_map(node.fn, s, shape)
                 r_in = [R.flat_heads(R.by_head(g, n) * xs[0][None])]
             elif node.kind == "elementwise":
                 a, _ = node.scale_shift()
-                factor = a * xs[0] / R.stabilize(values[node.output], R.SAFE_EPS)
+                factor = a * xs[0] * denoms[i][0]
                 r_in = [R.flat_heads(R.by_head(r, n) * factor[None])]
             elif node.kind == "add":
                 total = tf.add_n(xs)

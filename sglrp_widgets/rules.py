@@ -210,13 +210,13 @@ def _active_terms(leaf: Rule, nonneg: bool) -> list[Term]:
     return [t for t in leaf.terms if not (nonneg and t.inputs == "x_neg")]
 
 
-def denominators(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
-                 z_forward: tf.Tensor | None = None) -> list:
-    """The (unstabilized) denominator ``z'`` of each part of ``rule`` at linear ``op`` with input ``x``.
+def inverse_denominators(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
+                         z_forward: tf.Tensor | None = None) -> list:
+    """``1 / stabilize(z')`` for each part of ``rule`` at linear ``op`` with input ``x``.
 
-    They depend on the input only, not on the relevance, so they are computed once per image. ``z_forward``
-    (the layer's ``x W + b``) is reused by the parts whose denominator it is (the z and epsilon rules);
-    ``None`` marks a part without active terms.
+    They depend on the input only, not on the relevance, so they are computed once per image (and the
+    backward pass multiplies instead of divides). ``z_forward`` (the layer's ``x W + b``) is reused by the
+    parts whose denominator it is (the z and epsilon rules); ``None`` marks a part without active terms.
     """
     out = []
     for _, leaf in rule.leaves():
@@ -226,39 +226,38 @@ def denominators(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonne
             continue
         if z_forward is not None and leaf.bias == "b" and \
                 [(t.inputs, t.weights, t.sign) for t in terms] == [("x", "w", 1.0)]:
-            out.append(z_forward)
-            continue
-        zs = None
-        for t in terms:
-            zt = t.sign * op.apply(modified_inputs(t.inputs, x, bounds), weights[t.weights])
-            zs = zt if zs is None else zs + zt
-        if leaf.bias:
-            zs = zs + weights[leaf.bias]
-        out.append(zs)
+            zs = z_forward
+        else:
+            zs = None
+            for t in terms:
+                zt = t.sign * op.apply(modified_inputs(t.inputs, x, bounds), weights[t.weights])
+                zs = zt if zs is None else zs + zt
+            if leaf.bias:
+                zs = zs + weights[leaf.bias]
+        out.append(1.0 / stabilize(zs, leaf.eps))
     return out
 
 
 def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: dict, bounds=None,
-                      nonneg: bool = False, z_forward: tf.Tensor | None = None, zs: list | None = None
+                      nonneg: bool = False, z_forward: tf.Tensor | None = None, inv: list | None = None
                       ) -> tf.Tensor:
     """Relevance at the input of linear ``op`` (forward input ``x``, shape (N, ...)) from ``r_out`` (H*N, ...).
 
     ``weights`` maps weight keys to the (modified) parameters; ``nonneg`` says ``x >= 0`` is known, so
-    terms on ``x_neg`` vanish and are skipped. ``zs`` are the parts' denominators from
-    :func:`denominators` (computed here when not given).
+    terms on ``x_neg`` vanish and are skipped. ``inv`` are the parts' inverse denominators from
+    :func:`inverse_denominators` (computed here when not given).
     """
-    if zs is None:
-        zs = denominators(rule, op, x, weights, bounds, nonneg, z_forward)
+    if inv is None:
+        inv = inverse_denominators(rule, op, x, weights, bounds, nonneg, z_forward)
     n = tf.shape(x)[0]
     in_shape = tf.concat([tf.shape(r_out)[:1], tf.shape(x)[1:]], 0)
     total = None
-    for (coef, leaf), z in zip(rule.leaves(), zs):
-        if z is None:
+    for (coef, leaf), iz in zip(rule.leaves(), inv):
+        if iz is None:
             continue
         terms = _active_terms(leaf, nonneg)
         inputs = {t.inputs: modified_inputs(t.inputs, x, bounds) for t in terms}
-        s = flat_heads(by_head(r_out, n) / stabilize(z, leaf.eps)[None]) if z.shape[0] != 1 else \
-            r_out / stabilize(z, leaf.eps)
+        s = flat_heads(by_head(r_out, n) * iz[None]) if iz.shape[0] != 1 else r_out * iz
         leaf_total = None
         transposed: dict[str, tf.Tensor] = {}
         for t in terms:
@@ -276,7 +275,7 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
 
 
 def transpose_linear_rule(rule: Rule, op, x: tf.Tensor, u: tf.Tensor, weights: dict, bounds=None,
-                          nonneg: bool = False, zs: list | None = None) -> tf.Tensor:
+                          nonneg: bool = False, inv: list | None = None) -> tf.Tensor:
     """The transpose of :func:`apply_linear_rule` as a map of the relevance: ``u -> M^T u``, shape (N, ...).
 
     ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z)``, so its transpose is
@@ -284,13 +283,13 @@ def transpose_linear_rule(rule: Rule, op, x: tf.Tensor, u: tf.Tensor, weights: d
     gives, for every logit, the total input relevance one unit of relevance there turns into.
     """
     total = None
-    for (coef, leaf), z in zip(rule.leaves(), zs):
-        if z is None:
+    for (coef, leaf), iz in zip(rule.leaves(), inv):
+        if iz is None:
             continue
         acc = None
         for t in _active_terms(leaf, nonneg):
             term = t.sign * op.apply(modified_inputs(t.inputs, x, bounds) * u, weights[t.weights])
             acc = term if acc is None else acc + term
-        part = coef * acc / stabilize(z, leaf.eps)
+        part = coef * acc * iz
         total = part if total is None else total + part
     return total
