@@ -210,6 +210,10 @@ def _active_terms(leaf: Rule, nonneg: bool) -> list[Term]:
     return [t for t in leaf.terms if not (nonneg and t.inputs == "x_neg")]
 
 
+def _term_input(key: str, x: tf.Tensor, bounds, nonneg: bool) -> tf.Tensor:
+    return x if nonneg and key == "x_pos" else modified_inputs(key, x, bounds)
+
+
 def inverse_denominators(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
                          z_forward: tf.Tensor | None = None) -> list:
     """``1 / stabilize(z')`` for each part of ``rule`` at linear ``op`` with input ``x``.
@@ -230,7 +234,7 @@ def inverse_denominators(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=Non
         else:
             zs = None
             for t in terms:
-                zt = t.sign * op.apply(modified_inputs(t.inputs, x, bounds), weights[t.weights])
+                zt = t.sign * op.apply(_term_input(t.inputs, x, bounds, nonneg), weights[t.weights])
                 zs = zt if zs is None else zs + zt
             if leaf.bias:
                 zs = zs + weights[leaf.bias]
@@ -256,7 +260,7 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         if iz is None:
             continue
         terms = _active_terms(leaf, nonneg)
-        inputs = {t.inputs: modified_inputs(t.inputs, x, bounds) for t in terms}
+        inputs = {t.inputs: _term_input(t.inputs, x, bounds, nonneg) for t in terms}
         s = flat_heads(by_head(r_out, n) * iz[None]) if iz.shape[0] != 1 else r_out * iz
         leaf_total = None
         transposed: dict[str, tf.Tensor] = {}
@@ -288,7 +292,7 @@ def transpose_linear_rule(rule: Rule, op, x: tf.Tensor, u: tf.Tensor, weights: d
             continue
         acc = None
         for t in _active_terms(leaf, nonneg):
-            term = t.sign * op.apply(modified_inputs(t.inputs, x, bounds) * u, weights[t.weights])
+            term = t.sign * op.apply(_term_input(t.inputs, x, bounds, nonneg) * u, weights[t.weights])
             acc = term if acc is None else acc + term
         part = coef * acc * iz
         total = part if total is None else total + part
