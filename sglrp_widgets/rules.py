@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
-from .errors import ExplainError
+from .errors import ExplainError, suggest
 
 SAFE_EPS = 1e-7
 
@@ -128,7 +128,6 @@ def get_rule(spec) -> Rule:
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
         name, kwargs = spec
         if name not in RULES:
-            from .errors import suggest
             raise ExplainError(f"Unknown rule {name!r}; rules are {sorted(RULES)}.{suggest(name, RULES)}")
         return RULES[name](**kwargs)
     raise ExplainError(f"Cannot make a rule from {spec!r}: give a Rule, a rule name or (name, kwargs).")
@@ -136,28 +135,25 @@ def get_rule(spec) -> Rule:
 
 # ---- derived weights ----------------------------------------------------------------------------
 
+# Sign parts shared by weights ("w_pos", "b_neg") and inputs ("x_pos", "x_neg").
+_PART = {"": lambda t: t, "pos": lambda t: tf.maximum(t, 0.0), "neg": lambda t: tf.minimum(t, 0.0)}
+
+
 def derive_weight(key: str, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """The modified parameter named ``key`` computed from the layer's (kernel, bias)."""
-    if key == "w":
-        return kernel
-    if key == "w_pos":
-        return tf.maximum(kernel, 0.0)
-    if key == "w_neg":
-        return tf.minimum(kernel, 0.0)
+    """The modified parameter named ``key`` computed from the layer's (kernel, bias).
+
+    ``w``/``b`` with an optional sign part (``w_pos``, ``b_neg``), ``w_sq``, ``ones`` or ``w_gamma:<g>``.
+    """
+    if key.startswith("w_gamma:"):
+        return kernel + float(key.split(":", 1)[1]) * tf.maximum(kernel, 0.0)
     if key == "w_sq":
         return tf.square(kernel)
     if key == "ones":
         return tf.ones_like(kernel)
-    if key.startswith("w_gamma:"):
-        g = float(key.split(":", 1)[1])
-        return kernel + g * tf.maximum(kernel, 0.0)
-    if key == "b":
-        return bias
-    if key == "b_pos":
-        return tf.maximum(bias, 0.0)
-    if key == "b_neg":
-        return tf.minimum(bias, 0.0)
-    raise KeyError(key)
+    base, _, part = key.partition("_")
+    if base not in ("w", "b") or part not in _PART:
+        raise KeyError(key)
+    return _PART[part](kernel if base == "w" else bias)
 
 
 # ---- the backward step ----------------------------------------------------------------------------
@@ -191,19 +187,14 @@ def transpose_map(fn, s: tf.Tensor, in_shape) -> tf.Tensor:
 
 
 def modified_inputs(key: str, x: tf.Tensor, bounds) -> tf.Tensor:
-    if key == "x":
-        return x
-    if key == "x_pos":
-        return tf.maximum(x, 0.0)
-    if key == "x_neg":
-        return tf.minimum(x, 0.0)
-    if key == "ones":
-        return tf.ones_like(x[:1])
-    if key == "low":
-        return tf.zeros_like(x[:1]) + bounds[0]
-    if key == "high":
-        return tf.zeros_like(x[:1]) + bounds[1]
-    raise KeyError(key)
+    """``x`` with an optional sign part (``x_pos``, ``x_neg``), or a batch-1 constant: ``ones``, ``low``, ``high``."""
+    if key in ("ones", "low", "high"):
+        fill = {"ones": 1.0, "low": bounds[0] if bounds else None, "high": bounds[1] if bounds else None}[key]
+        return tf.zeros_like(x[:1]) + fill
+    base, _, part = key.partition("_")
+    if base != "x" or part not in _PART:
+        raise KeyError(key)
+    return _PART[part](x)
 
 
 def _active_terms(leaf: Rule, nonneg: bool) -> list[Term]:
