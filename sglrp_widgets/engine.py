@@ -333,7 +333,8 @@ class Explainer:
             fp = self._refresh()
             base_key = (fp, self._structure, self._key, None if low_high is None else _freeze(low_high))
             n, k = spec.shape
-            digests = [_digest(img) for img in x]
+            keyed = self._cache is not None or self.spec.kind == "lrp"
+            digests = [_digest(img) for img in x] if keyed else None
             rel = np.empty((n, k) + x.shape[1:], np.float32)
             logits = np.empty((n, graph.num_classes), np.float32)
             resolved = np.empty((n, k), np.int64)
@@ -622,9 +623,7 @@ class Explainer:
         """Value ids known to be >= 0 (ReLU outputs, and pooling/routing/sums of them)."""
         nonneg = set()
         for node in graph.nodes:
-            if node.kind == "activation" and node.activation == "relu" and \
-                    getattr(node.layer, "negative_slope", 0) in (0, 0.0, None) and \
-                    getattr(node.layer, "threshold", 0) in (0, 0.0, None):
+            if node.kind == "activation" and node.activation == "relu" and _floor_is_zero(node):
                 nonneg.add(node.output)
             elif node.kind in ("route", "pool", "add") and all(v in nonneg for v in node.inputs):
                 nonneg.add(node.output)
@@ -726,18 +725,20 @@ class Explainer:
             span = tf.reduce_max(x, axis=tf.range(1, tf.rank(x)), keepdims=True) - \
                 tf.reduce_min(x, axis=tf.range(1, tf.rank(x)), keepdims=True)
             sigma = p["noise"] * span
+            logits = self._graph.forward(x)     # targets are resolved on the clean image
+            tt = self._resolve_targets(logits, t)
             total = tf.zeros_like(x)
-            for_logits = self._grad_of_target(x, t)
             for i in tf.range(p["n"]):
                 # One noise draw per sample, shared by every row: an image's map does not depend on the batch.
                 shape = tf.concat([[1], tf.shape(x)[1:]], 0)
                 noise = tf.random.stateless_normal(shape, seed=tf.stack([p["seed"], i]))
-                g, _, _, _ = self._grad_of_target(x + sigma * noise, for_logits[2])
+                g, _, _, _ = self._grad_of_target(x + sigma * noise, tt)
                 total += g
-            rel, logits, tt = total / float(p["n"]), for_logits[1], for_logits[2]
+            rel = total / float(p["n"])
         elif name == "integrated_gradients":
             base = tf.fill(tf.shape(x), tf.cast(p["baseline"], x.dtype))
-            _, logits, tt, _ = self._grad_of_target(x, t)
+            logits = self._graph.forward(x)
+            tt = self._resolve_targets(logits, t)
             total = tf.zeros_like(x)
             steps = p["steps"]
             for i in tf.range(1, steps + 1):
@@ -844,10 +845,15 @@ class _quiet_retracing_notices:
         return False
 
 
-def _plain_relu(node) -> bool:
+def _floor_is_zero(node) -> bool:
+    """A ReLU node whose output is max(x, 0) from below (no leak, no threshold): its output is >= 0."""
     layer = node.layer
-    return getattr(layer, "negative_slope", 0) in (0, 0.0, None) and getattr(layer, "max_value", None) is None \
-        and getattr(layer, "threshold", 0) in (0, 0.0, None)
+    return getattr(layer, "negative_slope", 0) in (0, 0.0, None) and getattr(layer, "threshold", 0) in (0, 0.0, None)
+
+
+def _plain_relu(node) -> bool:
+    """Exactly max(x, 0): the ReLUs guided backprop and deconvnet modify."""
+    return _floor_is_zero(node) and getattr(node.layer, "max_value", None) is None
 
 
 # ---- the shared cache of explainers ------------------------------------------------------------------

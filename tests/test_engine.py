@@ -507,3 +507,19 @@ def test_explain_holds_models_weakly():
     del model
     gc.collect()
     assert ref_() is None
+
+
+def test_a_class_switch_reuses_the_images_forward_state():
+    model = residual_net(with_bias=True)
+    ex = Explainer(model, "sglrp", cache=None)
+    first = ex(IMAGES, [1, 2])
+    calls = []
+    forward = ex._forward_fn
+    ex._forward_fn = lambda *a: calls.append(1) or forward(*a)
+    switched = ex(IMAGES, [3, 0])                      # same images, other classes: backward pass only
+    assert calls == []
+    fresh = Explainer(model, "sglrp", cache=None)(IMAGES, [3, 0])
+    np.testing.assert_allclose(switched.relevance, fresh.relevance, rtol=1e-5, atol=1e-8)
+    np.testing.assert_array_equal(switched.logits, first.logits)
+    ex(IMAGES + 0.01, [3, 0])                          # a new image needs its forward pass
+    assert calls == [1]
