@@ -31,29 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import logging  # noqa: E402
+from _setup import QUALITY_METHODS as DEFAULT_METHODS, ROOT  # noqa: E402  (also puts the repo on sys.path)
 
-logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices: one graph per method
-
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
 
 from sglrp_widgets import metrics  # noqa: E402
-
-DEFAULT_METHODS = [
-    "sglrp", "clrp", "lrp", "deep_taylor", "lrp.epsilon", "lrp.alpha_1_beta_0",
-    "gradient", "input_x_gradient", "guided_backprop", "integrated_gradients", "smoothgrad",
-    "grad_cam", "grad_cam_plus_plus", "guided_grad_cam",
-]
 
 
 def parse_args(argv=None):
