@@ -1,6 +1,9 @@
 """The shipped front end equals the js/ source, and the bundled class names are right (no TF)."""
 
 import json
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,6 +14,19 @@ def test_static_files_equal_js_source():
         src = (ROOT / "js" / name).read_bytes()
         shipped = (ROOT / "sglrp_widgets" / "static" / name).read_bytes()
         assert shipped == src, f"sglrp_widgets/static/{name} differs from js/{name}: run `cd js && npm run build`"
+
+
+def test_the_wheel_ships_the_front_end_demo_model_and_class_names(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel = next(tmp_path.glob("sglrp_widgets-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        for name in ("widget.js", "widget.css"):
+            assert zf.read(f"sglrp_widgets/static/{name}") == (ROOT / "js" / name).read_bytes()
+        names = zf.namelist()
+    assert "sglrp_widgets/demo/demo_model.keras" in names
+    assert "sglrp_widgets/data/imagenet_classes.json" in names
 
 
 def test_module_has_no_runtime_dependencies():
