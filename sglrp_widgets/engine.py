@@ -504,7 +504,11 @@ class Explainer:
     # -- compiled bodies -------------------------------------------------------------------------
     @staticmethod
     def _resolve_targets(logits, targets):
-        """Negative targets -r-1 become the r-th most probable class of each row."""
+        """Negative targets -r-1 become the r-th most probable class of each row (in-graph).
+
+        The gradient and CAM bodies resolve targets from the logits of the same forward pass they
+        differentiate; LRP resolves them on the host (``resolve_targets``) from its cached forward state.
+        """
         k = tf.shape(targets)[1]
         ranked = tf.math.top_k(logits, k=tf.maximum(k, 1)).indices
         rank = tf.clip_by_value(-targets - 1, 0, tf.maximum(k - 1, 0))
