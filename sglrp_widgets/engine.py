@@ -880,6 +880,38 @@ def get_explainer(model, method: str = "sglrp", *, preprocess: Callable | None =
         return ex
 
 
+_SUPPORT: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def method_support(model, *, output=None) -> dict[str, str | None]:
+    """Which methods can explain ``model``: method name -> ``None`` if it can, else the reason it cannot.
+
+    The model is read once (cached per model, held weakly); no image is needed and nothing is traced.
+
+    Examples
+    --------
+    >>> support = method_support(model)
+    >>> [m for m, why in support.items() if why is None][:3]
+    ['sglrp', 'clrp', 'sglrp.sequential_a']
+    """
+    key = output if isinstance(output, (int, str, type(None))) else repr(output)
+    with _EXPLAINERS_LOCK:
+        cached = _SUPPORT.get(model, {}).get(key)
+    if cached is not None:
+        return dict(cached)
+    support: dict[str, str | None] = {}
+    for name, spec in METHODS.items():
+        try:
+            ex = Explainer(model, name, output=output, cache=None)
+            ex.graph                                   # reads the model, assigns rules, finds the CAM layer
+            support[name] = None
+        except ExplainError as exc:
+            support[name] = str(exc)
+    with _EXPLAINERS_LOCK:
+        _SUPPORT.setdefault(model, {})[key] = support
+    return dict(support)
+
+
 def explain(model, images, method: str = "sglrp", targets=None, *, top_k: int | None = None,
             preprocess: Callable | None = None, **params) -> Explanation:
     """Explain ``images`` with ``method``, reusing the compiled graph and results of earlier calls.

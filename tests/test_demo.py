@@ -184,3 +184,10 @@ def test_scene_helpers_shapes():
     circle = scenes._shape_mask(demo.class_names.index("circle"), 32.0, 32.0, 12.0, 0.0)
     assert not ring[32, 32] and circle[32, 32]
     assert np.all(circle[ring])
+
+
+def test_demo_models_by_name():
+    assert demo.model_path() == demo.MODEL_PATH == demo.model_path("cnn")
+    assert demo.load_model("cnn") is demo.load_model()
+    with pytest.raises(ValueError, match="bundled models: cnn"):
+        demo.load_model("no_such_model")

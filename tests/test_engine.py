@@ -523,3 +523,15 @@ def test_a_class_switch_reuses_the_images_forward_state():
     np.testing.assert_array_equal(switched.logits, first.logits)
     ex(IMAGES + 0.01, [3, 0])                          # a new image needs its forward pass
     assert calls == [1]
+
+
+def test_method_support_names_what_cannot_work_without_tracing():
+    import keras
+    from sglrp_widgets.engine import method_support
+    dense_only = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    support = method_support(dense_only)
+    from sglrp_widgets.methods import METHODS
+    assert set(support) == set(METHODS)
+    assert support["sglrp"] is None and support["gradient"] is None
+    assert "convolutional layer" in support["grad_cam"]
+    assert method_support(dense_only) == support          # cached per model

@@ -11,44 +11,83 @@ Example
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .scenes import IMAGE_SIZE, class_names, make_scenes, preprocess, render_scenes
 
 __all__ = [
+    "DEFAULT_MODEL",
     "IMAGE_SIZE",
+    "MODELS",
     "MODEL_PATH",
     "class_names",
     "load_model",
+    "model_path",
     "make_scenes",
     "preprocess",
     "render_scenes",
 ]
 
-#: Path of the bundled weights (written by ``python -m sglrp_widgets.demo.train``).
-MODEL_PATH = Path(__file__).with_name("demo_model.keras")
+@dataclass(frozen=True)
+class DemoModel:
+    """One bundled demo classifier: its file, what it is, and the script that trained it."""
+
+    name: str
+    filename: str
+    description: str
+    train_module: str
+
+    @property
+    def path(self) -> Path:
+        return Path(__file__).with_name(self.filename)
+
+
+#: The bundled demo classifiers, by name. All take ``preprocess(images)`` (64x64 RGB scenes) and predict
+#: :data:`class_names`; ``load_model(name)`` loads one.
+MODELS: dict[str, DemoModel] = {
+    "cnn": DemoModel("cnn", "demo_model.keras", "small CNN (Conv-BN-ReLU blocks, a residual Add)",
+                     "sglrp_widgets.demo.train"),
+}
+DEFAULT_MODEL = "cnn"
+
+#: Path of the bundled CNN's weights (written by ``python -m sglrp_widgets.demo.train``).
+MODEL_PATH = MODELS["cnn"].path
 
 _lock = threading.Lock()
 _cache: dict[str, Any] = {}
 
 
-def load_model(path: str | Path | None = None) -> Any:
-    """Load the bundled demo classifier (cached; safe_mode=True).
+def model_path(name_or_path: str | Path | None = None) -> Path:
+    """The file of a bundled model (``None`` = the CNN, a name from :data:`MODELS`) or the given path."""
+    if name_or_path is None:
+        return MODELS[DEFAULT_MODEL].path
+    if isinstance(name_or_path, str) and name_or_path in MODELS:
+        return MODELS[name_or_path].path
+    if isinstance(name_or_path, str) and not name_or_path.endswith(".keras") and "/" not in name_or_path:
+        raise ValueError(f"unknown demo model {name_or_path!r}; bundled models: {', '.join(MODELS)} "
+                         "(or give the path of a .keras file)")
+    return Path(name_or_path)
+
+
+def load_model(name_or_path: str | Path | None = None) -> Any:
+    """Load a bundled demo classifier (cached; safe_mode=True).
 
     The model maps ``preprocess(images)`` (float32 in [0, 1], shape (N, 64, 64, 3))
-    to softmax probabilities over :data:`class_names`. It contains a BatchNormalization
-    directly after a convolution and a residual ``Add``.
+    to softmax probabilities over :data:`class_names`.
 
     Parameters
     ----------
-    path : str or Path, optional
-        Another ``.keras`` file to load instead of the bundled one (also cached).
+    name_or_path : str or Path, optional
+        A name from :data:`MODELS` (default ``"cnn"``: a small CNN with a BatchNormalization directly
+        after a convolution and a residual ``Add``), or another ``.keras`` file (also cached).
 
     Returns
     -------
     keras.Model
-        The same object on every call with the same path.
+        The same object on every call with the same name or path: do not modify it in place
+        (``keras.models.clone_model`` gives a copy).
 
     Example
     -------
@@ -56,15 +95,16 @@ def load_model(path: str | Path | None = None) -> Any:
     >>> model.output_shape                   # doctest: +SKIP
     (None, 6)
     """
-    p = Path(MODEL_PATH if path is None else path)
+    p = model_path(name_or_path)
     key = str(p.resolve())
     with _lock:
         if key in _cache:
             return _cache[key]
         if not p.is_file():
+            trainer = next((m.train_module for m in MODELS.values() if m.path == p), "sglrp_widgets.demo.train")
             raise FileNotFoundError(
                 f"demo model file not found: {str(p)!r}; "
-                "run `python -m sglrp_widgets.demo.train` to create it"
+                f"run `python -m {trainer}` to create it"
             )
         import keras
 
