@@ -9,14 +9,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Explainer", "Explanation", "explain", "list_methods", "RelevanceExplorer", "ExplainError"]
+__all__ = ["Explainer", "Explanation", "explain", "list_methods", "method_support", "register_layer",
+           "RelevanceExplorer", "ExplainError"]
 
 
 def __getattr__(name):
     # Imported lazily: `import sglrp_widgets.metrics` must not pay for TensorFlow.
-    if name in ("Explainer", "Explanation", "explain"):
+    if name in ("Explainer", "Explanation", "explain", "method_support"):
         from . import engine
         return getattr(engine, name)
+    if name == "register_layer":
+        from .propagation import register_layer
+        return register_layer
     if name == "list_methods":
         from .methods import list_methods
         return list_methods
