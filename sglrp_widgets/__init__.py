@@ -7,6 +7,10 @@ Examples
 """
 from __future__ import annotations
 
+from . import _quiet
+
+_quiet.install()  # before anything imports TensorFlow: keeps its C++ start-up lines off stderr
+
 __version__ = "0.1.0"
 
 __all__ = ["Explainer", "Explanation", "explain", "list_methods", "RelevanceExplorer", "ExplainError"]
