@@ -1,5 +1,8 @@
 """sglrp_widgets: explain Keras image classifiers with SGLRP, CLRP, LRP, gradient and CAM methods.
 
+What each method computes (rules, composites, heads, post-steps, the layers covered, references):
+``docs/methods.md``.
+
 Examples
 --------
 >>> from sglrp_widgets import Explainer, explain, list_methods
