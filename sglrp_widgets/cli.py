@@ -319,7 +319,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if c not in (1, 3):
         raise CliError(f"the model expects {c} input channels; only 1 (gray) or 3 (RGB) are supported")
     n_classes = int(model.output_shape[-1])
-    names, _names_from = class_names_for(model, source, n_classes, args.class_names)
+    names, names_from = class_names_for(model, source, n_classes, args.class_names)
+    if args.verbose:
+        _note(f"class names: {names_from}", args)
     target = _parse_target(args.target, names, n_classes)
     if args.top_k is not None and args.top_k > n_classes:
         raise CliError(f"--top-k {args.top_k} exceeds the model's {n_classes} classes")
