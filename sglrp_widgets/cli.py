@@ -325,9 +325,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     target = _parse_target(args.target, names, n_classes)
     if args.top_k is not None and args.top_k > n_classes:
         raise CliError(f"--top-k {args.top_k} exceeds the model's {n_classes} classes")
-    why = _support_reason(model, method)
-    if why is not None:
-        raise CliError(f"method {method!r} cannot explain {source.label}: {why.splitlines()[0]}")
     prep = _choose_preprocess(args, model, source)
 
     from .engine import explain

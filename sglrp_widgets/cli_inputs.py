@@ -114,10 +114,6 @@ class ModelSource:
     path: Path
     bundled: str | None = None
 
-    @property
-    def label(self) -> str:
-        return f"the bundled {self.bundled!r} model" if self.bundled else repr(str(self.path))
-
 
 def _bundled_models() -> dict[str, Any]:
     from . import demo

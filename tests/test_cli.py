@@ -537,3 +537,16 @@ def test_methods_command(capsys):
 
     assert [ln.split()[0] for ln in lines] == list(METHODS)
     assert any(ln.startswith("lrp.epsilon ") and "epsilon=1e-07" in ln for ln in lines)
+
+
+def test_method_the_model_cannot_use_is_one_line(tmp_path, capsys):
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    out = keras.layers.Dense(4)(keras.layers.Flatten()(inp))
+    keras.Model(inp, out).save(tmp_path / "dense.keras")
+    _png(tmp_path / "x.png", 8, 8)
+    rc = cli.main(["explain", "--model", str(tmp_path / "dense.keras"), "--image", str(tmp_path / "x.png"),
+                   "--method", "grad_cam", "--preprocess", "scale01", "-o", str(tmp_path / "o")])
+    assert rc == 2
+    assert "convolutional layer" in _err_line(capsys)
