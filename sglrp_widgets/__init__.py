@@ -1,11 +1,18 @@
 """sglrp_widgets: explain Keras image classifiers with SGLRP, CLRP, LRP, gradient and CAM methods.
 
+What each method computes (rules, composites, heads, post-steps, the layers covered, references):
+``docs/methods.md``.
+
 Examples
 --------
 >>> from sglrp_widgets import Explainer, explain, list_methods
 >>> out = Explainer(model, "sglrp")(images, targets=[340])
 """
 from __future__ import annotations
+
+from . import _quiet
+
+_quiet.install()  # before anything imports TensorFlow: keeps its C++ start-up lines off stderr
 
 __version__ = "0.1.0"
 
