@@ -432,3 +432,20 @@ def test_rules_keys_matching_no_layer_and_unknown_rule_keywords_are_clear_errors
     a = explain(model, x, "lrp.epsilon", targets=0, rules={"conv": ("gamma", {"gamma": 0.5})})
     b = explain(model, x, "lrp.epsilon", targets=0)
     assert not np.allclose(a.relevance, b.relevance)                   # explain() takes rules= and uses them
+
+
+def test_the_new_rules_conserve_relevance_without_biases():
+    """Gates, two-signal products, attention (weights held) and LayerNorm (sigma held, no beta) pass on exactly
+    the relevance they receive: with LRP-0 and no biases anywhere the input relevance sums to the logit."""
+    inp = keras.Input((4, 6))
+    x = L.Dense(6, use_bias=False, activation="relu")(inp)
+    gate = L.Dense(6, use_bias=False, activation="sigmoid")(L.GlobalAveragePooling1D(keepdims=True)(x))
+    x = L.Multiply()([x, gate])                                              # squeeze-excitation
+    x = L.Add()([x, L.MultiHeadAttention(2, 3, use_bias=False)(x, x)])       # attention, weights held
+    x = L.LayerNormalization(center=False)(x)                               # sigma held, no beta
+    a, b = L.Dense(5, use_bias=False)(x), L.Dense(5, use_bias=False)(x)
+    x = L.Multiply()([a, b])                                                 # two signals: R/2 each
+    model = randomize(keras.Model(inp, L.Dense(3, use_bias=False)(L.Flatten()(x))), 36)
+    images = np.random.default_rng(15).normal(size=(2, 4, 6)).astype("float32")
+    out = Explainer(model, "lrp.z", cache=None)(images, [0, 2])
+    np.testing.assert_allclose(out.relevance.sum(axis=(1, 2)), out.logits[[0, 1], [0, 2]], rtol=1e-4)
