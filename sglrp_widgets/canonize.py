@@ -64,7 +64,8 @@ def fold_affine(graph: Graph) -> None:
     """Fold per-channel affine maps (BatchNorm, LayerScale, ``x * c``...) into the linear layer before them.
 
     Only when the linear layer's output feeds nothing else, and the map is constant over every axis but the
-    channel axis; the linear layer then computes ``(x W + b) * a + c`` with ``W * a`` and ``b * a + c``.
+    channel axis; the rules then see the layer as ``x (W a) + (b a + c)``, while its output is still computed
+    as the model computes it (``LinearOp.forward``).
     """
     uses = _uses(graph)
     producer = graph.producer()
@@ -78,7 +79,7 @@ def fold_affine(graph: Graph) -> None:
         lin = graph.nodes[src]
         if lin.kind != "linear" or lin.op.kind == "einsum" or uses.get(node.inputs[0], 0) != 1:
             continue
-        lin.op = _with_fold(lin.op, node.attrs["affine"])
+        lin.op = _with_fold(lin.op, node.attrs["affine"], node.call)
         lin.attrs.setdefault("folded", []).append(node.name)
         uses.pop(lin.output, None)
         lin.output = node.output
@@ -88,9 +89,9 @@ def fold_affine(graph: Graph) -> None:
     graph.nodes = [n for i, n in enumerate(graph.nodes) if i not in drop]
 
 
-def _with_fold(op, affine):
+def _with_fold(op, affine, call):
     from dataclasses import replace
-    return replace(op, folds=op.folds + (affine,))
+    return replace(op, folds=op.folds + (affine,), fold_calls=op.fold_calls + (call,))
 
 
 def _is_gate(graph: Graph, value: int, producer: dict[int, int]) -> bool:

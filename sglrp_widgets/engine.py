@@ -299,6 +299,7 @@ class Explainer:
                 state_key = (id(self), base_key, tuple(digests[i] for i in idx)) if digests else None
                 r, z, t = self._run(backend, x[idx], spec[idx], low_high, state_key)
                 entry.verify(self.model, graph, x[idx], z, self._output)
+                self._check_finite(r)
                 rel[idx], logits[idx], resolved[idx] = np.moveaxis(r, 0, 1), z, t
                 if self._cache is not None:
                     for i in missing:
@@ -365,6 +366,17 @@ class Explainer:
         if low.ndim and low.shape[0] not in (1, x.shape[-1]) or high.ndim and high.shape[0] not in (1, x.shape[-1]):
             raise ExplainError(f"low/high need one value or one per channel ({x.shape[-1]}); got {low}, {high}.")
         return low, high
+
+    def _check_finite(self, relevance: np.ndarray) -> None:
+        """A map that overflowed float32 is an error that says why, never a silent NaN picture."""
+        if np.isfinite(relevance).all():
+            return
+        hint = ("its rules amplify relevance wherever a denominator nearly cancels (gamma and epsilon rules with "
+                "weights of both signs), and on this model and image the exact map exceeds float32's range"
+                if self.spec.kind == "lrp" else "the gradient overflowed float32 on this model and image")
+        raise ExplainError(f"Method {self.method!r} produced a non-finite map: {hint}. Try a method with "
+                           "sign-definite denominators (lrp, deep_taylor, lrp.z_plus, lrp.alpha_1_beta_0), a larger "
+                           "epsilon or gamma, or a gradient method.")
 
     def _run(self, backend, x, spec, low_high, state_key):
         try:

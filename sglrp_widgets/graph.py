@@ -85,7 +85,10 @@ class LinearOp:
     """``z = apply(x, kernel, bias)``: a layer's linear part, with affine maps after it folded in.
 
     ``kind`` is ``"dense"`` (last axis), ``"einsum"``, ``"conv"`` (N-D, grouped, dilated) or ``"depthwise"``.
-    Rules derive modified kernels (``w+``, ``w^2``, ...) from :meth:`params` and apply them with :meth:`apply`.
+    Rules derive modified kernels (``w+``, ``w^2``, ...) from :meth:`params` (the folded weights) and apply
+    them with :meth:`apply`. The layer's output itself is computed as the model computes it (:meth:`forward`:
+    the unfolded weights, then each folded map's own layer): folding in float32 cancels badly where a
+    BatchNorm's mean is large against its spread, and the forward values must be the model's.
     """
 
     kind: str
@@ -99,6 +102,7 @@ class LinearOp:
     equation: str = ""
     causal_pad: int = 0                           # Conv1D padding="causal": left padding
     folds: tuple = ()                             # affine maps after the layer: functions () -> (a, c)
+    fold_calls: tuple = ()                        # ... and their exact replays: call([z]) -> y
     depthwise_part: bool = False                  # SeparableConv: the depthwise half
 
     @property
@@ -124,6 +128,14 @@ class LinearOp:
                 kernel = kernel * a
             bias = bias * a + c
         return kernel, bias
+
+    def forward(self, x: tf.Tensor) -> tf.Tensor:
+        """The layer's output as the model computes it (unfolded weights, then each folded map)."""
+        z = self.apply(x, tf.convert_to_tensor(self.kernel_var),
+                       None if self.bias_var is None else tf.convert_to_tensor(self.bias_var))
+        for call in self.fold_calls:
+            z = call([z])
+        return z
 
     def apply(self, x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
         """Apply the linear map with the given (possibly modified) kernel and optional bias."""
@@ -180,11 +192,10 @@ class Node:
     def class_name(self) -> str:
         return type(self.layer).__name__ if self.layer is not None else self.kind
 
-    def run(self, ins: list, params: tuple | None = None) -> tf.Tensor:
-        """The node's output from its inputs (linear nodes: with ``params`` or their current folded weights)."""
+    def run(self, ins: list) -> tf.Tensor:
+        """The node's output from its inputs, as the model computes it."""
         if self.kind == "linear":
-            kernel, bias = params if params is not None else self.op.params()
-            return self.op.apply(ins[0], kernel, bias)
+            return self.op.forward(ins[0])
         return self.call(ins)
 
 

@@ -227,9 +227,7 @@ class LRPBackend:
     def _forward(self, images, low, high):
         graph = self.graph
         n = tf.shape(images)[0]
-        params = {i: (self.derived.get(i)["w"], self.derived.get(i)["b"]) for i in self.rules}
-        logits, values = graph.forward(images, override=lambda i, node, ins: node.run(ins, params[i])
-                                       if i in params else None, keep=True)
+        logits, values = graph.forward(images, keep=True)
         ctx = _Context(self, n, self._node_bounds(values, low, high))
         entries = {("n",): n}
         for i in self.order:

@@ -45,8 +45,9 @@ def alive(model, x: np.ndarray, logit_std: float = 3.0):
     return model
 
 
-def application(name: str, classes: int = 7):
+def application(name: str, classes: int = 7, seed: int = 0):
     constructor, side = FAMILIES[name]
+    keras.utils.set_random_seed(seed)
     model = constructor(weights=None, input_shape=(side, side, 3), classes=classes, classifier_activation=None)
     return alive(model, images(model, 8, seed=1))
 

@@ -12,12 +12,17 @@ import tensorflow as tf
 
 import architectures as arch
 from sglrp_widgets import Explainer
+from sglrp_widgets.errors import ExplainError
 from sglrp_widgets.methods import METHODS
 
 pytestmark = pytest.mark.slow
 
 FAST = {"smoothgrad": {"n": 2}, "integrated_gradients": {"steps": 2}}
-TARGETS = [1, 2]          # LRP-0 checks; the every-method sweep explains the top-1 class (Grad-CAM is ReLU d)
+# With random weights, LRP-gamma's denominators (weights of both signs) nearly cancel often enough that the
+# exact map grows ~10x per layer through Xception's 36 separable convolutions and leaves float32's range: the
+# engine says so (a clear ExplainError) instead of returning NaN. Measured; nothing else overflows.
+OVERFLOWS = {("Xception", "lrp.epsilon_gamma_box")}
+TARGETS = [1, 2]     # for the LRP-0 checks; the sweep explains the top-1 class (Grad-CAM's ReLU may zero others)
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +47,14 @@ def test_every_method_explains_every_family(name, eager):
     model = model_of(name)
     x = arch.images(model, 2)
     expected = model.predict(x, verbose=0)
-    if model.layers[-1].activation.__name__ == "softmax" if hasattr(model.layers[-1], "activation") else False:
-        expected = np.log(expected)
     problems = []
     for method in METHODS:
-        out = Explainer(model, method, cache=None, **FAST.get(method, {}))(x, TARGETS)
+        explainer = Explainer(model, method, cache=None, **FAST.get(method, {}))
+        if (name, method) in OVERFLOWS:
+            with pytest.raises(ExplainError, match="non-finite map.*exceeds float32's range"):
+                explainer(x)
+            continue
+        out = explainer(x)
         per_image = np.abs(out.relevance.reshape(2, -1)).max(axis=1)
         if not np.isfinite(out.relevance).all() or not (per_image > 0).all():
             problems.append(f"{method}: finite={np.isfinite(out.relevance).all()} max|map|={per_image}")

@@ -449,3 +449,26 @@ def test_the_new_rules_conserve_relevance_without_biases():
     images = np.random.default_rng(15).normal(size=(2, 4, 6)).astype("float32")
     out = Explainer(model, "lrp.z", cache=None)(images, [0, 2])
     np.testing.assert_allclose(out.relevance.sum(axis=(1, 2)), out.logits[[0, 1], [0, 2]], rtol=1e-4)
+
+
+def test_a_map_that_overflows_float32_is_a_clear_error():
+    from sglrp_widgets import register_layer
+    from sglrp_widgets.propagation import Handler
+
+    class Amplify(Handler):           # a (bad) user rule that multiplies relevance by 1e30
+        def backward(self, node, i, xs, st, r, ctx):
+            return [r * 1e30]
+
+    class Scale(L.Layer):
+        def call(self, x):
+            return x * 1.0
+
+    register_layer(Scale, Amplify())
+    try:
+        inp = keras.Input((4,))
+        x = Scale()(Scale()(L.Dense(4)(inp)))
+        model = randomize(keras.Model(inp, L.Dense(2)(x)), 37)
+        with pytest.raises(ExplainError, match="'lrp.z' produced a non-finite map"):
+            Explainer(model, "lrp.z", cache=None)(np.ones((1, 4), "float32"), 0)
+    finally:
+        register_layer(Scale, None)
