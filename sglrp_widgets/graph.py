@@ -283,13 +283,6 @@ def _padding(layer) -> str:
     return "VALID" if pad == "CAUSAL" else pad
 
 
-def _channels_last(layer) -> None:
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise UnsupportedLayerError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) uses data_format={layer.data_format!r}; only "
-            "'channels_last' is supported.", layer.name, type(layer).__name__)
-
-
 def _shape(kt) -> tuple:
     return tuple(kt.shape[1:]) if getattr(kt, "shape", None) is not None and len(kt.shape) else ()
 
@@ -425,7 +418,6 @@ class _Reader:
         return out
 
     def conv_op(self, layer, kernel, bias, kind="conv", **extra) -> LinearOp:
-        _channels_last(layer)
         pad = _padding(layer)
         dil = tuple(layer.dilation_rate)
         causal = dil[0] * (layer.kernel_size[0] - 1) if layer.padding == "causal" else 0
@@ -434,6 +426,8 @@ class _Reader:
 
     def read_layer(self, layer, arguments, ins, name, kw) -> int | None:
         """Built-in Keras layers with a known reading; ``None`` for the ones to open."""
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            return self.add("opaque", name, layer, ins, **kw)      # replayed exactly; no LRP rule
         if isinstance(layer, L.Dense):
             return self.linear(layer, ins, name, LinearOp("dense", layer, layer.kernel, layer.bias), kw)
         if isinstance(layer, L.EinsumDense):
