@@ -754,7 +754,7 @@ def replay_mismatch(model, graph: Graph, x: np.ndarray, logits: np.ndarray, outp
     """``None`` when the graph's ``logits`` for ``x`` are the model's; else a sentence naming the first layer
     whose output differs. With the final softmax removed, log-probabilities are compared (where the model's
     probability is not 0), which still sees every logit up to the shift softmax ignores."""
-    outs = keras.tree.flatten(model(x, training=False))
+    outs = keras.tree.flatten(model(_as_model_input(model, x), training=False))
     want = np.asarray(outs[graph.output_index], np.float64)
     got = logits.astype(np.float64)
     if graph.softmax_removed:
@@ -769,12 +769,21 @@ def replay_mismatch(model, graph: Graph, x: np.ndarray, logits: np.ndarray, outp
             "Please report this model; gradient methods on the model itself are unaffected by this check.")
 
 
+def _as_model_input(model, x):
+    """``x`` in the structure the model was built with (a one-element list for some applications)."""
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):        # a Sequential model built but never called
+        return x
+    return [x] if isinstance(structure, (list, tuple)) else x
+
+
 def _first_difference(model, graph: Graph, x: np.ndarray) -> str:
     """Where the replay first parts from the model, comparing every top-level layer output."""
     keep = [(v, t) for v, t in graph.keras_values.items() if v in graph.producer()]
     try:
         probe = keras.Model(model.inputs, [t for _, t in keep])
-        wanted = [np.asarray(a) for a in keras.tree.flatten(probe(x, training=False))]
+        wanted = [np.asarray(a) for a in keras.tree.flatten(probe(_as_model_input(probe, x), training=False))]
         _, values = graph.forward(tf.constant(x), keep=True)
     except Exception as exc:                 # noqa: BLE001 - the diagnosis is best effort
         return f"the layers could not be compared: {exc}"

@@ -136,10 +136,12 @@ def assign_rules(graph: Graph, composite_name: str, params: dict, overrides) -> 
 
 
 class _Context:
-    """What handlers read while tracing: rules, weights, bounds and non-negativity per node."""
+    """What handlers read while tracing: rules, weights, bounds and non-negativity per node, the batch size
+    ``n`` and ``ones``, the all-ones ``u`` at the input of the dual-sum pass (a linear layer reading it needs
+    no call for its transpose)."""
 
-    def __init__(self, backend: "LRPBackend", n, bounds: dict):
-        self.backend, self.n, self._bounds = backend, n, bounds
+    def __init__(self, backend: "LRPBackend", n, bounds: dict, ones=None):
+        self.backend, self.n, self._bounds, self.ones = backend, n, bounds, ones
 
     def rule(self, i):
         return self.backend.rules[i]
@@ -149,6 +151,9 @@ class _Context:
 
     def bounds(self, i):
         return self._bounds.get(i)
+
+    def set_bounds(self, i, bounds) -> None:
+        self._bounds[i] = bounds
 
     def input_nonneg(self, i):
         return self.backend.graph.nodes[i].inputs[0] in self.backend.nonneg
@@ -189,63 +194,78 @@ class LRPBackend:
         return keys
 
     # -- bounds --------------------------------------------------------------------------------------------
-    def _node_bounds(self, values: dict, low, high) -> dict:
-        """z_box bounds at the input of each z_box layer: the rule's own; mapped from the model input for a
-        first layer; the batch range of the layer's input otherwise."""
+    def _mapped_bounds(self, images, low, high) -> dict:
+        """The model input's bounds carried along the routes and affine maps in front of the first layers:
+        value id -> (low, high), full-shape tensors with a batch axis of 1 (padding puts exact zeros)."""
         graph = self.graph
-        mapped = {}
-        if any(self.rules[i].name == "z_box" and i in graph.first_linear for i in self.rules):
-            shape = tf.concat([[1], tf.shape(values[graph.input_id])[1:]], 0)
-            mapped[graph.input_id] = (tf.zeros(shape) + low, tf.zeros(shape) + high)
-            for j in graph.bounds_path:
-                node = graph.nodes[j]
-                if node.inputs[0] not in mapped:
-                    continue
-                lo, hi = mapped[node.inputs[0]]
-                if node.kind == "affine":
-                    a, c = node.attrs["affine"]()
-                    lo, hi = a * lo + c, a * hi + c
-                    lo, hi = tf.minimum(lo, hi), tf.maximum(lo, hi)
-                else:
-                    lo, hi = node.call([lo]), node.call([hi])
-                mapped[node.output] = (lo, hi)
-        bounds = {}
-        for i, rule in self.rules.items():
-            if rule.name != "z_box" or i not in self.relevant:
+        if not any(self.rules[i].name == "z_box" for i in graph.first_linear if i in self.relevant):
+            return {}
+        shape = tf.concat([[1], tf.shape(images)[1:]], 0)
+        mapped = {graph.input_id: (tf.zeros(shape) + low, tf.zeros(shape) + high)}
+        for j in graph.bounds_path:
+            node = graph.nodes[j]
+            if node.inputs[0] not in mapped:
                 continue
-            own = rule.params.get("low"), rule.params.get("high")
-            x = values[graph.nodes[i].inputs[0]]
-            if own[0] is not None and own[1] is not None:
-                bounds[i] = tuple(tf.constant(b, tf.float32) for b in own)
-            elif i in graph.first_linear and graph.nodes[i].inputs[0] in mapped:
-                bounds[i] = mapped[graph.nodes[i].inputs[0]]
+            lo, hi = mapped[node.inputs[0]]
+            if node.kind == "affine":
+                a, c = node.attrs["affine"]()
+                lo, hi = a * lo + c, a * hi + c
+                lo, hi = tf.minimum(lo, hi), tf.maximum(lo, hi)
             else:
-                bounds[i] = (tf.reduce_min(x), tf.reduce_max(x))
-        return bounds
+                lo, hi = node.call([lo]), node.call([hi])
+            mapped[node.output] = (lo, hi)
+        return mapped
+
+    def _bounds_at(self, i: int, x, mapped: dict):
+        """z_box bounds at the input ``x`` of node ``i``: the rule's own; mapped from the model input for a
+        first layer; the batch range of the layer's input otherwise. ``None`` when its rule is not z_box."""
+        rule = self.rules.get(i)
+        if rule is None or rule.name != "z_box":
+            return None
+        own = rule.params.get("low"), rule.params.get("high")
+        if own[0] is not None:
+            return tuple(tf.constant(b, tf.float32) for b in own)
+        node_input = self.graph.nodes[i].inputs[0]
+        if i in self.graph.first_linear and node_input in mapped:
+            return mapped[node_input]
+        return tf.reduce_min(x), tf.reduce_max(x)
 
     # -- forward -------------------------------------------------------------------------------------------
     def _forward(self, images, low, high):
+        """Logits, the state of the relevant nodes as a flat list, and (SGLRP/CLRP) the dual sums, in one pass
+        over the nodes: each node's value, then its state and its transposed map of ``u`` (``v = B^T 1`` at
+        the logits), so a linear layer's kernels serve its denominators and its transpose in one call."""
         graph = self.graph
-        n = tf.shape(images)[0]
-        logits, values = graph.forward(images, keep=True)
-        ctx = _Context(self, n, self._node_bounds(values, low, high))
-        entries = {("n",): n}
-        for i in self.order:
-            node = graph.nodes[i]
-            h = handler(node)
+        values = {graph.input_id: images}
+        ones = tf.ones_like(images) if self.contrastive else None
+        u = {graph.input_id: ones}
+        mapped = self._mapped_bounds(images, low, high)
+        entries = {("n",): tf.shape(images)[0]}
+        ctx = _Context(self, entries[("n",)], {}, ones)
+        for i, node in enumerate(graph.nodes):
             xs = [values[v] for v in node.inputs]
+            y = values[node.output] = node.run(xs)
+            if i not in self.relevant:
+                continue
+            bounds = self._bounds_at(i, xs[0] if xs else None, mapped)
+            if bounds is not None:
+                ctx.set_bounds(i, bounds)
+            h = handler(node)
+            if self.contrastive:
+                us = [u.get(v) if c else None for v, c in zip(node.inputs, h.carries(node))]
+                st, u[node.output] = h.state_and_transpose(node, i, xs, y, us, ctx)
+            else:
+                st = h.state(node, i, xs, y, ctx)
             for v, need in zip(node.inputs, h.needs(node)):
                 if need:
                     entries[("v", v)] = values[v]
-            for key, t in h.state(node, i, xs, values[node.output], ctx).items():
+            for key, t in st.items():
                 entries[("s", i, key)] = t
             for j, b in enumerate(ctx.bounds(i) or ()):
                 entries[("b", i, j)] = b
         self._layout = list(entries)
         state = [entries[k] for k in self._layout]
-        if not self.contrastive:
-            return logits, state, tf.zeros([0])
-        return logits, state, self._dual_sums(tf.ones_like(images), *self._unpack(state))
+        return values[graph.output_id], state, (u[graph.output_id] if self.contrastive else tf.zeros([0]))
 
     def _unpack(self, state):
         entries = dict(zip(self._layout, state))
@@ -261,21 +281,6 @@ class LRPBackend:
 
     def _inputs(self, node, values):
         return [values.get(v) if need else None for v, need in zip(node.inputs, handler(node).needs(node))]
-
-    def _dual_sums(self, ones, values, states, ctx):
-        """``v = B^T 1`` (N, C): the total input relevance one unit of relevance at each logit turns into.
-
-        The backward pass ``B`` is linear in the initial relevance, so ``sum(B(R)) = <v, R>`` for any head ``R``:
-        SGLRP/CLRP get their scaling ``s`` from ``v`` and need one backward pass per target.
-        """
-        graph = self.graph
-        u = {graph.input_id: ones}
-        for i in self.order:
-            node = graph.nodes[i]
-            h = handler(node)
-            us = [u[v] if c else None for v, c in zip(node.inputs, h.carries(node))]
-            u[node.output] = h.transpose(node, i, self._inputs(node, values), states.get(i, {}), us, ctx)
-        return u[graph.output_id]
 
     # -- backward ------------------------------------------------------------------------------------------
     def compile_backward(self, state) -> None:

@@ -11,6 +11,7 @@ A handler knows, for one kind of :class:`~sglrp_widgets.graph.Node`:
 - ``backward(node, i, xs, st, r, ctx)`` — relevance at each input from the relevance ``r`` at the output;
 - ``transpose(node, i, xs, st, us, ctx)`` — the transpose of that linear map (forward maps only), used to
   push ones from the input to the logits: the total relevance each logit turns into (SGLRP/CLRP's scaling);
+  ``state_and_transpose`` gives both in one go (linear layers share their kernels' calls between them);
 - ``nonneg(node, inputs_nonneg)`` — whether its output is never negative (lets ``z+`` skip terms).
 
 Relevance tensors stack the heads (targets, and SGLRP's target/dual) head-major along the batch axis:
@@ -97,6 +98,10 @@ class Handler:
     def transpose(self, node, i, xs, st, us, ctx):
         return us[0]
 
+    def state_and_transpose(self, node, i, xs, y, us, ctx) -> tuple[dict, tf.Tensor]:
+        st = self.state(node, i, xs, y, ctx)
+        return st, self.transpose(node, i, xs, st, us, ctx)
+
     def nonneg(self, node, inputs_nonneg: list[bool]) -> bool:
         return False
 
@@ -115,10 +120,14 @@ class Linear(Handler):
     def needs(self, node):
         return [True]
 
+    def state_and_transpose(self, node, i, xs, y, us, ctx):
+        u = us[0] if us is not None else None
+        inv, u_out = R.forward_terms(ctx.rule(i), node.op, xs[0], ctx.weights(i), ctx.bounds(i),
+                                     ctx.input_nonneg(i), y, u=u, u_is_ones=u is not None and u is ctx.ones)
+        return {f"inv{j}": t for j, t in enumerate(inv) if t is not None}, u_out
+
     def state(self, node, i, xs, y, ctx):
-        inv = R.inverse_denominators(ctx.rule(i), node.op, xs[0], ctx.weights(i), ctx.bounds(i),
-                                     ctx.input_nonneg(i), y)
-        return {f"inv{j}": t for j, t in enumerate(inv) if t is not None}
+        return self.state_and_transpose(node, i, xs, y, None, ctx)[0]
 
     def _inv(self, i, st, ctx):
         return [st.get(f"inv{j}") for j in range(len(ctx.rule(i).leaves()))]
@@ -128,8 +137,7 @@ class Linear(Handler):
                                     nonneg=ctx.input_nonneg(i), inv=self._inv(i, st, ctx))]
 
     def transpose(self, node, i, xs, st, us, ctx):
-        return R.transpose_linear_rule(ctx.rule(i), node.op, xs[0], us[0], ctx.weights(i), ctx.bounds(i),
-                                       ctx.input_nonneg(i), self._inv(i, st, ctx))
+        return self.state_and_transpose(node, i, xs, node.op.forward(xs[0]), us, ctx)[1]
 
 
 class FixedLinear(Handler):

@@ -239,32 +239,52 @@ def _term_input(key: str, x: tf.Tensor, bounds, nonneg: bool) -> tf.Tensor:
     return x if nonneg and key == "x_pos" else modified_inputs(key, x, bounds)
 
 
-def inverse_denominators(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
-                         z_forward: tf.Tensor | None = None) -> list:
-    """``1 / stabilize(z')`` for each part of ``rule`` at linear ``op`` with input ``x``.
+def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
+                  z_forward: tf.Tensor | None = None, u: tf.Tensor | None = None, u_is_ones: bool = False):
+    """The inverse denominators ``1 / stabilize(z')`` of each part of ``rule`` at linear ``op`` with input
+    ``x``, and, when ``u`` is given, the transposed rule applied to ``u`` (see :func:`apply_linear_rule`):
+    ``(inverses, u_out)``.
 
-    They depend on the input only, not on the relevance, so they are computed once per image (and the
-    backward pass multiplies instead of divides). ``z_forward`` (the layer's ``x W + b``) is reused by the
-    parts whose denominator it is (the z and epsilon rules); ``None`` marks a part without active terms.
+    ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z')``, so its transpose is
+    ``u_out = sum_t sign_t W_t (in_t * u) / z'``: forward maps only, on the same kernels as the denominator
+    ``z' = sum_t sign_t W_t in_t (+ bias)``. Both are computed by one call per term on ``[in_t; in_t * u]``
+    (a kernel read once, a larger batch). ``z_forward`` (the layer's own output ``x W + b``) is the
+    denominator of the z and epsilon rules and reused; with ``u_is_ones`` (``u`` is the all-ones input) the
+    transpose is the denominator without its bias. ``None`` marks a part without active terms.
     """
-    out = []
-    for _, leaf in rule.leaves():
+    inverses, u_out = [], None
+    for coef, leaf in rule.leaves():
         terms = _active_terms(leaf, nonneg)
         if not terms:
-            out.append(None)
+            inverses.append(None)
             continue
+        bias = weights[leaf.bias] if leaf.bias else None
         if z_forward is not None and leaf.bias == "b" and \
                 [(t.inputs, t.weights, t.sign) for t in terms] == [("x", "w", 1.0)]:
             zs = z_forward
+            zt = None if u is None else (z_forward - bias if u_is_ones else op.apply(x * u, weights["w"]))
         else:
-            zs = None
+            zs, zt = None, None
             for t in terms:
-                zt = t.sign * op.apply(_term_input(t.inputs, x, bounds, nonneg), weights[t.weights])
-                zs = zt if zs is None else zs + zt
-            if leaf.bias:
-                zs = zs + weights[leaf.bias]
-        out.append(1.0 / stabilize(zs, leaf.eps))
-    return out
+                inp, w = _term_input(t.inputs, x, bounds, nonneg), weights[t.weights]
+                if u is None or u_is_ones:
+                    d = op.apply(inp, w)
+                    tr = d if u_is_ones else None
+                elif t.inputs in ("x", "x_pos", "x_neg"):       # per image: one call on [in; in * u]
+                    d, tr = tf.split(op.apply(tf.concat([inp, inp * u], 0), w), 2)
+                else:                                           # a batch-1 constant (ones, low, high)
+                    d, tr = op.apply(inp, w), op.apply(inp * u, w)
+                zs = t.sign * d if zs is None else zs + t.sign * d
+                if tr is not None:
+                    zt = t.sign * tr if zt is None else zt + t.sign * tr
+            if bias is not None:
+                zs = zs + bias
+        inv = 1.0 / stabilize(zs, leaf.eps)
+        inverses.append(inv)
+        if u is not None:
+            part = coef * zt * inv if coef != 1.0 else zt * inv
+            u_out = part if u_out is None else u_out + part
+    return inverses, u_out
 
 
 def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: dict, bounds=None,
@@ -274,10 +294,10 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
 
     ``weights`` maps weight keys to the (modified) parameters; ``nonneg`` says ``x >= 0`` is known, so
     terms on ``x_neg`` vanish and are skipped. ``inv`` are the parts' inverse denominators from
-    :func:`inverse_denominators` (computed here when not given).
+    :func:`forward_terms` (computed here when not given).
     """
     if inv is None:
-        inv = inverse_denominators(rule, op, x, weights, bounds, nonneg, z_forward)
+        inv = forward_terms(rule, op, x, weights, bounds, nonneg, z_forward)[0]
     n = tf.shape(x)[0]
     in_shape = tf.concat([tf.shape(r_out)[:1], tf.shape(x)[1:]], 0)
     total = None
@@ -301,24 +321,3 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         leaf_total = coef * leaf_total if coef != 1.0 else leaf_total
         total = leaf_total if total is None else total + leaf_total
     return total if total is not None else tf.zeros(in_shape, r_out.dtype)
-
-
-def transpose_linear_rule(rule: Rule, op, x: tf.Tensor, u: tf.Tensor, weights: dict, bounds=None,
-                          nonneg: bool = False, inv: list | None = None) -> tf.Tensor:
-    """The transpose of :func:`apply_linear_rule` as a map of the relevance: ``u -> M^T u``, shape (N, ...).
-
-    ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z)``, so its transpose is
-    ``sum_t sign_t W_t (in_t * u) / z``: forward maps only. Pushing ``u = 1`` from the input to the logits
-    gives, for every logit, the total input relevance one unit of relevance there turns into.
-    """
-    total = None
-    for (coef, leaf), iz in zip(rule.leaves(), inv):
-        if iz is None:
-            continue
-        acc = None
-        for t in _active_terms(leaf, nonneg):
-            term = t.sign * op.apply(_term_input(t.inputs, x, bounds, nonneg) * u, weights[t.weights])
-            acc = term if acc is None else acc + term
-        part = coef * acc * iz
-        total = part if total is None else total + part
-    return total
