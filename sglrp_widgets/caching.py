@@ -3,6 +3,7 @@ weights, so training or ``set_weights`` never serves a stale map."""
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 
@@ -53,10 +54,24 @@ class ResultCache:
         return len(self._items)
 
 
+def state_budget() -> int:
+    """Bytes the per-image LRP states may hold: an eighth of the machine's memory, between 512 MB and 4 GB
+    (``SGLRP_WIDGETS_STATE_CACHE_MB`` overrides it). VGG16's state is about 160 MB per image, so a 24 GB
+    machine keeps two batches of eight and a class switch on them costs one backward pass."""
+    override = os.environ.get("SGLRP_WIDGETS_STATE_CACHE_MB")
+    if override:
+        return int(float(override) * 2**20)
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        physical = 4 * 2**30
+    return int(min(max(physical // 8, 512 * 2**20), 4 * 2**30))
+
+
 RESULTS = ResultCache()
 #: Per-image forward state of LRP explainers (activations, denominators): a class switch on a cached image
 #: costs one backward pass.
-STATES = ResultCache(max_bytes=512 * 2**20)
+STATES = ResultCache(max_bytes=state_budget())
 
 
 def digest(arr: np.ndarray) -> bytes:

@@ -152,6 +152,28 @@ class LinearOp:
             z = self._convolve(x, kernel)
         return z if bias is None else z + bias
 
+    def transpose(self, s: tf.Tensor, kernel: tf.Tensor, in_shape) -> tf.Tensor:
+        """``J^T s`` of ``apply(., kernel)`` without bias: the input gradient, computed by the transposed
+        operation itself (``matmul`` with the kernel transposed, ``conv_transpose``, the depthwise backprop,
+        a transposed ``einsum``). ``in_shape`` is the input's shape with ``s``'s batch axis."""
+        if self.kind == "dense":
+            return tf.tensordot(s, kernel, axes=[[s.shape.rank - 1], [1]])
+        if self.kind == "einsum":
+            x_spec, w_spec = self.equation.split("->")[0].split(",")
+            out_spec = self.equation.split("->")[1]
+            if set(x_spec) <= set(out_spec) | set(w_spec) and len(set(x_spec)) == len(x_spec):
+                return tf.einsum(f"{out_spec},{w_spec}->{x_spec}", s, kernel)
+        elif self.kind == "depthwise":
+            return tf.nn.depthwise_conv2d_backprop_input(in_shape, kernel, s, strides=(1, *self.strides, 1),
+                                                         padding=self.padding, dilations=(1, *self.dilations, 1))
+        elif self.groups == 1 and not self.causal_pad and all(d == 1 for d in self.dilations):
+            return tf.nn.conv_transpose(s, kernel, in_shape, strides=self.strides, padding=self.padding)
+        dummy = tf.zeros(in_shape, s.dtype)                 # any other map: its input gradient
+        with tf.GradientTape() as tape:
+            tape.watch(dummy)
+            out = self.apply(dummy, kernel)
+        return tape.gradient(out, dummy, output_gradients=s)
+
     def _convolve(self, x, kernel):
         if self.groups == 1:
             return tf.nn.convolution(x, kernel, strides=self.strides, padding=self.padding,

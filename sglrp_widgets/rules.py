@@ -211,15 +211,6 @@ def flat_heads(r: tf.Tensor) -> tf.Tensor:
     return tf.reshape(r, tf.concat([[-1], tf.shape(r)[2:]], 0))
 
 
-def transpose_map(fn, s: tf.Tensor, in_shape) -> tf.Tensor:
-    """``J^T s`` for a linear ``fn``: its input gradient, which needs no input values (only a shape)."""
-    dummy = tf.zeros(in_shape, s.dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(dummy)
-        out = fn(dummy)
-    return tape.gradient(out, dummy, output_gradients=s)
-
-
 def modified_inputs(key: str, x: tf.Tensor, bounds) -> tf.Tensor:
     """``x`` with an optional sign part (``x_pos``, ``x_neg``), or a batch-1 constant: ``ones``, ``low``, ``high``."""
     if key in ("ones", "low", "high"):
@@ -311,8 +302,7 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         transposed: dict[str, tf.Tensor] = {}
         for t in terms:
             if t.weights not in transposed:
-                w = weights[t.weights]
-                transposed[t.weights] = transpose_map(lambda d, w=w: op.apply(d, w), s, in_shape)
+                transposed[t.weights] = op.transpose(s, weights[t.weights], in_shape)
             g = transposed[t.weights]
             contrib = flat_heads(by_head(g, n) * inputs[t.inputs][None]) if t.inputs in ("x", "x_pos", "x_neg") \
                 else g * inputs[t.inputs]
