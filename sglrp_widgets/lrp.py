@@ -64,14 +64,30 @@ class DerivedWeights:
                 if var is not None:                  # the model's own variable: always current
                     slots[key] = getattr(var, "value", var)
                     continue
-            value = R.derive_weight(key, kernel, bias)
-            if isinstance(slots.get(key), tf.Variable) and slots[key].shape == value.shape:
-                slots[key].assign(value)
-            else:
-                slots[key] = tf.Variable(value, trainable=False)
+            source = bias if key.startswith("b") else kernel
+            var = slots.get(key)
+            if not (isinstance(var, tf.Variable) and var.shape == source.shape):
+                var = slots[key] = tf.Variable(tf.zeros_like(source), trainable=False)
+            _assign_in_slices(var, lambda rows: R.derive_weight(key, rows, bias) if key.startswith("w")
+                              else R.derive_weight(key, kernel, rows), source)
 
     def get(self, i: int) -> dict:
         return self.slots[i]
+
+
+SLICE_VALUES = 1 << 22
+
+
+def _assign_in_slices(var: tf.Variable, derive, source: tf.Tensor) -> None:
+    """``var = derive(source)`` (an elementwise map), written slice by slice along the first axis so that a
+    large kernel (VGG16's fc6: 411 MB) never exists twice: peak memory grows by the variable and one slice."""
+    rows = int(source.shape[0]) if source.shape.rank else 1
+    step = max(1, SLICE_VALUES // max(1, int(np.prod(source.shape[1:])))) if source.shape.rank else 1
+    if step >= rows:
+        var.assign(derive(source))
+        return
+    for start in range(0, rows, step):
+        var[start:start + step].assign(derive(source[start:start + step]))
 
 
 def relevance_flow(graph: Graph) -> set[int]:

@@ -549,3 +549,15 @@ def test_method_support_names_what_cannot_work_without_tracing():
     assert support["sglrp"] is None and support["gradient"] is None
     assert "convolutional layer" in support["grad_cam"]
     assert method_support(dense_only) == support          # cached per model
+
+
+def test_derived_weights_written_in_slices_equal_the_whole(monkeypatch):
+    """Large kernels are derived slice by slice (memory); the result must be the same weights."""
+    from sglrp_widgets import lrp
+    model = residual_net(with_bias=True)
+    whole = Explainer(model, "lrp.alpha_2_beta_1", cache=None)(IMAGES, [1, 2]).relevance
+    monkeypatch.setattr(lrp, "SLICE_VALUES", 5)
+    sliced_model = keras.models.clone_model(model)
+    sliced_model.set_weights(model.get_weights())
+    sliced = Explainer(sliced_model, "lrp.alpha_2_beta_1", cache=None)(IMAGES, [1, 2]).relevance
+    np.testing.assert_array_equal(sliced, whole)
