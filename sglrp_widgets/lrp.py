@@ -187,7 +187,7 @@ class LRPBackend:
         self.nonneg = nonneg_values(graph)
         self.contrastive = contrastive
         self.derived = derived
-        derived.require({i: self._weight_keys(i) for i in self.rules})
+        derived.require({i: self._weight_keys(i) for i in self.rules if i in self.relevant})
         self._layout: list = []
         spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
         bspec = [tf.TensorSpec([None], tf.float32)] * 2
@@ -201,7 +201,7 @@ class LRPBackend:
 
     def _weight_keys(self, i: int) -> set[str]:
         """The parameters node ``i``'s rule reads, skipping terms on negative inputs that cannot occur."""
-        keys = {"w", "b"}
+        keys = set()
         nonneg = self.graph.nodes[i].inputs[0] in self.nonneg
         for _, leaf in self.rules[i].leaves():
             keys |= {t.weights for t in leaf.terms if not (t.inputs == "x_neg" and nonneg)}
