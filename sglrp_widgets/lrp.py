@@ -345,7 +345,8 @@ class LRPBackend:
         scale = np.abs(rows).max(axis=1)
         scale[scale == 0] = 1.0
         rel = self.backward_fn(state, tf.constant(rows / scale[:, None], tf.float32)).numpy()
-        rel = (rel.reshape(k * n, -1) * scale[:, None]).astype(np.float32)
+        with np.errstate(over="ignore"):        # a map beyond float32's range: the engine's own clear error
+            rel = (rel.reshape(k * n, -1) * scale[:, None]).astype(np.float32)
         return rel.reshape((k, n) + x.shape[1:]), logits, t
 
 
