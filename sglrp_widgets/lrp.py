@@ -68,8 +68,8 @@ class DerivedWeights:
             var = slots.get(key)
             if not (isinstance(var, tf.Variable) and var.shape == source.shape):
                 var = slots[key] = tf.Variable(tf.zeros_like(source), trainable=False)
-            _assign_in_slices(var, lambda rows: R.derive_weight(key, rows, bias) if key.startswith("w")
-                              else R.derive_weight(key, kernel, rows), source)
+            _assign_in_slices(var, lambda rows: R.derive_weight(key, kernel, rows) if key.startswith("b")
+                              else R.derive_weight(key, rows, bias), source)
 
     def get(self, i: int) -> dict:
         return self.slots[i]

@@ -555,9 +555,10 @@ def test_derived_weights_written_in_slices_equal_the_whole(monkeypatch):
     """Large kernels are derived slice by slice (memory); the result must be the same weights."""
     from sglrp_widgets import lrp
     model = residual_net(with_bias=True)
-    whole = Explainer(model, "lrp.alpha_2_beta_1", cache=None)(IMAGES, [1, 2]).relevance
+    methods = ["lrp.alpha_2_beta_1", "lrp.flat", "lrp.w_square", "lrp.epsilon_gamma_box"]   # every weight key
+    whole = [Explainer(model, m, cache=None)(IMAGES, [1, 2]).relevance for m in methods]
     monkeypatch.setattr(lrp, "SLICE_VALUES", 5)
     sliced_model = keras.models.clone_model(model)
     sliced_model.set_weights(model.get_weights())
-    sliced = Explainer(sliced_model, "lrp.alpha_2_beta_1", cache=None)(IMAGES, [1, 2]).relevance
-    np.testing.assert_array_equal(sliced, whole)
+    for m, w in zip(methods, whole):
+        np.testing.assert_array_equal(Explainer(sliced_model, m, cache=None)(IMAGES, [1, 2]).relevance, w)
