@@ -189,9 +189,11 @@ export function legendText(meta, { positiveOnly = false, norm = "percentile" } =
   const s = mapScale(meta, norm, positiveOnly);
   const how = norm === "max" ? "maximum" : "99.5th percentile of |relevance|";
   return {
-    low: positiveOnly ? "0" : `−${formatNumber(s)} ${words[0]}`,
+    low: positiveOnly ? "0" : `−${formatNumber(s)}`,
     mid: positiveOnly ? "" : "0",
-    high: `${words[1]} +${formatNumber(s)}`,
+    high: `+${formatNumber(s)}`,
+    lowWords: positiveOnly ? "" : words[0],
+    highWords: words[1],
     note: `colour scale ends at the ${how}${positiveOnly ? " (positive part)" : ""}`,
   };
 }
@@ -216,7 +218,7 @@ export function formatElapsed(seconds) {
 
 /** Display size of one panel: scales with the available width; small images are enlarged by whole
  *  factors (crisp pixels), large ones shrink to fit. */
-export function displaySize(available, w, h, panels = 1, preferred = 384) {
+export function displaySize(available, w, h, panels = 1, preferred = 512) {
   const room = Math.max(64, Math.floor(available / panels) - (panels > 1 ? 6 : 0));
   let pw = Math.min(room, Math.max(w, preferred));
   if (pw >= 2 * w) pw = w * Math.floor(pw / w);
@@ -608,8 +610,12 @@ export function legendView(env) {
   const low = h("span", { class: "sglrp-legend-low", role: "legend-low" });
   const mid = h("span", { class: "sglrp-legend-mid", role: "legend-mid" });
   const high = h("span", { class: "sglrp-legend-high", role: "legend-high" });
+  const lowWords = h("span", { class: "sglrp-legend-low", role: "legend-low-words" });
+  const highWords = h("span", { class: "sglrp-legend-high", role: "legend-high-words" });
   const note = h("div", { class: "sglrp-legend-note", role: "legend-note" });
-  const el = h("div", { class: "sglrp-legend", role: "legend" }, bar, h("div", { class: "sglrp-legend-labels" }, low, mid, high), note);
+  const el = h("div", { class: "sglrp-legend", role: "legend" }, bar,
+    h("div", { class: "sglrp-legend-labels" }, low, mid, high),
+    h("div", { class: "sglrp-legend-labels sglrp-legend-words" }, lowWords, highWords), note);
   function update() {
     const meta = model.get("heatmap_meta") || {};
     el.hidden = meta.class_name == null;
@@ -619,6 +625,8 @@ export function legendView(env) {
     low.textContent = text.low;
     mid.textContent = text.mid;
     high.textContent = text.high;
+    lowWords.textContent = text.lowWords;
+    highWords.textContent = text.highWords;
     note.textContent = text.note;
     const ctx = bar.getContext("2d");
     if (!ctx) return;
@@ -647,10 +655,10 @@ export function viewControlsView(env) {
   layout.addEventListener("change", () => env.setView("layout", "layout", layout.value));
   boxes.addEventListener("change", () => env.setView("showBoxes", "show_boxes", boxes.checked));
   const el = h("div", { class: "sglrp-view-controls" },
-    h("div", { class: "sglrp-row" }, h("label", { text: "opacity" }), opacity),
-    h("div", { class: "sglrp-row" }, h("label", { text: "colours" }), cmap,
-      h("label", { class: "sglrp-check" }, pos, " positive only")),
-    h("div", { class: "sglrp-row" }, h("label", { text: "scale" }), norm, h("label", { text: "show" }), layout, boxesLabel));
+    h("label", { text: "opacity" }), opacity,
+    h("label", { text: "colours" }), h("div", { class: "sglrp-row" }, cmap, h("label", { class: "sglrp-check" }, pos, " positive only")),
+    h("label", { text: "scale" }), norm,
+    h("label", { text: "view" }), h("div", { class: "sglrp-row" }, layout, boxesLabel));
   function update() {
     const names = Object.keys(model.get("colormaps") || {});
     if (cmap.options.length !== names.length) {
@@ -761,8 +769,9 @@ export function paramsView(env) {
         ev.stopPropagation(); // the notebook's shortcuts (Enter = edit cell, ...) must not see typing here
         if (ev.key === "Enter") { ev.preventDefault(); apply(p.name); }
       });
-      el.append(h("div", { class: "sglrp-param" },
-        h("label", { class: "sglrp-param-name", text: p.name }), input,
+      const name = h("label", { class: "sglrp-param-name", text: p.name });
+      el.append(h("div", { class: `sglrp-param${p.type === "bool" ? " sglrp-param-bool" : ""}` },
+        ...(p.type === "bool" ? [input, name] : [name, input]),
         h("div", { class: "sglrp-help", text: p.help || "" }), error));
     }
   }
@@ -931,9 +940,9 @@ export function composeExport(env, canvas, doc = document) {
   ctx.fillStyle = "#111111";
   ctx.font = "11px sans-serif";
   ctx.textAlign = "left";
-  ctx.fillText(text.low, 20, head + picH + 34);
+  ctx.fillText(`${text.low} ${text.lowWords}`.trim(), 20, head + picH + 34);
   ctx.textAlign = "right";
-  ctx.fillText(text.high, width - 20, head + picH + 34);
+  ctx.fillText(`${text.highWords} ${text.high}`, width - 20, head + picH + 34);
   if (text.mid) { ctx.textAlign = "center"; ctx.fillText(text.mid, width / 2, head + picH + 34); }
   ctx.textAlign = "center";
   ctx.fillStyle = "#555555";
@@ -978,21 +987,30 @@ export function compareView(env) {
   close.addEventListener("click", () => { hidden = true; update(); });
   const el = h("div", { class: "sglrp-compare", role: "compare-view" }, h("div", { class: "sglrp-row" }, title, progress, cancel, close), grid);
   let shown = null;
+  function sized(node, w, h_) {
+    const size = Math.max(96, Math.min(160, w));
+    node.style.imageRendering = size > w ? "pixelated" : "auto";
+    node.style.width = `${size}px`;
+    node.style.height = `${Math.round((size * h_) / w)}px`;
+    return node;
+  }
+  // the maps alone, in the current colours and scale, next to their image (as viz.plot_grid draws them)
   function tile(buf, scales, w, h_) {
     const c = h("canvas", { class: "sglrp-tile", width: w, height: h_ });
     const values = decodeHeatmap(buf, { dtype: "float16", width: w, height: h_, scale: scales.max_abs });
     const cm = colormapOf(model.get("colormaps"), local.colormap);
     const opts = { diverging: cm.diverging, positiveOnly: local.positiveOnly };
     const norm = normalizeHeatmap(values, mapScale({ scales }, local.norm, local.positiveOnly), local.positiveOnly);
-    const px = local.imagePixels && local.imageMeta && local.imageMeta.width === w && local.imageMeta.height === h_ && local.imageMeta.index === shown.index
-      ? blend(local.imagePixels, norm, cm.lut, local.opacity, opts) : colorize(norm, cm.lut, opts);
     const ctx = c.getContext("2d");
-    if (ctx) ctx.putImageData(new ImageData(px, w, h_), 0, 0);
-    const size = Math.max(96, Math.min(160, w));
-    c.style.imageRendering = size > w ? "pixelated" : "auto";
-    c.style.width = `${size}px`;
-    c.style.height = `${Math.round((size * h_) / w)}px`;
-    return c;
+    if (ctx) ctx.putImageData(new ImageData(colorize(norm, cm.lut, opts), w, h_), 0, 0);
+    return sized(c, w, h_);
+  }
+  function picture(g) {
+    const bytes = toUint8(g.image);
+    if (!bytes.byteLength) return h("span");
+    const img = h("img", { class: "sglrp-tile", role: "compare-image", alt: `image ${(g.index ?? 0) + 1}` });
+    img.src = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+    return sized(img, g.width, g.height);
   }
   function update(what) {
     const g = model.get("compare_grid") || {};
@@ -1009,13 +1027,13 @@ export function compareView(env) {
     grid.textContent = "";
     const targets = g.targets || [];
     if (!targets.length) return;
-    grid.style.gridTemplateColumns = `auto repeat(${targets.length}, auto)`;
-    grid.append(h("span"));
+    grid.style.gridTemplateColumns = `auto auto repeat(${targets.length}, auto)`;
+    grid.append(h("span"), h("span", { class: "sglrp-compare-col", text: "image" }));
     for (const t of targets) grid.append(h("span", { class: "sglrp-compare-col", text: `${t.name} · ${t.percent || formatPercent(t.probability)}` }));
-    for (const row of g.rows || []) {
-      grid.append(h("span", { class: "sglrp-compare-row", text: row.label }));
+    (g.rows || []).forEach((row, r) => {
+      grid.append(h("span", { class: "sglrp-compare-row", text: row.label }), r === 0 ? picture(g) : h("span"));
       row.maps.forEach((buf, j) => grid.append(tile(buf, row.scales[j], g.width, g.height)));
-    }
+    });
   }
   return { el, keys: ["compare_grid", "index", "view", "image_meta"], update };
 }
@@ -1121,5 +1139,5 @@ function render({ model, el }, deps = {}) {
   };
 }
 
-export { render };
+
 export default { render };

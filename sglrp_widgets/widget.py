@@ -122,12 +122,12 @@ def legend_words(method: str, family: str, class_name: str) -> tuple[str, str]:
     """What the low and the high end of the colour scale mean for ``class_name``."""
     c = f"“{class_name}”"
     if family == "Contrastive LRP":
-        return f"for other classes, not {c}", f"for {c} over the others"
+        return "speaks for the other classes", f"speaks for {c} over the others"
     if method in _SENSITIVITY:
-        return f"raising it lowers {c}", f"raising it raises {c}"
+        return f"brighter pixel lowers {c}", f"brighter pixel raises {c}"
     if family == "CAM":
         return "no evidence", f"evidence for {c}"
-    return f"against {c}", f"for {c}"
+    return f"speaks against {c}", f"speaks for {c}"
 
 
 def _png_bytes(rgb: np.ndarray) -> bytes:
@@ -680,9 +680,11 @@ class RelevanceExplorer(anywidget.AnyWidget):
         index = self.index
         method, params = self._shown()
         params = _jsonable(params)
+        disp = to_display_uint8(self._raw[index])
         self._set_compare({"state": "running", "index": index, "method": method, "params": params,
                            "title": f"Compare · image {index + 1} / {len(self._raw)}", "rows": [], "done": 0,
-                           "total": 0})
+                           "total": 0, "image": self._png(index), "width": int(disp.shape[1]),
+                           "height": int(disp.shape[0])})
 
         job: list = []  # this comparison's handle, once queued
 
@@ -740,15 +742,18 @@ class RelevanceExplorer(anywidget.AnyWidget):
             self._inputs[index] = x
         return self._inputs[index]
 
+    def _png(self, index: int) -> bytes:
+        if index not in self._pngs:
+            self._pngs[index] = _png_bytes(to_display_uint8(self._raw[index]))
+        return self._pngs[index]
+
     def _send_image(self, index: int) -> None:
         if self.image_meta.get("index") == index:
             return
         disp = to_display_uint8(self._raw[index])
-        if index not in self._pngs:
-            self._pngs[index] = _png_bytes(disp)
         regions = self._regions[index] if self._regions is not None else []
         with self._lock, self.hold_sync():
-            self.image = self._pngs[index]
+            self.image = self._png(index)
             self.image_meta = {"index": index, "width": int(disp.shape[1]), "height": int(disp.shape[0])}
             self.boxes = [{"box": list(r[:4]), "class": r[4],
                            "label": "" if r[4] is None else self.class_names[r[4]]} for r in regions]

@@ -92,10 +92,10 @@ describe("colours", () => {
 describe("words and numbers", () => {
   it("says what both ends of the colour bar mean, and where the scale ends", () => {
     const meta = { legend: ["against “cat”", "for “cat”"], scales: { percentile: [0.0012, 0.001], max: [5, 5] } };
-    expect(legendText(meta)).toEqual({ low: "−1.2e-3 against “cat”", mid: "0", high: "for “cat” +1.2e-3",
-      note: "colour scale ends at the 99.5th percentile of |relevance|" });
+    expect(legendText(meta)).toEqual({ low: "−1.2e-3", mid: "0", high: "+1.2e-3", lowWords: "against “cat”",
+      highWords: "for “cat”", note: "colour scale ends at the 99.5th percentile of |relevance|" });
     const pos = legendText(meta, { positiveOnly: true, norm: "max" });
-    expect([pos.low, pos.mid, pos.high]).toEqual(["0", "", "for “cat” +5"]);
+    expect([pos.low, pos.mid, pos.high, pos.lowWords, pos.highWords]).toEqual(["0", "", "+5", "", "for “cat”"]);
     expect(pos.note).toMatch(/maximum \(positive part\)/);
     expect([formatNumber(0), formatNumber(3.456), formatNumber(12345)]).toEqual(["0", "3.5", "1.2e4"]);
   });
@@ -115,9 +115,10 @@ describe("words and numbers", () => {
 
 describe("layout", () => {
   it("enlarges small images by whole factors and shrinks large ones to the room", () => {
-    expect(displaySize(800, 64, 64)).toEqual({ width: 384, height: 384, crisp: true });
+    expect(displaySize(800, 64, 64)).toEqual({ width: 512, height: 512, crisp: true });
+    expect(displaySize(420, 64, 64)).toEqual({ width: 384, height: 384, crisp: true });
     expect(displaySize(300, 64, 32)).toEqual({ width: 256, height: 128, crisp: true });
-    expect(displaySize(1000, 224, 224)).toEqual({ width: 384, height: 384, crisp: true });
+    expect(displaySize(1000, 224, 224)).toEqual({ width: 448, height: 448, crisp: true });
     expect(displaySize(200, 224, 224)).toEqual({ width: 200, height: 200, crisp: false });
     const side = displaySize(900, 64, 64, 3);
     expect(side.width * 3 + 12).toBeLessThanOrEqual(900);

@@ -96,7 +96,7 @@ export function baseState(extra = {}) {
     boxes: [{ box: [0, 0, 1, 1], class: 2, label: "star" }, { box: [1, 1, 2, 2], class: 0, label: "circle" }],
     heatmap: half([1, -1, 0.5, 0]),
     heatmap_meta: { index: 0, method: "sglrp", label: "SGLRP", target: 2, class_name: "star", probability: 0.9,
-      dtype: "float16", scale: 2, width: 2, height: 2, legend: ["for other classes, not “star”", "for “star” over the others"],
+      dtype: "float16", scale: 2, width: 2, height: 2, legend: ["speaks for the other classes", "speaks for “star” over the others"],
       scales: { percentile: [1.5, 1.0], max: [2, 2] }, request_id: 0 },
     metrics: {}, code: "", status: "", task: {}, error: "", field_errors: {}, compare_grid: {}, comm_count: 0,
     ...extra,

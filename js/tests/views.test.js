@@ -80,7 +80,7 @@ describe("pictureView", () => {
     const canvas = view.el.querySelector("canvas");
     expect(canvas.dataset.map).toBe("0|sglrp|2");
     expect(canvas.dataset.image).toBe("0");
-    expect(canvas.width).toBe(384); // a 2x2 image enlarged by a whole factor
+    expect(canvas.width).toBe(400); // a 2x2 image enlarged by a whole factor to the room (jsdom: 400 px)
     const calls = canvas.getContext("2d").calls;
     expect(calls.filter((c) => c[0] === "drawImage").length).toBe(1);
     const strokes = calls.filter((c) => c[0] === "strokeRect");
@@ -123,15 +123,18 @@ describe("pictureView", () => {
 describe("legendView", () => {
   it("labels both ends for the class, follows positive-only and the scale choice", () => {
     const { model, env, view, $ } = setup(legendView);
-    expect($("[data-role=legend-low]").textContent).toBe("−2 for other classes, not “star”");
-    expect($("[data-role=legend-high]").textContent).toBe("for “star” over the others +2");
+    expect($("[data-role=legend-low]").textContent).toBe("−2");
+    expect($("[data-role=legend-high]").textContent).toBe("+2");
+    expect($("[data-role=legend-low-words]").textContent).toBe("speaks for the other classes");
+    expect($("[data-role=legend-high-words]").textContent).toBe("speaks for “star” over the others");
     env.setView("positiveOnly", "positive_only", true);
     env.setView("norm", "norm", "percentile");
     view.update("view");
     expect($("[data-role=legend-low]").textContent).toBe("0");
-    expect($("[data-role=legend-high]").textContent).toBe("for “star” over the others +1");
-    model.trigger("heatmap_meta", { ...model.state.heatmap_meta, legend: ["against “circle”", "for “circle”"] });
-    expect($("[data-role=legend-high]").textContent).toMatch(/circle/);
+    expect($("[data-role=legend-low-words]").textContent).toBe("");
+    expect($("[data-role=legend-high]").textContent).toBe("+1");
+    model.trigger("heatmap_meta", { ...model.state.heatmap_meta, legend: ["speaks against “circle”", "speaks for “circle”"] });
+    expect($("[data-role=legend-high-words]").textContent).toBe("speaks for “circle”");
     expect($("[data-role=legend-note]").textContent).toMatch(/99.5th percentile/);
   });
 });
@@ -297,7 +300,7 @@ describe("actionsView and the export", () => {
     const texts = canvas.getContext("2d").calls.filter((c) => c[0] === "fillText").map((c) => c[1]);
     expect(texts).toContain("star · 90.0 %");
     expect(texts).toContain("SGLRP · image 1 / 3");
-    expect(texts.some((t) => t.includes("for “star” over the others"))).toBe(true);
+    expect(texts).toContain("speaks for “star” over the others +2");
     const clicked = [];
     URL.createObjectURL = () => "blob:x";
     URL.revokeObjectURL = () => {};
@@ -312,19 +315,22 @@ describe("actionsView and the export", () => {
 describe("compareView", () => {
   const grid = (extra = {}) => ({
     state: "running", index: 0, title: "SGLRP, LRP × top 2 classes · image 1 / 3", done: 1, total: 2,
+    image: new Uint8Array([137, 80, 78, 71]),
     width: 2, height: 2, targets: [{ index: 2, name: "star", probability: 0.9 }, { index: 0, name: "circle", probability: 0.1 }],
     rows: [{ method: "sglrp", label: "SGLRP", maps: [half([1, 0, 0, 0]), half([0, -1, 0, 0])],
       scales: [{ percentile: [1, 1], max: [1, 1], max_abs: 2 }, { percentile: [1, 0], max: [1, 0], max_abs: 1 }] }],
     ...extra,
   });
   it("shows its title, k of n with Cancel, labelled rows and columns", () => {
+    URL.createObjectURL = () => "blob:grid";
     const { model, $ } = setup(compareView, { compare_grid: grid() });
     expect($("[data-role=compare-title]").textContent).toMatch(/top 2 classes · image 1 \/ 3/);
     expect($("[data-role=compare-progress]").textContent).toBe("computing 2 of 2…");
     $("[data-role=compare-cancel]").click();
     expect(model.sent).toEqual([{ type: "cancel", what: "compare" }]);
     const cells = Array.from($("[data-role=compare-grid]").children).map((c) => c.textContent);
-    expect(cells).toEqual(["", "star · 90.0 %", "circle · 10.0 %", "SGLRP", "", ""]);
+    expect(cells).toEqual(["", "image", "star · 90.0 %", "circle · 10.0 %", "SGLRP", "", "", ""]);
+    expect($("[data-role=compare-image]").src).toMatch(/^blob:/); // the grid's own image, first row
     expect($("[data-role=compare-grid]").querySelectorAll("canvas").length).toBe(2);
     model.trigger("compare_grid", grid({ state: "done", done: 2 }));
     expect($("[data-role=compare-cancel]").hidden).toBe(true);
