@@ -32,7 +32,6 @@ import base64
 import io
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -42,6 +41,7 @@ import numpy as np
 import traitlets as t
 
 from . import viz
+from .imageset import ImageSet, to_display_uint8  # noqa: F401 - to_display_uint8 is part of this module's API
 from .scheduler import COMPARE, PREFETCH, Scheduler
 
 _HERE = Path(__file__).parent
@@ -86,28 +86,6 @@ def decode_heatmap(buf: bytes, meta: dict) -> np.ndarray:
     return (q * float(meta["scale"])).reshape(int(meta["height"]), int(meta["width"]))
 
 
-def to_display_uint8(img: np.ndarray) -> np.ndarray:
-    """Raw image -> uint8 (H, W, 3) for display. Floats in [0, 1] are scaled by 255, others clipped."""
-    a = np.asarray(img)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3:
-        raise ValueError(f"an image must have shape (H, W, C) or (H, W), got {a.shape}")
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    elif a.shape[-1] == 4:
-        a = a[..., :3]
-    elif a.shape[-1] != 3:
-        a = np.repeat(a.mean(axis=-1, keepdims=True), 3, axis=-1)
-    if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
-    a = a.astype(np.float32)
-    finite = a[np.isfinite(a)]
-    if finite.size and finite.max() <= 1.0 and finite.min() >= 0.0:
-        a = a * 255.0
-    return np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
-
-
 def format_probability(p: float) -> str:
     """Always a percentage: ``97.3 %``, ``0.2 %``, ``0.06 %``, ``< 0.01 %``."""
     pct = 100.0 * float(p)
@@ -130,82 +108,10 @@ def legend_words(method: str, family: str, class_name: str) -> tuple[str, str]:
     return f"speaks against {c}", f"speaks for {c}"
 
 
-def _png_bytes(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-def _load_images(images: Any, size: tuple[int, int] | None) -> list[np.ndarray]:
-    """Array (N,H,W,C), list of arrays, or list of paths -> list of raw arrays."""
-    if isinstance(images, (str, os.PathLike)):
-        images = [images]
-    if isinstance(images, np.ndarray):
-        if images.ndim == 3 and images.shape[-1] not in (1, 3, 4):
-            images = images[..., None]  # (N, H, W) grayscale batch
-        if images.ndim == 3:
-            images = images[None]
-        if images.ndim != 4:
-            raise ValueError(f"images must be an array (N, H, W, C), got shape {images.shape}")
-        return [images[i] for i in range(images.shape[0])]
-    out = []
-    for i, im in enumerate(images):
-        if isinstance(im, (str, os.PathLike)):
-            from PIL import Image
-
-            p = Path(im)
-            if not p.exists():
-                raise ValueError(f"image {i}: file {str(p)!r} does not exist")
-            with Image.open(p) as pil:
-                pil = pil.convert("RGB")
-                if size is not None and (pil.height, pil.width) != size:
-                    pil = pil.resize((size[1], size[0]), Image.BILINEAR)
-                out.append(np.asarray(pil, dtype=np.uint8))
-        else:
-            a = np.asarray(im)
-            if a.ndim == 2:
-                a = a[..., None]
-            if a.ndim != 3:
-                raise ValueError(f"image {i} must have shape (H, W, C), got {a.shape}")
-            out.append(a)
-    if not out:
-        raise ValueError("images is empty: pass at least one image")
-    return out
-
-
-def _regions(boxes: Any, box_labels: Any, n: int) -> list[list[tuple]] | None:
-    """Per image a list of ``(y0, x0, y1, x1, class or None)``."""
-    if boxes is None:
-        if box_labels is not None:
-            raise ValueError("box_labels needs boxes: pass boxes=[...] with one class per box")
-        return None
-    if len(boxes) != n:
-        raise ValueError(f"boxes has {len(boxes)} entries for {n} images: pass one box or list of boxes "
-                         "per image (or a dict class -> box)")
-    if box_labels is not None and len(box_labels) != n:
-        raise ValueError(f"box_labels has {len(box_labels)} entries for {n} images: pass one class per box")
-    out = []
-    for i, entry in enumerate(boxes):
-        if isinstance(entry, dict):
-            pairs = [(b, int(c)) for c, bs in entry.items() for b in np.asarray(bs, float).reshape(-1, 4)]
-        else:
-            arr = np.asarray(entry, float).reshape(-1, 4)
-            labels = [None] * len(arr)
-            if box_labels is not None:
-                labels = [int(c) for c in np.asarray(box_labels[i]).reshape(-1)]
-                if len(labels) != len(arr):
-                    raise ValueError(f"image {i}: {len(arr)} boxes but {len(labels)} box_labels")
-            pairs = list(zip(arr, labels))
-        out.append([(*(int(round(v)) for v in b), c) for b, c in pairs])
-    return out
 
 
 def _jsonable(obj: Any) -> Any:
@@ -225,6 +131,40 @@ def _jsonable(obj: Any) -> Any:
 
 def _lut_entry(name: str) -> dict:
     return {"lut": viz.colormap_lut(name).tobytes().hex(), "diverging": viz.is_diverging(name)}
+
+
+def map_scales(heat: np.ndarray) -> dict:
+    """The colour-scale ends the browser may pick from: per norm, [signed, positive part] (viz's definition)."""
+    return {norm: [viz.robust_scale(heat, norm), viz.robust_scale(heat, norm, positive_only=True)]
+            for norm in viz.NORMS}
+
+
+def _method_specs(model: Any, methods: Sequence[str] | None) -> list[dict]:
+    """The registry's entries offered in the menu, each with ``unavailable``: why it cannot explain ``model``."""
+    from . import list_methods
+    from .engine import method_support
+
+    specs = _jsonable(list_methods())
+    by_name = {s["name"]: s for s in specs}
+    if methods is not None:
+        unknown = [m for m in methods if m not in by_name]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(by_name)}")
+        specs = [by_name[m] for m in methods]
+    support = method_support(model)  # once per model, cached by the engine; nothing is traced
+    for s in specs:
+        s["unavailable"] = support.get(s["name"])
+    return specs
+
+
+def _class_names(n_classes: int, class_names: Sequence[str] | None) -> list[str]:
+    if class_names is None:
+        return imagenet_class_names() if n_classes == 1000 else [f"class {i}" for i in range(n_classes)]
+    names = [str(c) for c in class_names]
+    if len(names) != n_classes:
+        raise ValueError(f"class_names has {len(names)} names but the model has {n_classes} outputs: "
+                         "pass one name per class")
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,9 +263,6 @@ class RelevanceExplorer(anywidget.AnyWidget):
                  colormap: str = "bwr", positive_only: bool = False, norm: str = "percentile",
                  layout: str = "overlay", show_boxes: bool = True, colormaps: Sequence[str] | None = None,
                  prefetch: bool = True, compute_initial: bool = True, **kwargs: Any) -> None:
-        from . import list_methods
-        from .engine import method_support
-
         self._model = model
         self._preprocess = preprocess
         self._scheduler = Scheduler(workers=2, name="sglrp-explorer")
@@ -337,55 +274,31 @@ class RelevanceExplorer(anywidget.AnyWidget):
         self.prefetch_budget = 1.0  # seconds of compute per prefetch unit
         self._prefetched: set[tuple] = set()  # (index, method, params) whose top-k were computed ahead
         self._probs: dict[int, np.ndarray] = {}
-        self._inputs: dict[int, np.ndarray] = {}
-        self._pngs: dict[int, bytes] = {}
         self._current: dict | None = None  # the last published map
         self._compare_job = None
         self.dropped = 0  # results computed but not shown because the selection moved on
 
         in_shape = tuple(getattr(model, "input_shape", (None, None, None, None)) or ())
         size = (int(in_shape[1]), int(in_shape[2])) if len(in_shape) == 4 and in_shape[1] and in_shape[2] else None
-        self._images_arg = images
-        self._raw = _load_images(images, size)
+        self._images = ImageSet(images, preprocess=preprocess, size=size, boxes=boxes, box_labels=box_labels,
+                                masks=masks)
         self._n_classes = int(model.output_shape[-1])
 
-        specs = _jsonable(list_methods())
-        by_name = {s["name"]: s for s in specs}
-        if methods is not None:
-            unknown = [m for m in methods if m not in by_name]
-            if unknown:
-                raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(by_name)}")
-            specs = [by_name[m] for m in methods]
-        support = method_support(model)  # once per model, cached by the engine; nothing is traced
-        for s in specs:
-            s["unavailable"] = support.get(s["name"])
+        specs = _method_specs(model, methods)
         self._specs = {s["name"]: s for s in specs}
         if method not in self._specs:
             raise ValueError(f"method {method!r} is not offered; choose from {list(self._specs)}")
         if self._specs[method]["unavailable"]:
             raise ValueError(f"method {method!r} cannot explain this model: {self._specs[method]['unavailable']}")
 
-        if class_names is None:
-            names = imagenet_class_names() if self._n_classes == 1000 else [
-                f"class {i}" for i in range(self._n_classes)]
-        else:
-            names = [str(c) for c in class_names]
-            if len(names) != self._n_classes:
-                raise ValueError(f"class_names has {len(names)} names but the model has "
-                                 f"{self._n_classes} outputs: pass one name per class")
-        self._regions = _regions(boxes, box_labels, len(self._raw))
-        self._masks = None
-        if masks is not None:
-            if len(masks) != len(self._raw):
-                raise ValueError(f"masks has {len(masks)} entries for {len(self._raw)} images")
-            self._masks = [np.asarray(m, bool) for m in masks]
+        names = _class_names(self._n_classes, class_names)
         menu = list(colormaps) if colormaps is not None else list(MENU_COLORMAPS)
         if colormap not in menu:
             menu.append(colormap)
         luts = {name: _lut_entry(name) for name in menu}  # raises ValueError naming an unknown colormap
 
         super().__init__(
-            n_images=len(self._raw), method_specs=specs, class_names=names, colormaps=luts,
+            n_images=len(self._images), method_specs=specs, class_names=names, colormaps=luts,
             top_k=int(top_k), method=method, params=dict(params or {}), opacity=float(opacity),
             colormap=colormap, positive_only=bool(positive_only), norm=norm, layout=layout,
             show_boxes=bool(show_boxes), **kwargs)
@@ -510,8 +423,8 @@ class RelevanceExplorer(anywidget.AnyWidget):
         from .errors import ExplainError
 
         index, method, params, target = sel["index"], sel["method"], sel["params"], sel["target"]
-        if not isinstance(index, int) or not 0 <= index < len(self._raw):
-            return f"image index {index!r} is out of range: use 0..{len(self._raw) - 1}", {}, {}
+        if not isinstance(index, int) or not 0 <= index < len(self._images):
+            return f"image index {index!r} is out of range: use 0..{len(self._images) - 1}", {}, {}
         spec = self._specs.get(method)
         if spec is None:
             return f"unknown method {method!r}: choose one of {list(self._specs)}", {}, {}
@@ -538,7 +451,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
     def _describe(self, sel: dict) -> str:
         target = sel["target"]
         what = "the top class" if target < 0 else self.class_names[target]
-        return f"{self._specs[sel['method']]['label']} · {what} · image {sel['index'] + 1} / {len(self._raw)}"
+        return f"{self._specs[sel['method']]['label']} · {what} · image {sel['index'] + 1} / {len(self._images)}"
 
     def _show_error(self, message: str, fields: dict | None = None) -> None:
         with self._lock, self.hold_sync():
@@ -582,7 +495,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         from .engine import explain
 
         t0 = time.perf_counter()
-        out = explain(self._model, self._input(index), method, targets=None if targets is None else [targets],
+        out = explain(self._model, self._images.input(index), method, targets=None if targets is None else [targets],
                       preprocess=self._preprocess, **self._engine_params(params))
         seconds = time.perf_counter() - t0
         self._probs.setdefault(index, np.asarray(out.probabilities, np.float64).reshape(-1, self._n_classes)[0])
@@ -593,7 +506,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         # One number for low or high next to a per-channel bound (e.g. the other one automatic) trips the
         # engine's cache key (numpy cannot freeze a scalar next to a vector); one number per channel is the
         # same rule.
-        channels = int(self._input(0).shape[-1])
+        channels = self._images.channels
         return {k: [float(v)] * channels if k in ("low", "high") and v is not None and np.ndim(v) == 0 else v
                 for k, v in params.items()}
 
@@ -608,8 +521,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 "target": target, "class_name": name, "probability": prob, "dtype": "float16", "scale": scale,
                 "width": int(heat.shape[1]), "height": int(heat.shape[0]), "seconds": seconds,
                 "cached": bool(out.cached), "request_id": sel["request_id"], "generation": gen,
-                "scales": {norm: [viz.robust_scale(heat, norm), viz.robust_scale(heat, norm, positive_only=True)]
-                           for norm in viz.NORMS},
+                "scales": map_scales(heat),
                 "legend": [low, high]}
         self._current = {"index": index, "method": method, "params": params, "target": target, "heat": heat}
         took = "cached" if out.cached else f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms"
@@ -670,20 +582,18 @@ class RelevanceExplorer(anywidget.AnyWidget):
         cur = self._current
         return (cur["method"], dict(cur["params"])) if cur is not None else (self.method, {})
 
-    def _compare_row(self, index: int, method: str, targets: list[int]) -> np.ndarray:
-        shown, params = self._shown()
-        return self._explain(index, method, params if method == shown else {}, targets)[1]
+    def _compare_row(self, index: int, method: str, targets: list[int], shown: tuple[str, dict]) -> np.ndarray:
+        """Maps (K, H, W) of one method; the method on screen keeps its parameters, the others their defaults."""
+        return self._explain(index, method, shown[1] if method == shown[0] else {}, targets)[1]
 
     def _start_compare(self) -> None:
         """The Compare button: a methods x classes grid of the current image, row by row in the background."""
         self._cancel_compare()
-        index = self.index
-        method, params = self._shown()
-        params = _jsonable(params)
-        disp = to_display_uint8(self._raw[index])
-        self._set_compare({"state": "running", "index": index, "method": method, "params": params,
-                           "title": f"Compare · image {index + 1} / {len(self._raw)}", "rows": [], "done": 0,
-                           "total": 0, "image": self._png(index), "width": int(disp.shape[1]),
+        index, shown = self.index, self._shown()
+        disp = self._images.display(index)
+        self._set_compare({"state": "running", "index": index, "method": shown[0], "params": _jsonable(shown[1]),
+                           "title": f"Compare · image {index + 1} / {len(self._images)}", "rows": [], "done": 0,
+                           "total": 0, "image": self._images.png(index), "width": int(disp.shape[1]),
                            "height": int(disp.shape[0])})
 
         job: list = []  # this comparison's handle, once queued
@@ -698,21 +608,16 @@ class RelevanceExplorer(anywidget.AnyWidget):
             labels = [self._specs[m].get("label", m) for m in methods]
             publish({
                 **self.compare_grid, "total": len(methods),
-                "title": f"{', '.join(labels)} × top {len(targets)} classes · image {index + 1} / {len(self._raw)}",
+                "title": f"{', '.join(labels)} × top {len(targets)} classes · image {index + 1} / {len(self._images)}",
                 "targets": [{"index": c, "name": self.class_names[c], "probability": float(self._probs[index][c]),
                              "percent": format_probability(self._probs[index][c])} for c in targets]})
             for m, label in zip(methods, labels):
-                maps = self._compare_row(index, m, targets)
+                maps = self._compare_row(index, m, targets, shown)
                 rows = list(self.compare_grid.get("rows", []))
-                rows.append({"method": m, "label": label, "family": self._specs[m].get("family", ""),
-                             "maps": [encode_heatmap(h)[0] for h in maps],
-                             "scales": [{norm: [viz.robust_scale(h, norm), viz.robust_scale(h, norm, positive_only=True)]
-                                         for norm in viz.NORMS} | {"max_abs": encode_heatmap(h)[1]} for h in maps],
-                             "legend": [legend_words(m, self._specs[m].get("family", ""), self.class_names[c])
-                                        for c in targets]})
+                rows.append({"method": m, "label": label, "maps": [encode_heatmap(h)[0] for h in maps],
+                             "scales": [{**map_scales(h), "max_abs": float(np.max(np.abs(h)))} for h in maps]})
                 publish({**self.compare_grid, "rows": rows, "done": len(rows),
-                                   "width": int(maps.shape[2]), "height": int(maps.shape[1]),
-                                   "state": "running" if len(rows) < len(methods) else "done"})
+                         "state": "running" if len(rows) < len(methods) else "done"})
                 yield
 
         def failed(e: BaseException) -> None:
@@ -734,29 +639,15 @@ class RelevanceExplorer(anywidget.AnyWidget):
                     self._set_compare({**self.compare_grid, "state": "stale" if stale else "cancelled"})
 
     # -- per-image helpers ---------------------------------------------------------------------------
-    def _input(self, index: int) -> np.ndarray:
-        if index not in self._inputs:
-            x = np.array(self._raw[index], dtype=np.float32, copy=True)[None]
-            if self._preprocess is not None:
-                x = np.asarray(self._preprocess(x), dtype=np.float32)
-            self._inputs[index] = x
-        return self._inputs[index]
-
-    def _png(self, index: int) -> bytes:
-        if index not in self._pngs:
-            self._pngs[index] = _png_bytes(to_display_uint8(self._raw[index]))
-        return self._pngs[index]
-
     def _send_image(self, index: int) -> None:
         if self.image_meta.get("index") == index:
             return
-        disp = to_display_uint8(self._raw[index])
-        regions = self._regions[index] if self._regions is not None else []
+        disp = self._images.display(index)
         with self._lock, self.hold_sync():
-            self.image = self._png(index)
+            self.image = self._images.png(index)
             self.image_meta = {"index": index, "width": int(disp.shape[1]), "height": int(disp.shape[0])}
-            self.boxes = [{"box": list(r[:4]), "class": r[4],
-                           "label": "" if r[4] is None else self.class_names[r[4]]} for r in regions]
+            self.boxes = [{"box": list(b[:4]), "class": b[4], "label": "" if b[4] is None else self.class_names[b[4]]}
+                          for b in self._images.boxes(index)]
 
     def _predictions(self, index: int) -> list[dict]:
         p = self._probs.get(index)
@@ -767,25 +658,13 @@ class RelevanceExplorer(anywidget.AnyWidget):
                  "percent": format_probability(p[i])} for i in order]
 
     def _metrics(self, index: int, heat: np.ndarray, target: int) -> dict:
-        """Share of the positive relevance in the chosen class's own box (or in the mask / any box)."""
+        """Share of the positive relevance in the chosen class's own box (or the mask / any box) and the
+        pointing game; "n/a" when the class has no box in this image."""
         from . import metrics as M
 
-        H, W = heat.shape
-        mask, region = None, None
-        if self._regions is not None and self._regions[index]:
-            boxes = self._regions[index]
-            labelled = any(b[4] is not None for b in boxes)
-            own = [b[:4] for b in boxes if b[4] == target] if labelled else [b[:4] for b in boxes]
-            name = self.class_names[target]
-            if labelled and not own:
-                return {"region": f"box of {name}", "mass_in_box": None, "pointing_game": None,
-                        "note": f"n/a: no box of “{name}” in this image"}
-            mask = M.boxes_to_masks(np.asarray(own).reshape(-1, 4), (H, W)).any(axis=0)
-            region = f"box of {name}" if labelled else "boxes"
-        if self._masks is not None:
-            m = np.asarray(self._masks[index], bool).reshape(H, W)
-            mask = m if mask is None else (mask | m)
-            region = "mask" if region is None else f"{region} + mask"
+        mask, region, note = self._images.region(index, target, self.class_names[target])
+        if note:
+            return {"region": region, "mass_in_box": None, "pointing_game": None, "note": note}
         if mask is None:
             return {}
         return {"region": region, "mass_in_box": float(M.mass_in_box(heat[None], mask[None])[0]),
@@ -796,18 +675,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         defaults = {p["name"]: p["default"] for p in self._specs[method].get("params", [])}
         args = [repr(method)] + (["preprocess=preprocess"] if self._preprocess is not None else [])
         args += [f"{k}={_jsonable(v)!r}" for k, v in params.items() if _jsonable(v) != _jsonable(defaults.get(k))]
-        if isinstance(self._images_arg, np.ndarray) and self._images_arg.ndim == 4:
-            x = f"images[{index}:{index + 1}]"
-        elif isinstance(self._images_arg, (str, os.PathLike)) or isinstance(
-                list(self._images_arg)[index], (str, os.PathLike)):
-            path = self._images_arg if isinstance(self._images_arg, (str, os.PathLike)) else list(self._images_arg)[index]
-            h, w = self._raw[index].shape[:2]
-            x = f"np.asarray(PIL.Image.open({str(path)!r}).convert('RGB').resize(({w}, {h})), 'float32')[None]"
-        else:
-            x = f"np.asarray(images[{index}], 'float32')[None]"
-        if self._preprocess is not None:
-            x = f"preprocess({x})"
-        return f"Explainer(model, {', '.join(args)})({x}, targets=[{target}]).heatmap()[0]"
+        return f"Explainer(model, {', '.join(args)})({self._images.code(index)}, targets=[{target}]).heatmap()[0]"
 
     # -- Python API --------------------------------------------------------------------------------
     def wait(self, timeout: float | None = 60) -> bool:
@@ -834,7 +702,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         """The current map over its image as the widget draws it (view settings included), uint8 RGB."""
         if self._current is None:
             return None
-        rgb = viz.display_overlay(to_display_uint8(self._raw[self._current["index"]]), self._current["heat"],
+        rgb = viz.display_overlay(self._images.display(self._current["index"]), self._current["heat"],
                                   cmap=self.colormap, opacity=self.opacity, positive_only=self.positive_only,
                                   norm=self.norm)
         return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
@@ -845,13 +713,13 @@ class RelevanceExplorer(anywidget.AnyWidget):
             raise ValueError("there is no map yet: wait for the first computation (explorer.wait())")
         cur, meta = self._current, self.heatmap_meta
         target = cur["target"]
-        boxes = [] if not self.show_boxes or self._regions is None else [
+        boxes = [] if not self.show_boxes else [
             (*b[:4], "" if b[4] is None else self.class_names[b[4]], b[4] == target)
-            for b in self._regions[cur["index"]]]
+            for b in self._images.boxes(cur["index"])]
         return viz.explanation_figure(
-            to_display_uint8(self._raw[cur["index"]]), cur["heat"],
+            self._images.display(cur["index"]), cur["heat"],
             title=f"{self.class_names[target]} · {format_probability(self._probs[cur['index']][target])}",
-            subtitle=f"{meta.get('label', cur['method'])} · image {cur['index'] + 1} / {len(self._raw)}",
+            subtitle=f"{meta.get('label', cur['method'])} · image {cur['index'] + 1} / {len(self._images)}",
             legend=tuple(meta.get("legend", ("against", "for"))), cmap=self.colormap, opacity=self.opacity,
             positive_only=self.positive_only, norm=self.norm, boxes=boxes, width=width)
 
@@ -874,9 +742,10 @@ class RelevanceExplorer(anywidget.AnyWidget):
         """
         index = self.index if index is None else int(index)
         methods, targets = self._compare_plan(methods, targets, index)
-        grid = np.stack([self._compare_row(index, m, targets) for m in methods])
+        shown = self._shown()
+        grid = np.stack([self._compare_row(index, m, targets, shown) for m in methods])
         p = self._probs[index]
-        return viz.plot_grid(to_display_uint8(self._raw[index]), grid,
+        return viz.plot_grid(self._images.display(index), grid,
                              row_labels=[self._specs[m].get("label", m) for m in methods],
                              col_labels=[f"{self.class_names[c]}\n{format_probability(p[c])}" for c in targets],
                              cmap=self.colormap, norm=self.norm)
