@@ -87,11 +87,14 @@ def _write_settings(folder: Path, settings: dict) -> None:
 class Server:
     """One front end serving ``root`` on 127.0.0.1 (a free port), stopped with its kernels by ``stop()``."""
 
-    def __init__(self, kind: str, root: Path, log: Path, python: str = sys.executable):
+    def __init__(self, kind: str, root: Path, log: Path, python: str = sys.executable, checkout: bool = True):
+        """``checkout``: import sglrp_widgets from this checkout (PYTHONPATH); False: from ``python``'s install."""
         self.kind, self.root = kind, root
         self.port, self.token = _free_port(), secrets.token_hex(16)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env.pop("PYTHONPATH", None)
+        if checkout:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env["JUPYTER_RUNTIME_DIR"] = str(root / ".runtime")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if kind == "marimo":
