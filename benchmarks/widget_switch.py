@@ -94,7 +94,7 @@ def bench(name, model, images, preprocess, class_names, method, repeats):
     from sglrp_widgets.engine import Explainer
 
     ex = Explainer(model, method, preprocess=preprocess)
-    x = w._images.input(0)
+    x = np.asarray(preprocess(np.asarray(images[:1], np.float32)), np.float32)
     k = min(5, len(class_names))
     ex(x, targets=[order[:k]])  # warm the nested-target signature
     t0 = time.perf_counter()

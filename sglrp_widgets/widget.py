@@ -671,10 +671,11 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 "pointing_game": bool(M.pointing_game(heat[None], mask[None])[0])}
 
     def _code(self, index: int, method: str, params: dict, target: int) -> str:
-        """One line of Python that reproduces the map with the public API."""
+        """One line of Python that reproduces the map with the public API (the parameters as the engine got them)."""
         defaults = {p["name"]: p["default"] for p in self._specs[method].get("params", [])}
         args = [repr(method)] + (["preprocess=preprocess"] if self._preprocess is not None else [])
-        args += [f"{k}={_jsonable(v)!r}" for k, v in params.items() if _jsonable(v) != _jsonable(defaults.get(k))]
+        args += [f"{k}={_jsonable(v)!r}" for k, v in self._engine_params(params).items()
+                 if _jsonable(v) != _jsonable(defaults.get(k))]
         return f"Explainer(model, {', '.join(args)})({self._images.code(index)}, targets=[{target}]).heatmap()[0]"
 
     # -- Python API --------------------------------------------------------------------------------

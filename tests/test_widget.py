@@ -404,6 +404,8 @@ def test_one_bound_typed_with_the_other_automatic(model, images):
         assert w.heatmap_meta["params"]["low"] == 0.0 and w.heatmap_meta["params"]["high"] is None
         ref = _engine_heatmap(model, images[0], "sglrp", t, low=[0.0] * 3, high=[1.0] * 3)
         np.testing.assert_allclose(w.explanation, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+        got = eval(w.code, {"Explainer": Explainer, "model": model, "images": images, "preprocess": _preprocess})
+        np.testing.assert_allclose(got, w.explanation, rtol=1e-5, atol=1e-7)  # the copied line runs as is
         wire.request(params={"low": [0.0, 0.0, 0.0], "high": 1.0})
         assert w.wait(T)
         assert w.error == "", w.error
@@ -527,9 +529,10 @@ def test_unlabelled_boxes_dicts_and_masks(model, images):
 
 
 def test_words_for_the_colour_bar_and_probabilities():
-    assert legend_words("sglrp", "Contrastive LRP", "cat") == ("for other classes, not “cat”", "for “cat” over the others")
-    assert legend_words("gradient", "Gradient", "cat")[1] == "raising it raises “cat”"
-    assert legend_words("lrp", "LRP", "cat") == ("against “cat”", "for “cat”")
+    assert legend_words("sglrp", "Contrastive LRP", "cat") == ("speaks for the other classes",
+                                                               "speaks for “cat” over the others")
+    assert legend_words("gradient", "Gradient", "cat")[1] == "brighter pixel raises “cat”"
+    assert legend_words("lrp", "LRP", "cat") == ("speaks against “cat”", "speaks for “cat”")
     assert legend_words("grad_cam", "CAM", "cat") == ("no evidence", "evidence for “cat”")
     assert [format_probability(p) for p in (0.973, 0.002, 0.0006, 1e-7)] == ["97.3 %", "0.2 %", "0.06 %", "< 0.01 %"]
 

@@ -216,7 +216,7 @@ def test_explorer_in_browser(browser, server):
         # 4. one bound typed, the other automatic, applied with Enter
         low = ex.loc("param", "[data-param=low]")
         _type(low, "0", "Enter")
-        ex.wait(lambda: "low=0.0" in ex.text("code"), "the map with low=0")
+        ex.wait(lambda: "low=[0.0, 0.0, 0.0]" in ex.text("code"), "the map with low=0")
         assert ex.text("error") == "" and ex.text("field-error", "[data-param=low]") == ""
         assert ex.drawn().split("|")[1] == "sglrp"
 
