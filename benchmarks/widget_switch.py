@@ -1,25 +1,35 @@
-"""Kernel time and bytes sent for one class switch in RelevanceExplorer.
+"""Kernel time and bytes sent for one class switch in RelevanceExplorer, and the wait for a click made
+while a slow method runs.
 
 The browser's message is fed through the widget's comm callback (``_handle_msg``), exactly as
 from the front end, and everything the kernel sends back is recorded at ``Widget._send``
 (JSON state + binary buffers). "kernel ms" is from receiving the message until the heatmap
-message is sent (worker thread included).
+message is sent (worker thread included); "engine ms" is the engine call inside it.
 
 Models: the bundled demo model (64x64) and ``keras.applications.VGG16(weights=None,
 classifier_activation=None)`` at 224x224 (random weights: no download).
 
-    python benchmarks/widget_switch.py [--method sglrp] [--skip-vgg] [--repeats 3]
+    python benchmarks/widget_switch.py [--method sglrp] [--skip-vgg] [--repeats 3] [--slow integrated_gradients]
 
-Measured (2 CPU cores, TF 2.21 CPU, medians of 3; "kernel ms" = message in -> heatmap out; engine with
-per-image LRP state):
+Measured on this project's 2-core CPU shared with other jobs (load average about 8; TF 2.21), medians of 3,
+the widget before this change (one worker, its own result cache, int8 maps) and after it, run one after
+the other with this script:
 
-| model               | method | uncached ms | cached ms | bytes per switch (JSON + int8 buffer) |
-|---------------------|--------|-------------|-----------|---------------------------------------|
-| demo 64x64          | sglrp  | 6.4         | 0.6       | 4562 (~466 + 4096)                    |
-| VGG16 224x224       | sglrp  | 165.0       | 0.3       | 50646 (~470 + 50176)                  |
+| model / scenario                                  | before              | after               |
+|---------------------------------------------------|---------------------|---------------------|
+| demo 64x64, uncached class switch (kernel ms)     | 25.2 (engine 22.9)  | 17.7 (engine 14.9)  |
+| demo 64x64, cached class switch (kernel ms)       | 3.9                 | 6.3                 |
+| VGG16 224x224, uncached class switch (kernel ms)  | 566.6 (engine 561.5)| 625.1 (engine 616.9)|
+| VGG16 224x224, cached class switch (kernel ms)    | 1.9                 | 34.1                |
+| bytes per switch, VGG16 (JSON + heatmap buffer)   | 50,646 (int8)       | 101,292 (float16)   |
+| VGG16: back to SGLRP, prefetched class, while     | 33.4 s = 1.14 x IG  | 0.18 s = 0.00 x IG  |
+|   integrated_gradients runs (x IG alone, same run)|                     |                     |
+| VGG16: back to SGLRP, new class, while IG runs    | 38.5 s = 1.32 x IG  | 1.9 s = 0.05 x IG   |
 
-Batched top-5 in one call: demo/sglrp 9.0 ms; VGG16/sglrp 598 ms. The same map as a JSON list of
-float32 would be ~10x the bytes.
+A cached switch now goes through the engine's result cache (the widget keeps none): its cost is the
+engine's cache lookup (a weights fingerprint and an image digest) plus the colour-scale percentiles.
+During a slow call the lookup's fingerprint (a ``tf.function``) queues behind the running call's
+TensorFlow ops, which is most of the 0.18 s above.
 """
 
 from __future__ import annotations
@@ -89,7 +99,7 @@ def bench(name, model, images, preprocess, class_names, method, repeats):
         ts = [r[1] for r in rows if r[0] == kind]
         print(f"median {kind:8s}: {1000 * float(np.median(ts)):8.1f} ms kernel, "
               f"{int(np.median([r[2] + r[3] for r in rows if r[0] == kind]))} bytes sent")
-    print(f"heatmap buffer: {2 * H * W} bytes float16 (a float32 JSON list would be ~{H * W * 10} bytes)")
+    print(f"heatmap buffer: {rows[0][3]} bytes for {H}x{W} values (a float32 JSON list would be ~{H * W * 10} bytes)")
     # batched top-k (what prefetch does after the first map)
     from sglrp_widgets.engine import Explainer
 
