@@ -20,6 +20,7 @@ Example
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -398,7 +399,7 @@ def explanation_figure(
     h = _as_2d(heatmap)
     pix = display_overlay(image, h, cmap=cmap, opacity=opacity, positive_only=positive_only, norm=norm)
     H, W = h.shape
-    top, bar, foot = (0.55 if subtitle else 0.35) if title or subtitle else 0.1, 0.22, 0.42
+    top, bar, foot = (0.55 if subtitle else 0.35) if title or subtitle else 0.1, 0.22, 0.75
     img_h = width * H / W
     fig = Figure(figsize=(width, top + img_h + bar + foot), dpi=100)
     total = top + img_h + bar + foot
@@ -424,11 +425,21 @@ def explanation_figure(
     cax.imshow(ramp, aspect="auto", extent=(0, 1, 0, 1), interpolation="nearest")
     cax.set_xticks([]), cax.set_yticks([])
     scale = robust_scale(h, norm, positive_only=positive_only)
-    low_text = "0" if positive_only else f"−{scale:.2g}  {legend[0]}"
-    fig.text(0.08, (foot - 0.06) / total, low_text, ha="left", va="top", fontsize=8)
-    fig.text(0.92, (foot - 0.06) / total, f"{legend[1]}  +{scale:.2g}", ha="right", va="top", fontsize=8)
+    numbers = (0.5 if positive_only else 0.08, "0"), (0.92, f"+{scale:.2g}")
     if not positive_only:
-        fig.text(0.5, (foot - 0.06) / total, "0", ha="center", va="top", fontsize=8)
+        numbers = (0.08, f"−{scale:.2g}"), (0.5, "0"), (0.92, f"+{scale:.2g}")
+    for x, text in numbers:
+        fig.text(x, (foot - 0.05) / total, text, ha={0.08: "left", 0.5: "center"}.get(x, "right"), va="top",
+                 fontsize=8)
+    # what the ends mean, each under its end and wrapped within half the width
+    chars = max(12, int(width * 100 * 0.36 / 5.5))
+    words = ("" if positive_only else legend[0]), legend[1]
+    for x, ha, text in ((0.08, "left", words[0]), (0.92, "right", words[1])):
+        fig.text(x, (foot - 0.22) / total, textwrap.fill(text, chars), ha=ha, va="top", fontsize=8,
+                 multialignment=ha)
+    how = "maximum" if norm == "max" else "99.5th percentile of |relevance|"
+    fig.text(0.5, 0.04 / total, f"colour scale ends at the {how}", ha="center", va="bottom", fontsize=7,
+             color="#555555")
     return fig
 
 

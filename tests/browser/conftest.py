@@ -110,7 +110,10 @@ class Server:
             _write_settings(settings, {**LAB_SETTINGS, **(DARK_SETTINGS if kind == "lab-dark" else {})})
             env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
             app = "notebook" if kind == "notebook" else "lab"
-            cmd = [python, "-m", "jupyter", app, "--no-browser", "--ServerApp.ip=127.0.0.1",
+            # `-m jupyterlab` / `-m notebook`, not `-m jupyter lab` (which runs whichever jupyter-lab script
+            # is first on PATH): the server, and so its kernels, use `python`
+            cmd = [python, "-m", "notebook" if app == "notebook" else "jupyterlab", "--no-browser",
+                   "--ServerApp.ip=127.0.0.1",
                    f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
                    f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}"]
             if hasattr(os, "geteuid") and os.geteuid() == 0:

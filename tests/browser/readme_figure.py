@@ -10,6 +10,7 @@ screenshots the notebook. Offline; needs /usr/bin/chromium.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,9 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         python = plain_install(tmp)
+        # JupyterLab and its extensions (anywidget's) come from the base environment, like the rest of the
+        # system site-packages this venv sees
+        os.environ["JUPYTER_PATH"] = str(Path(sys.base_prefix) / "share" / "jupyter")
         root = tmp / "work"
         root.mkdir()
         srv = harness.Server("lab-light", root, tmp / "server.log", python=str(python), checkout=False)
@@ -70,9 +74,10 @@ def main(argv=None) -> None:
                 deadline = time.time() + 300
                 while not canvas.get_attribute("data-map") and time.time() < deadline:
                     time.sleep(0.5)
-                page.locator(".sglrp-explorer [data-role=status]").first.wait_for(timeout=10_000)
+                # the caption exists only in this version: a kernel importing another install fails here
+                page.locator(".sglrp-explorer [data-role=caption]").first.wait_for(timeout=10_000)
                 time.sleep(2)  # let the first prefetch settle, so the status line shows the map
-                page.locator(".jp-NotebookPanel").first.screenshot(path=args.output)
+                page.locator(".jp-Notebook .jp-Cell").first.screenshot(path=args.output)  # the cell and its output
                 browser.close()
         finally:
             srv.stop()
