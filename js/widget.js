@@ -586,15 +586,19 @@ export function pictureView(env) {
   }
   let imageKey = null;
   function update(what) {
-    const key = JSON.stringify(model.get("image_meta") || {});
-    if (what === "init" || key !== imageKey) {
-      imageKey = key;
-      loadHeatmap();
-      loadImage();
-    } else if (what !== "view" && what !== "task" && what !== "error") {
+    if (what === "init" || what === "image" || what === "image_meta") {
+      const key = JSON.stringify(model.get("image_meta") || {}); // image and image_meta arrive together
+      if (what === "init" || key !== imageKey) {
+        imageKey = key;
+        loadHeatmap();
+        loadImage(); // draws once decoded
+      }
+    } else if (what === "heatmap" || what === "heatmap_meta") {
       loadHeatmap();
       draw();
-    } else if (what === "view") draw();
+    } else if (what === "boxes" || what === "view") {
+      draw();
+    }
     dim();
   }
   return {
