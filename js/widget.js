@@ -1,70 +1,18 @@
-// sglrp_widgets — RelevanceExplorer front end (plain ES module, no runtime dependencies).
+// sglrp_widgets — RelevanceExplorer front end: one plain ES module, no runtime dependencies.
 //
-// The pure functions below (colormaps, buffer decoding, normalisation, blending, class search,
-// method grouping) are exported for the unit tests in js/tests; `render` wires them to the DOM.
-// Opacity, colormap and positive-only are applied here, from the last heatmap, without asking
-// the kernel. Only what needs the model (image, method, parameters, target) is saved to Python.
+// Part 1 holds pure functions (decoding, scaling, blending, parsing, wording); part 2 small views, each
+// a function `(env) => {el, keys, update}` that owns one piece of the widget and redraws it when one of
+// its `keys` (traits, or "view" for the browser-only view settings) changes; part 3 `render` only wires
+// the views together. Everything is exported for the unit tests in js/tests.
+//
+// Opacity, colormap, positive-only, scale, layout and boxes are applied here, from the last heatmap,
+// without asking the kernel (they are only `model.set`, and ride along with the next real request).
+// The colormaps' lookup tables come from matplotlib, sent by Python.
 
-// ---------------------------------------------------------------------------------------------
-// Colormaps: anchor points [t, r, g, b] interpolated linearly into a 256-entry lookup table.
-// `diverging` maps are centred on 0 (signed relevance); the others run from low to high.
-export const COLORMAPS = {
-  bwr: { diverging: true, anchors: [[0, 0, 0, 255], [0.5, 255, 255, 255], [1, 255, 0, 0]] },
-  seismic: {
-    diverging: true,
-    anchors: [[0, 0, 0, 77], [0.25, 0, 0, 255], [0.5, 255, 255, 255], [0.75, 255, 0, 0], [1, 128, 0, 0]],
-  },
-  coolwarm: {
-    diverging: true,
-    anchors: [[0, 59, 76, 192], [0.5, 221, 221, 221], [1, 180, 4, 38]],
-  },
-  jet: {
-    diverging: false,
-    anchors: [[0, 0, 0, 128], [0.11, 0, 0, 255], [0.36, 0, 255, 255], [0.62, 255, 255, 0], [0.87, 255, 0, 0], [1, 128, 0, 0]],
-  },
-  inferno: {
-    diverging: false,
-    anchors: [[0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1, 252, 255, 164]],
-  },
-  viridis: {
-    diverging: false,
-    anchors: [[0, 68, 1, 84], [0.25, 59, 82, 139], [0.5, 33, 145, 140], [0.75, 94, 201, 98], [1, 253, 231, 37]],
-  },
-  hot: { diverging: false, anchors: [[0, 11, 0, 0], [0.375, 255, 0, 0], [0.75, 255, 255, 0], [1, 255, 255, 255]] },
-  gray: { diverging: false, anchors: [[0, 0, 0, 0], [1, 255, 255, 255]] },
-};
+// =============================================================================================
+// Part 1: pure functions
 
-export function colormapNames() {
-  return Object.keys(COLORMAPS);
-}
-
-export function isDiverging(name) {
-  const cm = COLORMAPS[name];
-  return cm ? cm.diverging : true;
-}
-
-/** 256-entry RGB lookup table (Uint8Array of length n*3) for a named colormap. */
-export function makeLUT(name, n = 256) {
-  const cm = COLORMAPS[name] || COLORMAPS.bwr;
-  const a = cm.anchors;
-  const lut = new Uint8Array(n * 3);
-  for (let i = 0; i < n; i++) {
-    const t = n === 1 ? 0 : i / (n - 1);
-    let k = 0;
-    while (k < a.length - 2 && t > a[k + 1][0]) k++;
-    const [t0, r0, g0, b0] = a[k];
-    const [t1, r1, g1, b1] = a[k + 1];
-    const u = t1 > t0 ? Math.min(1, Math.max(0, (t - t0) / (t1 - t0))) : 0;
-    lut[3 * i] = Math.round(r0 + u * (r1 - r0));
-    lut[3 * i + 1] = Math.round(g0 + u * (g1 - g0));
-    lut[3 * i + 2] = Math.round(b0 + u * (b1 - b0));
-  }
-  return lut;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Binary buffers. A traitlets `Bytes` arrives as a DataView (ipywidgets 8); tests pass
-// ArrayBuffers or typed arrays. All are normalised to a Uint8Array view without copying.
+/** A traitlets `Bytes` (DataView in ipywidgets 8, or an ArrayBuffer / typed array) as a Uint8Array view. */
 export function toUint8(buf) {
   if (buf == null) return new Uint8Array(0);
   if (buf instanceof Uint8Array) return buf;
@@ -86,60 +34,66 @@ export function halfToFloat(h) {
 
 /**
  * Decode a heatmap buffer into a Float32Array of height*width values (data units).
- * meta: {dtype: "int8"|"uint8"|"float16"|"float32", width, height, scale, offset}
- *   int8:    value = q / 127 * scale           (symmetric, keeps the sign)
- *   uint8:   value = offset + q / 255 * scale
- *   float16 / float32: little endian, as is.
+ * meta: {dtype: "float16"|"int8"|"float32", width, height, scale}
+ *   float16: value = f * scale (little endian; what the kernel sends)
+ *   int8:    value = q / 127 * scale
+ *   float32: value as is
  */
 export function decodeHeatmap(buf, meta) {
   const bytes = toUint8(buf);
   const n = (meta.width | 0) * (meta.height | 0);
-  const dtype = meta.dtype || "int8";
-  const out = new Float32Array(n);
-  const size = { int8: 1, uint8: 1, float16: 2, float32: 4 }[dtype];
+  const dtype = meta.dtype || "float16";
+  const size = { int8: 1, float16: 2, float32: 4 }[dtype];
   if (!size) throw new Error("unknown heatmap dtype " + dtype);
   if (bytes.byteLength !== n * size) {
     throw new Error(`heatmap buffer has ${bytes.byteLength} bytes, expected ${n * size} (${meta.height}x${meta.width} ${dtype})`);
   }
   const scale = meta.scale == null ? 1 : Number(meta.scale);
-  const offset = meta.offset == null ? 0 : Number(meta.offset);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (dtype === "int8") {
-    for (let i = 0; i < n; i++) out[i] = (dv.getInt8(i) / 127) * scale;
-  } else if (dtype === "uint8") {
-    for (let i = 0; i < n; i++) out[i] = offset + (bytes[i] / 255) * scale;
-  } else if (dtype === "float16") {
-    for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(2 * i, true));
-  } else {
-    for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);
-  }
+  const out = new Float32Array(n);
+  if (dtype === "float16") for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(2 * i, true)) * scale;
+  else if (dtype === "int8") for (let i = 0; i < n; i++) out[i] = (dv.getInt8(i) / 127) * scale;
+  else for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);
   return out;
 }
 
-/**
- * Scale a heatmap to [-1, 1] by its largest magnitude. With positiveOnly, negative values become 0
- * and the result lies in [0, 1] (scaled by the largest positive value). Non-finite values become 0.
- */
-export function normalizeHeatmap(values, positiveOnly = false) {
+/** A lookup table sent as hex ("rrggbb" per entry) -> Uint8Array of length 3n. */
+export function lutFromHex(hex) {
+  const s = String(hex || "");
+  const out = new Uint8Array(Math.floor(s.length / 2));
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.substr(2 * i, 2), 16);
+  return out;
+}
+
+const GRAY_LUT = lutFromHex("000000ffffff");
+
+/** The named colormap of the `colormaps` trait: {lut, diverging}; the first one when the name is unknown. */
+export function colormapOf(colormaps, name) {
+  const all = colormaps || {};
+  const entry = all[name] || all[Object.keys(all)[0]];
+  if (!entry) return { lut: GRAY_LUT, diverging: false };
+  if (!entry._lut) Object.defineProperty(entry, "_lut", { value: lutFromHex(entry.lut), enumerable: false });
+  return { lut: entry._lut, diverging: !!entry.diverging };
+}
+
+/** The value at the end of the colour scale: scales[norm] = [signed, positive-only] (computed in Python). */
+export function mapScale(meta, norm = "percentile", positiveOnly = false) {
+  const s = meta && meta.scales && meta.scales[norm];
+  const v = s ? Number(s[positiveOnly ? 1 : 0]) : Number(meta && meta.scale);
+  return Number.isFinite(v) && v > 0 ? v : 0;
+}
+
+/** Values / scale clipped to [-1, 1] ([0, 1] with positiveOnly; negatives become 0). Non-finite -> 0. */
+export function normalizeHeatmap(values, scale, positiveOnly = false) {
   const n = values.length;
   const out = new Float32Array(n);
-  let m = 0;
+  if (!(scale > 0)) return out;
   for (let i = 0; i < n; i++) {
-    let v = values[i];
+    let v = values[i] / scale;
     if (!Number.isFinite(v)) v = 0;
     if (positiveOnly && v < 0) v = 0;
-    out[i] = v;
-    const a = Math.abs(v);
-    if (a > m) m = a;
+    out[i] = v > 1 ? 1 : v < -1 ? -1 : v;
   }
-  if (m > 0) for (let i = 0; i < n; i++) out[i] /= m;
-  return out;
-}
-
-/** Keep the positive part only (a copy; the input is not modified). */
-export function positiveOnly(values) {
-  const out = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = values[i] > 0 ? values[i] : 0;
   return out;
 }
 
@@ -161,29 +115,32 @@ export function resample(values, w, h, W, H) {
   return out;
 }
 
+/** Position in the colormap (0..1) of a normalised value: signed maps and diverging maps centre 0. */
+export function colorPosition(v, { diverging = true, positiveOnly = false } = {}) {
+  return positiveOnly && !diverging ? v : (v + 1) / 2;
+}
+
+function lutIndex(lut, t) {
+  const nl = lut.length / 3 - 1;
+  return 3 * Math.min(nl, Math.max(0, Math.round(t * nl)));
+}
+
 /**
- * Blend a normalised heatmap (values in [-1, 1], or [0, 1] when positive-only) over an RGBA image.
- * Diverging colormaps: colour index (v+1)/2, alpha = opacity * sqrt(|v|) (zero relevance leaves the
- * image; the square root keeps moderate relevance visible).
- * Sequential colormaps: colour index (v+1)/2 for signed maps, v for positive-only; alpha = opacity.
- * image: Uint8ClampedArray/Uint8Array RGBA (length 4n) or null (black background).
- * Returns a new Uint8ClampedArray RGBA of length 4n.
+ * Blend a normalised map (values in [-1, 1], or [0, 1] when positive-only) over an RGBA image, as
+ * sglrp_widgets.viz.display_overlay does: diverging colormaps fade with opacity * sqrt(|v|) (zero
+ * relevance leaves the image), sequential ones blend with a constant opacity. `image` may be null
+ * (black). Returns a new Uint8ClampedArray RGBA.
  */
 export function blend(image, norm, lut, opacity, opts = {}) {
   const n = norm.length;
   const diverging = opts.diverging !== false;
-  const pos = !!opts.positiveOnly;
   const op = Math.min(1, Math.max(0, Number(opacity) || 0));
-  const nl = lut.length / 3 - 1;
   const out = new Uint8ClampedArray(4 * n);
   for (let i = 0; i < n; i++) {
     const v = norm[i];
-    const t = pos && !diverging ? v : (v + 1) / 2;
-    const k = 3 * Math.min(nl, Math.max(0, Math.round(t * nl)));
+    const k = lutIndex(lut, colorPosition(v, opts));
     const a = diverging ? op * Math.sqrt(Math.min(1, Math.abs(v))) : op;
-    const r0 = image ? image[4 * i] : 0;
-    const g0 = image ? image[4 * i + 1] : 0;
-    const b0 = image ? image[4 * i + 2] : 0;
+    const r0 = image ? image[4 * i] : 0, g0 = image ? image[4 * i + 1] : 0, b0 = image ? image[4 * i + 2] : 0;
     out[4 * i] = r0 + a * (lut[k] - r0);
     out[4 * i + 1] = g0 + a * (lut[k + 1] - g0);
     out[4 * i + 2] = b0 + a * (lut[k + 2] - b0);
@@ -192,14 +149,108 @@ export function blend(image, norm, lut, opacity, opts = {}) {
   return out;
 }
 
-/** Full browser-side pipeline: decoded map -> RGBA overlay for the current view settings. */
-export function renderOverlay(image, values, { colormap = "bwr", opacity = 0.6, positiveOnly: pos = false } = {}) {
-  const norm = normalizeHeatmap(values, pos);
-  return blend(image, norm, makeLUT(colormap), opacity, { diverging: isDiverging(colormap), positiveOnly: pos });
+/** The map alone in its colours (the middle panel of "image | map | overlay"). */
+export function colorize(norm, lut, opts = {}) {
+  const out = new Uint8ClampedArray(4 * norm.length);
+  for (let i = 0; i < norm.length; i++) {
+    const k = lutIndex(lut, colorPosition(norm[i], opts));
+    out[4 * i] = lut[k];
+    out[4 * i + 1] = lut[k + 1];
+    out[4 * i + 2] = lut[k + 2];
+    out[4 * i + 3] = 255;
+  }
+  return out;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Classes and methods.
+/** The colour bar's colours from its left end to its right end (n steps). */
+export function rampColors(lut, opts = {}, n = 64) {
+  const lo = opts.positiveOnly ? 0 : -1;
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const v = lo + ((1 - lo) * i) / (n - 1);
+    const k = lutIndex(lut, colorPosition(v, opts));
+    out.push([lut[k], lut[k + 1], lut[k + 2]]);
+  }
+  return out;
+}
+
+/** A short number for the colour bar's ends: 0.0012 -> "1.2e-3", 3.4 -> "3.4". */
+export function formatNumber(v) {
+  if (!Number.isFinite(v) || v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 0.01 && a < 1000) return String(Number(v.toPrecision(2)));
+  const [m, e] = v.toExponential(1).split("e");
+  return `${m}e${Number(e)}`;
+}
+
+/** What the colour bar says: the meaning of both ends for the map's class, and the scale. */
+export function legendText(meta, { positiveOnly = false, norm = "percentile" } = {}) {
+  const words = (meta && meta.legend) || ["against", "for"];
+  const s = mapScale(meta, norm, positiveOnly);
+  const how = norm === "max" ? "maximum" : "99.5th percentile of |relevance|";
+  return {
+    low: positiveOnly ? "0" : `−${formatNumber(s)}`,
+    mid: positiveOnly ? "" : "0",
+    high: `+${formatNumber(s)}`,
+    lowWords: positiveOnly ? "" : words[0],
+    highWords: words[1],
+    note: `colour scale ends at the ${how}${positiveOnly ? " (positive part)" : ""}`,
+  };
+}
+
+/** Always a percentage: 97.3 %, 0.2 %, 0.06 %, < 0.01 % (as sglrp_widgets.widget.format_probability). */
+export function formatPercent(p) {
+  if (p == null || !Number.isFinite(Number(p))) return "";
+  const pct = 100 * Number(p);
+  if (pct >= 1) return `${pct.toFixed(1)} %`;
+  if (pct >= 0.01) return `${Number(pct.toPrecision(2))} %`;
+  return "< 0.01 %";
+}
+
+/** "0.4 s", "12 s", "2 min 05 s" */
+export function formatElapsed(seconds) {
+  const s = Math.max(0, Number(seconds) || 0);
+  if (s < 10) return `${s.toFixed(1)} s`;
+  if (s < 60) return `${Math.round(s)} s`;
+  const m = Math.floor(s / 60);
+  return `${m} min ${String(Math.round(s - 60 * m)).padStart(2, "0")} s`;
+}
+
+/** Display size of one panel: scales with the available width; small images are enlarged by whole
+ *  factors (crisp pixels), large ones shrink to fit. */
+export function displaySize(available, w, h, panels = 1, preferred = 512) {
+  const room = Math.max(64, Math.floor(available / panels) - (panels > 1 ? 6 : 0));
+  let pw = Math.min(room, Math.max(w, preferred));
+  if (pw >= 2 * w) pw = w * Math.floor(pw / w);
+  pw = Math.max(1, Math.round(pw));
+  return { width: pw, height: Math.max(1, Math.round((pw * h) / w)), crisp: pw > w };
+}
+
+/** Boxes to draw (display pixels): the chosen class's own box highlighted. */
+export function boxesToDraw(boxes, target, scale = 1) {
+  return (boxes || []).map((b) => {
+    const [y0, x0, y1, x1] = b.box;
+    return {
+      x: x0 * scale, y: y0 * scale, w: (x1 - x0) * scale, h: (y1 - y0) * scale,
+      label: b.label || "", highlight: b.class != null && b.class === target,
+    };
+  });
+}
+
+/** True when a heatmap's metadata belongs to the image currently drawn. */
+export function heatmapMatchesImage(heatMeta, imageMeta) {
+  return !!heatMeta && !!imageMeta && heatMeta.index === imageMeta.index;
+}
+
+function slug(s) {
+  return String(s).toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "x";
+}
+
+/** File name of the PNG export: 1-based image number, method and class. */
+export function exportFileName(meta) {
+  const m = meta || {};
+  return `sglrp_image${(m.index ?? 0) + 1}_${slug(m.method || "map")}_${slug(m.class_name ?? m.target ?? "")}.png`;
+}
 
 /** Case-insensitive search over all class names; a number matches the class index. */
 export function filterClasses(names, query, limit = 50) {
@@ -237,64 +288,79 @@ export function defaultParams(spec) {
   return out;
 }
 
-/** Parse a control's raw value for a parameter spec. Invalid numbers are passed on as text
- *  so that the kernel's validation reports them (the widget shows the error). */
+/** A parameter's value as the text of its field ("" for automatic). */
+export function paramText(spec, value) {
+  if (value == null) return "";
+  if (Array.isArray(value)) return value.join(", ");
+  return String(value);
+}
+
+/**
+ * Parse what was typed into a parameter's field, checked against the registry's type and range.
+ * Returns {value} or {error: a sentence saying what is wrong and what to type}.
+ */
 export function parseParam(spec, raw) {
   const t = spec.type;
-  if (t === "bool") return raw === true || raw === "true" || raw === "on" || raw === 1;
+  const name = spec.name;
+  if (t === "bool") return { value: raw === true || raw === "true" || raw === "on" || raw === 1 };
+  const s = String(raw == null ? "" : raw).trim();
   if (t === "int" || t === "float") {
-    const s = String(raw).trim();
-    if (s === "") return null;
-    const v = Number(s);
-    if (!Number.isFinite(v)) return s;
-    return t === "int" && Number.isInteger(v) ? v : v;
+    if (s === "") return { error: `${name} needs a number${spec.default != null ? ` (default ${spec.default})` : ""}.` };
+    const v = Number(s.replace(/^\+/, ""));
+    if (!Number.isFinite(v)) return { error: `${name} must be a number, e.g. ${spec.default ?? 1}; “${s}” is not.` };
+    if (t === "int" && !Number.isInteger(v)) return { error: `${name} must be a whole number; got ${s}.` };
+    if ((spec.min != null && v < spec.min) || (spec.max != null && v > spec.max)) {
+      return { error: `${name} must be between ${spec.min ?? "−∞"} and ${spec.max ?? "∞"}; got ${s}.` };
+    }
+    return { value: v };
   }
   if (t === "bounds") {
-    // per-channel bounds: empty -> null (automatic), "a" -> a, "a, b, c" -> [a, b, c]
-    const s = String(raw == null ? "" : raw).trim();
-    if (s === "") return null;
+    if (s === "" || s.toLowerCase() === "auto") return { value: null };
     const parts = s.split(/[\s,;]+/).filter((x) => x !== "");
     const nums = parts.map(Number);
-    if (nums.some((v) => !Number.isFinite(v))) return s;
-    return nums.length === 1 ? nums[0] : nums;
+    if (nums.some((v) => !Number.isFinite(v))) {
+      return { error: `${name} must be one number or one per channel (e.g. 0 or “-1, -1, -1”), or empty for automatic; got “${s}”.` };
+    }
+    return { value: nums.length === 1 ? nums[0] : nums };
   }
-  if (t === "choice" || t === "str") return raw == null || raw === "" ? null : String(raw);
-  return raw;
+  if (t === "choice") return (spec.choices || []).map(String).includes(s) ? { value: (spec.choices || []).find((c) => String(c) === s) } : { error: `${name} must be one of ${(spec.choices || []).join(", ")}.` };
+  return { value: s === "" ? null : s };
 }
 
-export function formatProb(p) {
-  if (p == null || !Number.isFinite(p)) return "";
-  if (p >= 0.995) return (100 * p).toFixed(1) + "%";
-  if (p >= 0.001) return (100 * p).toFixed(1) + "%";
-  return p.toExponential(1);
+/** Is the comparison grid still about the current selection? */
+export function compareStatus(grid, selection) {
+  if (!grid || !grid.state) return { stale: false, text: "" };
+  const stale = grid.state === "stale" || (grid.index != null && grid.index !== selection.index);
+  const done = grid.done || 0, total = grid.total || 0;
+  let text = "";
+  if (grid.state === "running") text = total ? `computing ${done + 1 > total ? total : done + 1} of ${total}…` : "starting…";
+  else if (grid.state === "cancelled") text = `cancelled after ${done} of ${total}`;
+  else if (grid.state === "error") text = `failed: ${grid.error || "unknown error"}`;
+  if (stale) text = `stale: shows image ${(grid.index ?? 0) + 1}, the selection is image ${selection.index + 1} — press Compare again`;
+  return { stale, text };
 }
 
-/** True when a heatmap's metadata belongs to the image currently drawn. */
-export function heatmapMatchesImage(heatMeta, imageMeta) {
-  return !!heatMeta && !!imageMeta && heatMeta.index === imageMeta.index &&
-    heatMeta.width === imageMeta.width && heatMeta.height === imageMeta.height;
-}
+// =============================================================================================
+// Part 2: views
 
-// ---------------------------------------------------------------------------------------------
-// DOM.
-
-function h(tag, attrs = {}, ...children) {
+/** Create an element: h("div", {class: "x", role: "status", text: "hi"}, child, ...). */
+export function h(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
+    if (v == null || v === false) continue;
     if (k === "class") e.className = v;
     else if (k === "text") e.textContent = v;
     else if (k === "role") e.dataset.role = v;
-    else e.setAttribute(k, v);
+    else e.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children) if (c != null) e.append(c);
+  for (const c of children) if (c != null) e.append(typeof c === "string" ? document.createTextNode(c) : c);
   return e;
 }
 
-async function decodeImage(bytes, width, height) {
+async function decodePng(bytes, width, height) {
   const u8 = toUint8(bytes);
   if (!u8.byteLength) return null;
-  const blob = new Blob([u8], { type: "image/png" });
-  const bmp = await createImageBitmap(blob);
+  const bmp = await createImageBitmap(new Blob([u8], { type: "image/png" }));
   const c = document.createElement("canvas");
   c.width = width || bmp.width;
   c.height = height || bmp.height;
@@ -303,105 +369,194 @@ async function decodeImage(bytes, width, height) {
   return ctx.getImageData(0, 0, c.width, c.height).data;
 }
 
-function render({ model, el }) {
-  const local = {
-    opacity: Number(model.get("opacity")),
-    colormap: model.get("colormap") || "bwr",
-    positiveOnly: !!model.get("positive_only"),
-    imagePixels: null,
-    imageMeta: null,
-    heat: null,
-    heatMeta: null,
-    query: "",
+/** Shared state of the views: the model, the browser-only view settings and the decoded data. */
+export function makeEnv(model, deps = {}) {
+  const listeners = new Set();
+  const env = {
+    model,
+    decodePng: deps.decodePng || decodePng,
+    now: deps.now || (() => Date.now()),
+    local: {
+      opacity: Number(model.get("opacity") ?? 0.6),
+      colormap: model.get("colormap") || "bwr",
+      positiveOnly: !!model.get("positive_only"),
+      norm: model.get("norm") || "percentile",
+      layout: model.get("layout") || "overlay",
+      showBoxes: model.get("show_boxes") !== false,
+      query: "",
+      imagePixels: null, imageMeta: null, heat: null, heatMeta: null,
+      noKernel: false,
+    },
+    requestId: Number(model.get("request_id")) || 0,
+    pictureCanvas: null,
+    /** Send a selection change to the kernel (one message). */
+    request(changes) {
+      for (const [k, v] of Object.entries(changes)) model.set(k, v);
+      model.set("request_id", ++env.requestId);
+      try {
+        model.save_changes();
+      } catch (e) { // a saved view without its kernel has no comm
+        env.local.noKernel = true;
+        env.emit("kernel");
+        return;
+      }
+      env.expectAnswer();
+    },
+    /** Change a browser-only view setting: kept in the model state, nothing is sent now. */
+    setView(key, trait, value) {
+      env.local[key] = value;
+      model.set(trait, value);
+      env.emit("view");
+    },
+    on(fn) { listeners.add(fn); return () => listeners.delete(fn); },
+    emit(what) { for (const fn of listeners) fn(what); },
+    // the kernel counts every message it receives (comm_count): no change soon after a request means
+    // that this is a saved view without a kernel
+    _answerTimer: null,
+    expectAnswer() {
+      clearTimeout(env._answerTimer);
+      const before = model.get("comm_count");
+      env._answerTimer = setTimeout(() => {
+        if (model.get("comm_count") === before) { env.local.noKernel = true; env.emit("kernel"); }
+      }, deps.answerTimeout ?? 5000);
+    },
+    answered() {
+      clearTimeout(env._answerTimer);
+      if (env.local.noKernel) { env.local.noKernel = false; env.emit("kernel"); }
+    },
   };
+  return env;
+}
 
-  // --- layout ---
-  const canvas = h("canvas", { class: "sglrp-canvas", role: "heatmap", width: 64, height: 64 });
-  const prev = h("button", { class: "sglrp-btn", role: "prev", title: "previous image", text: "◀" });
-  const next = h("button", { class: "sglrp-btn", role: "next", title: "next image", text: "▶" });
-  const imageLabel = h("span", { class: "sglrp-image-label", role: "image-label" });
-  const methodSelect = h("select", { class: "sglrp-method", role: "method-select" });
-  const paramsBox = h("div", { class: "sglrp-params", role: "params" });
-  const search = h("input", { type: "search", class: "sglrp-search", role: "class-search", placeholder: "search classes…" });
-  const classSelect = h("select", { class: "sglrp-classes", role: "class-select", size: 8 });
-  const opacity = h("input", { type: "range", min: 0, max: 1, step: 0.01, role: "opacity", class: "sglrp-opacity" });
-  const cmapSelect = h("select", { role: "colormap", class: "sglrp-cmap" });
-  for (const name of colormapNames()) cmapSelect.append(h("option", { value: name, text: name }));
-  const posToggle = h("input", { type: "checkbox", role: "positive-only" });
-  const compareBtn = h("button", { class: "sglrp-btn", role: "compare", text: "Compare" });
-  const downloadBtn = h("button", { class: "sglrp-btn", role: "download", text: "PNG" });
-  const status = h("div", { class: "sglrp-status", role: "status" });
-  const metrics = h("span", { class: "sglrp-metrics", role: "metrics" });
-  const error = h("div", { class: "sglrp-error", role: "error" });
-  const compareBox = h("div", { class: "sglrp-compare", role: "compare-view" });
-  const commCount = h("span", { class: "sglrp-comm-count", role: "comm-count", hidden: "" });
+/** ◀ image k / n ▶ */
+export function navView(env) {
+  const { model } = env;
+  const prev = h("button", { class: "sglrp-btn", role: "prev", title: "previous image", "aria-label": "previous image", text: "◀" });
+  const next = h("button", { class: "sglrp-btn", role: "next", title: "next image", "aria-label": "next image", text: "▶" });
+  const label = h("span", { class: "sglrp-image-label", role: "image-label" });
+  const go = (step) => {
+    const n = model.get("n_images"), i = model.get("index");
+    env.request({ index: (i + step + n) % n, target: -1 });
+  };
+  prev.addEventListener("click", () => go(-1));
+  next.addEventListener("click", () => go(1));
+  const el = h("div", { class: "sglrp-row sglrp-nav" }, prev, label, next);
+  function update() {
+    const n = model.get("n_images") || 0;
+    label.textContent = `image ${(model.get("index") ?? 0) + 1} / ${n}`;
+    prev.disabled = next.disabled = n < 2;
+  }
+  return { el, keys: ["index", "n_images"], update };
+}
 
-  const left = h("div", { class: "sglrp-left" },
-    canvas,
-    h("div", { class: "sglrp-row" }, prev, imageLabel, next),
-    h("div", { class: "sglrp-row" }, h("label", { text: "overlay " }), opacity),
-    h("div", { class: "sglrp-row" }, h("label", { text: "colormap " }), cmapSelect,
-      h("label", { class: "sglrp-pos" }, posToggle, document.createTextNode(" positive only"))),
-  );
-  const right = h("div", { class: "sglrp-right" },
-    h("div", { class: "sglrp-row" }, h("label", { text: "method " }), methodSelect),
-    paramsBox,
-    search,
-    classSelect,
-    h("div", { class: "sglrp-row" }, compareBtn, downloadBtn),
-  );
-  const root = h("div", { class: "sglrp-explorer" },
-    h("div", { class: "sglrp-main" }, left, right),
-    h("div", { class: "sglrp-row sglrp-statusline" }, status, metrics, commCount),
-    error,
-    compareBox,
-  );
-  el.append(root);
+/** What the picture shows, in words: "cross · 55.5 %  —  SGLRP". */
+export function captionView(env) {
+  const { model } = env;
+  const title = h("div", { class: "sglrp-caption-title", role: "caption" });
+  const sub = h("div", { class: "sglrp-caption-sub", role: "caption-method" });
+  const el = h("div", { class: "sglrp-caption" }, title, sub);
+  function update() {
+    const m = model.get("heatmap_meta") || {};
+    if (m.class_name == null) { title.textContent = ""; sub.textContent = ""; return; }
+    title.textContent = `${m.class_name} · ${formatPercent(m.probability)}`;
+    const n = model.get("n_images") || 0;
+    sub.textContent = `${m.label || m.method} · image ${(m.index ?? 0) + 1} / ${n}`;
+  }
+  return { el, keys: ["heatmap_meta", "n_images"], update };
+}
 
-  // --- drawing (browser only: no kernel round trip) ---
-  function draw() {
-    const im = local.imageMeta;
-    const hm = local.heatMeta;
-    const W = (im && im.width) || (hm && hm.width) || 64;
-    const H = (im && im.height) || (hm && hm.height) || 64;
-    if (canvas.width !== W) canvas.width = W;
-    if (canvas.height !== H) canvas.height = H;
-    const disp = Math.max(256, Math.min(512, W));
-    canvas.style.width = disp + "px";
-    canvas.style.height = Math.round((disp * H) / W) + "px";
-    canvas.style.imageRendering = W < 128 ? "pixelated" : "auto";
-    const ctx = canvas.getContext("2d");
-    canvas.dataset.image = local.imagePixels && im ? String(im.index) : "";
-    let rgba;
-    if (local.heat && hm && (!im || heatmapMatchesImage(hm, im))) {
-      const vals = resample(local.heat, hm.width, hm.height, W, H);
-      rgba = renderOverlay(local.imagePixels, vals, local);
-      canvas.dataset.map = `${hm.index}|${hm.method}|${hm.target}`; // test hook: what is drawn
-    } else if (local.imagePixels) {
-      rgba = new Uint8ClampedArray(local.imagePixels);
-      canvas.dataset.map = "";
-    } else {
-      return;
+function drawBoxes(ctx, boxes, x0 = 0) {
+  for (const b of boxes) {
+    ctx.save();
+    ctx.setLineDash(b.highlight ? [] : [5, 3]);
+    ctx.lineWidth = b.highlight ? 3.5 : 2.5;
+    ctx.strokeStyle = "rgba(0,0,0,0.85)";
+    ctx.strokeRect(x0 + b.x, b.y, b.w, b.h);
+    ctx.lineWidth = b.highlight ? 1.6 : 1.1;
+    ctx.strokeStyle = "#ffffff";
+    ctx.strokeRect(x0 + b.x, b.y, b.w, b.h);
+    if (b.label) {
+      ctx.font = "11px sans-serif";
+      const tw = ctx.measureText(b.label).width + 6;
+      const ty = b.y >= 15 ? b.y - 15 : b.y;
+      ctx.fillStyle = "rgba(0,0,0,0.7)";
+      ctx.fillRect(x0 + b.x, ty, tw, 15);
+      ctx.fillStyle = "#ffffff";
+      ctx.fillText(b.label, x0 + b.x + 3, ty + 11);
     }
-    ctx.putImageData(new ImageData(rgba, W, H), 0, 0);
+    ctx.restore();
+  }
+}
+
+/** The picture: overlay, or image | map | overlay; boxes; dimmed while computing or after an error. */
+export function pictureView(env) {
+  const { model, local } = env;
+  const canvas = h("canvas", { class: "sglrp-canvas", role: "heatmap", width: 64, height: 64 });
+  const captions = h("div", { class: "sglrp-panel-captions", role: "panel-captions" });
+  const el = h("div", { class: "sglrp-picture" }, captions, canvas);
+  env.pictureCanvas = canvas;
+  let lastWidth = 0;
+
+  function panelsFor() {
+    const im = local.imageMeta, hm = local.heatMeta;
+    if (!local.imagePixels || !im) return [];
+    if (!(local.heat && heatmapMatchesImage(hm, im))) return [{ name: "image", px: local.imagePixels }];
+    const values = resample(local.heat, hm.width, hm.height, im.width, im.height);
+    const cm = colormapOf(model.get("colormaps"), local.colormap);
+    const opts = { diverging: cm.diverging, positiveOnly: local.positiveOnly };
+    const norm = normalizeHeatmap(values, mapScale(hm, local.norm, local.positiveOnly), local.positiveOnly);
+    const overlay = { name: "overlay", px: blend(local.imagePixels, norm, cm.lut, local.opacity, opts) };
+    if (local.layout !== "side") return [overlay];
+    return [{ name: "image", px: local.imagePixels }, { name: "map", px: colorize(norm, cm.lut, opts) }, overlay];
+  }
+
+  function draw() {
+    const im = local.imageMeta, hm = local.heatMeta;
+    const panels = panelsFor();
+    canvas.dataset.image = local.imagePixels && im ? String(im.index) : "";
+    canvas.dataset.map = panels.length && panels[panels.length - 1].name === "overlay" ? `${hm.index}|${hm.method}|${hm.target}` : "";
+    if (!panels.length) return;
+    const count = local.layout === "side" ? 3 : 1;
+    lastWidth = el.clientWidth || lastWidth || 400;
+    const size = displaySize(lastWidth, im.width, im.height, count);
+    canvas.width = size.width * count + 6 * (count - 1);
+    canvas.height = size.height;
+    canvas.style.width = `${canvas.width}px`;
+    canvas.style.height = `${canvas.height}px`;
+    const ctx = canvas.getContext("2d");
+    if (!ctx) return;
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.imageSmoothingEnabled = !size.crisp;
+    const off = document.createElement("canvas");
+    off.width = im.width;
+    off.height = im.height;
+    const octx = off.getContext("2d");
+    const target = hm ? hm.target : model.get("resolved_target");
+    const boxes = local.showBoxes ? boxesToDraw(model.get("boxes"), target, size.width / im.width) : [];
+    captions.textContent = "";
+    panels.forEach((p, i) => {
+      const x = i * (size.width + 6);
+      octx.putImageData(new ImageData(p.px, im.width, im.height), 0, 0);
+      ctx.drawImage(off, x, 0, size.width, size.height);
+      if (p.name !== "map") drawBoxes(ctx, boxes, x);
+      if (count > 1) captions.append(h("span", { style: `width:${size.width}px`, text: p.name }));
+    });
+    captions.hidden = count === 1;
   }
 
   function loadHeatmap() {
     const meta = model.get("heatmap_meta") || {};
     const buf = model.get("heatmap");
-    if (!meta.width || !buf || !toUint8(buf).byteLength) {
-      local.heat = null;
-      local.heatMeta = null;
-    } else {
+    local.heat = null;
+    local.heatMeta = null;
+    if (meta.width && buf && toUint8(buf).byteLength) {
       try {
         local.heat = decodeHeatmap(buf, meta);
         local.heatMeta = meta;
       } catch (e) {
-        error.textContent = "could not decode heatmap: " + e.message;
-        local.heat = null;
+        console.error("sglrp_widgets: could not decode the heatmap", e);
       }
     }
-    draw();
   }
 
   let imageToken = 0;
@@ -409,212 +564,584 @@ function render({ model, el }) {
     const meta = model.get("image_meta") || {};
     const token = ++imageToken;
     try {
-      const px = await decodeImage(model.get("image"), meta.width, meta.height);
+      const px = await env.decodePng(model.get("image"), meta.width, meta.height);
       if (token !== imageToken) return; // a newer image arrived meanwhile
       local.imagePixels = px;
-      local.imageMeta = meta;
-      imageLabel.textContent = `image ${meta.index + 1} / ${model.get("n_images")}`;
+      local.imageMeta = px ? meta : null;
       draw();
     } catch (e) {
-      error.textContent = "could not decode image: " + e.message;
+      console.error("sglrp_widgets: could not decode the image", e);
     }
   }
 
-  // --- controls ---
-  function specFor(name) {
-    return (model.get("method_specs") || []).find((s) => s.name === name);
+  function dim() {
+    const task = model.get("task") || {};
+    el.classList.toggle("sglrp-dim", task.kind === "map" || !!model.get("error"));
   }
 
-  function buildMethods() {
-    methodSelect.textContent = "";
-    for (const g of groupMethods(model.get("method_specs"))) {
-      const og = h("optgroup", { label: g.family });
-      for (const s of g.methods) og.append(h("option", { value: s.name, text: s.label || s.name, title: s.description || "" }));
-      methodSelect.append(og);
+  if (typeof ResizeObserver !== "undefined") {
+    const ro = new ResizeObserver(() => { if (el.clientWidth && el.clientWidth !== lastWidth) draw(); });
+    ro.observe(el);
+    env.on((what) => { if (what === "dispose") ro.disconnect(); });
+  }
+  let imageKey = null;
+  function update(what) {
+    if (what === "init" || what === "image" || what === "image_meta") {
+      const key = JSON.stringify(model.get("image_meta") || {}); // image and image_meta arrive together
+      if (what === "init" || key !== imageKey) {
+        imageKey = key;
+        loadHeatmap();
+        loadImage(); // draws once decoded
+      }
+    } else if (what === "heatmap" || what === "heatmap_meta") {
+      loadHeatmap();
+      draw();
+    } else if (what === "boxes" || what === "view") {
+      draw();
     }
-    methodSelect.value = model.get("method");
+    dim();
+  }
+  return {
+    el, keys: ["image", "image_meta", "heatmap", "heatmap_meta", "boxes", "task", "error", "view"], update,
+    draw, loadImage,
+  };
+}
+
+/** The colour bar: colours and the meaning of both ends for the map's class. */
+export function legendView(env) {
+  const { model, local } = env;
+  const bar = h("canvas", { class: "sglrp-legend-bar", role: "legend-bar", width: 256, height: 12 });
+  const low = h("span", { class: "sglrp-legend-low", role: "legend-low" });
+  const mid = h("span", { class: "sglrp-legend-mid", role: "legend-mid" });
+  const high = h("span", { class: "sglrp-legend-high", role: "legend-high" });
+  const lowWords = h("span", { class: "sglrp-legend-low", role: "legend-low-words" });
+  const highWords = h("span", { class: "sglrp-legend-high", role: "legend-high-words" });
+  const note = h("div", { class: "sglrp-legend-note", role: "legend-note" });
+  const el = h("div", { class: "sglrp-legend", role: "legend" }, bar,
+    h("div", { class: "sglrp-legend-labels" }, low, mid, high),
+    h("div", { class: "sglrp-legend-labels sglrp-legend-words" }, lowWords, highWords), note);
+  function update() {
+    const meta = model.get("heatmap_meta") || {};
+    el.hidden = meta.class_name == null;
+    const cm = colormapOf(model.get("colormaps"), local.colormap);
+    const opts = { diverging: cm.diverging, positiveOnly: local.positiveOnly };
+    const text = legendText(meta, { positiveOnly: local.positiveOnly, norm: local.norm });
+    low.textContent = text.low;
+    mid.textContent = text.mid;
+    high.textContent = text.high;
+    lowWords.textContent = text.lowWords;
+    highWords.textContent = text.highWords;
+    note.textContent = text.note;
+    const ctx = bar.getContext("2d");
+    if (!ctx) return;
+    const colors = rampColors(cm.lut, opts, bar.width);
+    colors.forEach(([r, g, b], i) => { ctx.fillStyle = `rgb(${r},${g},${b})`; ctx.fillRect(i, 0, 1, bar.height); });
+  }
+  return { el, keys: ["heatmap_meta", "colormaps", "view"], update };
+}
+
+/** Opacity, colormap, positive-only, colour scale, layout, boxes: browser-only settings. */
+export function viewControlsView(env) {
+  const { model, local } = env;
+  const opacity = h("input", { type: "range", min: 0, max: 1, step: 0.01, role: "opacity", class: "sglrp-opacity", "aria-label": "overlay opacity" });
+  const cmap = h("select", { role: "colormap", class: "sglrp-input", "aria-label": "colormap" });
+  const pos = h("input", { type: "checkbox", role: "positive-only" });
+  const norm = h("select", { role: "norm", class: "sglrp-input", "aria-label": "colour scale" },
+    h("option", { value: "percentile", text: "99.5th percentile" }), h("option", { value: "max", text: "maximum" }));
+  const layout = h("select", { role: "layout", class: "sglrp-input", "aria-label": "layout" },
+    h("option", { value: "overlay", text: "overlay" }), h("option", { value: "side", text: "image | map | overlay" }));
+  const boxes = h("input", { type: "checkbox", role: "show-boxes" });
+  const boxesLabel = h("label", { class: "sglrp-check" }, boxes, " boxes");
+  opacity.addEventListener("input", () => env.setView("opacity", "opacity", Number(opacity.value)));
+  cmap.addEventListener("change", () => env.setView("colormap", "colormap", cmap.value));
+  pos.addEventListener("change", () => env.setView("positiveOnly", "positive_only", pos.checked));
+  norm.addEventListener("change", () => env.setView("norm", "norm", norm.value));
+  layout.addEventListener("change", () => env.setView("layout", "layout", layout.value));
+  boxes.addEventListener("change", () => env.setView("showBoxes", "show_boxes", boxes.checked));
+  const el = h("div", { class: "sglrp-view-controls" },
+    h("label", { text: "opacity" }), opacity,
+    h("label", { text: "colours" }), h("div", { class: "sglrp-row" }, cmap, h("label", { class: "sglrp-check" }, pos, " positive only")),
+    h("label", { text: "scale" }), norm,
+    h("label", { text: "view" }), h("div", { class: "sglrp-row" }, layout, boxesLabel));
+  function update() {
+    const names = Object.keys(model.get("colormaps") || {});
+    if (cmap.options.length !== names.length) {
+      cmap.textContent = "";
+      for (const n of names) cmap.append(h("option", { value: n, text: n }));
+    }
+    opacity.value = String(local.opacity);
+    cmap.value = local.colormap;
+    pos.checked = local.positiveOnly;
+    norm.value = local.norm;
+    layout.value = local.layout;
+    boxes.checked = local.showBoxes;
+    boxesLabel.hidden = !(model.get("boxes") || []).length;
+  }
+  return { el, keys: ["colormaps", "boxes", "view"], update };
+}
+
+/** The method menu, grouped by family; methods that cannot explain this model are disabled, with why. */
+export function methodView(env) {
+  const { model } = env;
+  const select = h("select", { class: "sglrp-input sglrp-method", role: "method-select", "aria-label": "method" });
+  const about = h("div", { class: "sglrp-help", role: "method-help" });
+  const unavailable = h("details", { class: "sglrp-unavailable", role: "unavailable" });
+  select.addEventListener("change", () => {
+    const spec = (model.get("method_specs") || []).find((s) => s.name === select.value);
+    env.request({ method: select.value, params: defaultParams(spec) });
+  });
+  const el = h("div", { class: "sglrp-method-box" }, h("div", { class: "sglrp-row" }, h("label", { text: "method" }), select), about, unavailable);
+  let built = null;
+  function update() {
+    const specs = model.get("method_specs") || [];
+    if (built !== specs) {
+      built = specs;
+      select.textContent = "";
+      for (const g of groupMethods(specs)) {
+        const og = h("optgroup", { label: g.family });
+        for (const s of g.methods) {
+          og.append(h("option", {
+            value: s.name, text: s.unavailable ? `${s.label || s.name} (not for this model)` : s.label || s.name,
+            title: s.unavailable || s.description || "", disabled: !!s.unavailable,
+          }));
+        }
+        select.append(og);
+      }
+      const off = specs.filter((s) => s.unavailable);
+      unavailable.textContent = "";
+      unavailable.hidden = !off.length;
+      if (off.length) {
+        unavailable.append(h("summary", { text: `${off.length} method${off.length > 1 ? "s" : ""} cannot explain this model` }));
+        for (const s of off) unavailable.append(h("div", { class: "sglrp-help", text: `${s.label || s.name}: ${s.unavailable}` }));
+      }
+    }
+    select.value = model.get("method");
+    const spec = specs.find((s) => s.name === model.get("method"));
+    about.textContent = spec ? spec.description || "" : "";
+  }
+  return { el, keys: ["method_specs", "method"], update };
+}
+
+/** One field per parameter of the method, with its description and, when a value is wrong, a sentence. */
+export function paramsView(env) {
+  const { model } = env;
+  const el = h("div", { class: "sglrp-params", role: "params" });
+  let fields = {}; // name -> {input, error, spec, applied}
+  let builtFor = null;
+
+  function apply(name) {
+    const f = fields[name];
+    const raw = f.spec.type === "bool" ? f.input.checked : f.input.value;
+    if (f.spec.type !== "bool" && String(raw) === f.applied) return; // Enter, then blur: once
+    const parsed = parseParam(f.spec, raw);
+    if (parsed.error) {
+      f.error.textContent = parsed.error;
+      f.input.setAttribute("aria-invalid", "true");
+      return; // nothing is sent: the map on screen still matches the applied values
+    }
+    f.error.textContent = "";
+    f.input.removeAttribute("aria-invalid");
+    f.applied = String(raw);
+    env.request({ params: { ...(model.get("params") || {}), [name]: parsed.value } });
   }
 
-  function buildParams() {
-    paramsBox.textContent = "";
-    const spec = specFor(model.get("method"));
-    const values = model.get("params") || {};
+  function build() {
+    const spec = (model.get("method_specs") || []).find((s) => s.name === model.get("method"));
+    builtFor = model.get("method");
+    el.textContent = "";
+    fields = {};
     for (const p of (spec && spec.params) || []) {
-      const v = values[p.name] !== undefined ? values[p.name] : p.default;
       let input;
-      if (p.type === "bool") {
-        input = h("input", { type: "checkbox" });
-        input.checked = !!v;
-      } else if (p.type === "choice") {
-        input = h("select");
+      if (p.type === "bool") input = h("input", { type: "checkbox" });
+      else if (p.type === "choice") {
+        input = h("select", { class: "sglrp-input" });
         for (const c of p.choices || []) input.append(h("option", { value: String(c), text: String(c) }));
-        input.value = v == null ? "" : String(v);
-      } else if (p.type === "int" || p.type === "float") {
-        input = h("input", { type: "number", step: p.type === "int" ? 1 : "any" });
-        if (p.min != null) input.setAttribute("min", p.min);
-        if (p.max != null) input.setAttribute("max", p.max);
-        input.value = v == null ? "" : String(v);
       } else {
-        input = h("input", { type: "text", placeholder: v == null ? "auto" : "" });
-        input.value = v == null ? "" : Array.isArray(v) ? v.join(", ") : String(v);
+        input = h("input", {
+          type: "text", class: "sglrp-input", spellcheck: "false", autocomplete: "off",
+          inputmode: p.type === "int" ? "numeric" : p.type === "float" ? "decimal" : null,
+          placeholder: p.type === "bounds" || p.type === "str" ? "auto" : null,
+        });
       }
       input.dataset.role = "param";
       input.dataset.param = p.name;
-      input.title = p.help || "";
-      input.addEventListener("change", () => {
-        const raw = p.type === "bool" ? input.checked : input.value;
-        const params = { ...(model.get("params") || {}), [p.name]: parseParam(p, raw) };
-        request({ params });
+      input.setAttribute("aria-label", p.name);
+      const error = h("div", { class: "sglrp-field-error", role: "field-error", "data-param": p.name, "aria-live": "polite" });
+      fields[p.name] = { input, error, spec: p, applied: null };
+      input.addEventListener("change", () => apply(p.name)); // Tab, blur, Enter (where the page lets it through)
+      input.addEventListener("keydown", (ev) => {
+        ev.stopPropagation(); // the notebook's shortcuts (Enter = edit cell, ...) must not see typing here
+        if (ev.key === "Enter") { ev.preventDefault(); apply(p.name); }
       });
-      paramsBox.append(h("label", { class: "sglrp-param", title: p.help || "" }, document.createTextNode(p.name + " "), input));
+      const name = h("label", { class: "sglrp-param-name", text: p.name });
+      el.append(h("div", { class: `sglrp-param${p.type === "bool" ? " sglrp-param-bool" : ""}` },
+        ...(p.type === "bool" ? [input, name] : [name, input]),
+        h("div", { class: "sglrp-help", text: p.help || "" }), error));
     }
   }
 
-  function buildClasses() {
+  function update() {
+    if (builtFor !== model.get("method") || !Object.keys(fields).length) build();
+    const values = model.get("params") || {};
+    const errors = model.get("field_errors") || {};
+    for (const [name, f] of Object.entries(fields)) {
+      const v = values[name] !== undefined ? values[name] : f.spec.default;
+      if (document.activeElement !== f.input || errors[name]) {
+        if (f.spec.type === "bool") f.input.checked = !!v;
+        else if (!errors[name]) f.input.value = paramText(f.spec, v);
+      }
+      f.applied = f.spec.type === "bool" ? null : f.input.value;
+      if (errors[name]) {
+        f.error.textContent = errors[name];
+        f.input.setAttribute("aria-invalid", "true");
+      } else if (!f.input.hasAttribute("aria-invalid") || values[name] !== undefined) {
+        f.error.textContent = "";
+        f.input.removeAttribute("aria-invalid");
+      }
+    }
+  }
+  return { el, keys: ["method", "method_specs", "params", "field_errors"], update, apply };
+}
+
+/** Search over all class names, the top-k predictions with percentages, and the class shown. */
+export function classView(env) {
+  const { model, local } = env;
+  const search = h("input", { type: "search", class: "sglrp-input sglrp-search", role: "class-search", placeholder: "search all classes…", "aria-label": "search classes" });
+  const select = h("select", { class: "sglrp-input sglrp-classes", role: "class-select", size: 7, "aria-label": "class" });
+  search.addEventListener("keydown", (ev) => ev.stopPropagation());
+  search.addEventListener("input", () => { local.query = search.value; update(); });
+  select.addEventListener("change", () => {
+    const t = Number(select.value);
+    if (Number.isInteger(t)) env.request({ target: t });
+  });
+  const el = h("div", { class: "sglrp-class-box" }, search, select);
+  function update() {
     const names = model.get("class_names") || [];
     const preds = model.get("predictions") || [];
-    const target = model.get("resolved_target");
-    classSelect.textContent = "";
+    select.textContent = "";
     const top = h("optgroup", { label: `top ${preds.length} predictions` });
-    for (const p of preds) {
-      top.append(h("option", { value: String(p.index), text: `${p.name}  ${formatProb(p.prob)}` }));
-    }
-    classSelect.append(top);
+    for (const p of preds) top.append(h("option", { value: String(p.index), text: `${p.name} · ${p.percent || formatPercent(p.prob)}` }));
+    select.append(top);
     const matches = filterClasses(names, local.query, 100);
     if (matches.length) {
-      const og = h("optgroup", { label: `matches for “${local.query}”` });
-      for (const m of matches) og.append(h("option", { value: String(m.index), text: `${m.index}: ${m.name}` }));
-      classSelect.append(og);
+      const og = h("optgroup", { label: `all classes matching “${local.query}”` });
+      for (const m of matches) og.append(h("option", { value: String(m.index), text: `${m.name} (${m.index})` }));
+      select.append(og);
     }
-    if (target != null && target >= 0) classSelect.value = String(target);
+    const t = model.get("resolved_target");
+    if (t != null && t >= 0) select.value = String(t);
   }
+  return { el, keys: ["predictions", "resolved_target", "class_names"], update };
+}
 
-  let requestId = Number(model.get("request_id")) || 0;
-  function request(changes) {
-    for (const [k, v] of Object.entries(changes)) model.set(k, v);
-    model.set("request_id", ++requestId);
-    error.textContent = "";
-    model.save_changes();
+/** What is computing and for how long (with Cancel), the last status, errors, and a no-kernel note. */
+export function statusView(env) {
+  const { model, local } = env;
+  const busy = h("span", { class: "sglrp-busy", role: "busy" });
+  const cancel = h("button", { class: "sglrp-btn", role: "cancel", text: "Cancel" });
+  const status = h("span", { class: "sglrp-status", role: "status" });
+  const error = h("div", { class: "sglrp-error", role: "error", "aria-live": "polite" });
+  const kernel = h("div", { class: "sglrp-note", role: "no-kernel" });
+  const count = h("span", { role: "comm-count", hidden: true });
+  cancel.addEventListener("click", () => model.send({ type: "cancel", what: "map" }));
+  const el = h("div", { class: "sglrp-statusbox" }, h("div", { class: "sglrp-row sglrp-statusline" }, busy, cancel, status, count), error, kernel);
+  let since = null, timer = null;
+  function tick() {
+    const task = model.get("task") || {};
+    busy.textContent = `computing ${task.label || ""} · ${formatElapsed((env.now() - since) / 1000)}`;
   }
+  function update(what) {
+    if (what === "comm_count") env.answered();
+    count.textContent = String(model.get("comm_count"));
+    const task = model.get("task") || {};
+    const computing = task.kind === "map";
+    if (computing && since == null) {
+      since = env.now();
+      timer = setInterval(tick, 200);
+    } else if (!computing && since != null) {
+      since = null;
+      clearInterval(timer);
+    }
+    busy.hidden = cancel.hidden = !computing;
+    status.hidden = computing;
+    if (computing) tick();
+    status.textContent = model.get("status") || "";
+    error.textContent = model.get("error") || "";
+    kernel.textContent = local.noKernel ? "The kernel does not answer: this is the saved view of the last map. Run the cell again to explore." : "";
+  }
+  env.on((what) => { if (what === "dispose") clearInterval(timer); });
+  return { el, keys: ["task", "status", "error", "comm_count", "kernel"], update };
+}
 
-  methodSelect.addEventListener("change", () => {
-    const spec = specFor(methodSelect.value);
-    request({ method: methodSelect.value, params: defaultParams(spec) });
+/** Share of positive relevance in the class's own box, and the pointing game ("n/a" without a box). */
+export function metricsView(env) {
+  const { model } = env;
+  const el = h("div", { class: "sglrp-metrics", role: "metrics" });
+  function update() {
+    const m = model.get("metrics") || {};
+    if (m.note) { el.textContent = `${m.region}: ${m.note}`; return; }
+    const parts = [];
+    if (m.mass_in_box != null) parts.push(`relevance in ${m.region || "box"} ${(100 * m.mass_in_box).toFixed(1)} %`);
+    if (m.pointing_game != null) parts.push(`pointing game ${m.pointing_game ? "hit" : "miss"}`);
+    el.textContent = parts.join(" · ");
+  }
+  return { el, keys: ["metrics"], update };
+}
+
+/** A line of Python that reproduces the map, with a copy button. */
+export function codeView(env) {
+  const { model } = env;
+  const code = h("code", { class: "sglrp-code", role: "code" });
+  const copy = h("button", { class: "sglrp-btn", role: "copy-code", text: "Copy code" });
+  copy.addEventListener("click", async () => {
+    const text = model.get("code") || "";
+    try {
+      await navigator.clipboard.writeText(text);
+      copy.textContent = "Copied";
+    } catch (e) { // no clipboard (insecure context): select the text for Ctrl+C
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      copy.textContent = "Selected: press Ctrl+C";
+    }
+    setTimeout(() => { copy.textContent = "Copy code"; }, 1500);
   });
-  classSelect.addEventListener("change", () => {
-    const t = Number(classSelect.value);
-    if (Number.isInteger(t)) request({ target: t });
-  });
-  search.addEventListener("input", () => {
-    local.query = search.value;
-    buildClasses();
-  });
-  prev.addEventListener("click", () => {
-    const n = model.get("n_images"), i = model.get("index");
-    request({ index: (i - 1 + n) % n, target: -1 });
-  });
-  next.addEventListener("click", () => {
-    const n = model.get("n_images"), i = model.get("index");
-    request({ index: (i + 1) % n, target: -1 });
-  });
-  // View settings: local only. model.set (no save) keeps the value for the next real request,
-  // so the kernel's static PNG fallback eventually follows, but nothing is sent now.
-  opacity.value = String(local.opacity);
-  opacity.addEventListener("input", () => {
-    local.opacity = Number(opacity.value);
-    model.set("opacity", local.opacity);
-    draw();
-  });
-  cmapSelect.value = local.colormap;
-  cmapSelect.addEventListener("change", () => {
-    local.colormap = cmapSelect.value;
-    model.set("colormap", local.colormap);
-    draw();
-  });
-  posToggle.checked = local.positiveOnly;
-  posToggle.addEventListener("change", () => {
-    local.positiveOnly = posToggle.checked;
-    model.set("positive_only", local.positiveOnly);
-    draw();
-  });
-  compareBtn.addEventListener("click", () => {
-    compareBox.textContent = "computing comparison…";
-    model.send({ type: "compare" });
-  });
-  downloadBtn.addEventListener("click", () => {
-    canvas.toBlob((blob) => {
+  const el = h("div", { class: "sglrp-row sglrp-codebox" }, copy, code);
+  function update() {
+    code.textContent = model.get("code") || "";
+    el.hidden = !model.get("code");
+  }
+  return { el, keys: ["code"], update };
+}
+
+/** Draw the labelled PNG (title, picture, colour bar with its words) on a canvas of the display size. */
+export function composeExport(env, canvas, doc = document) {
+  const { model, local } = env;
+  const meta = model.get("heatmap_meta") || {};
+  const pic = env.pictureCanvas;
+  const width = Math.max(320, pic ? pic.width : 320);
+  const picH = pic ? pic.height : 0;
+  const head = 46, foot = 52;
+  canvas.width = width;
+  canvas.height = head + picH + foot;
+  const ctx = canvas.getContext("2d");
+  if (!ctx) return canvas;
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#111111";
+  ctx.textAlign = "center";
+  ctx.font = "bold 15px sans-serif";
+  ctx.fillText(`${meta.class_name ?? ""} · ${formatPercent(meta.probability)}`, width / 2, 19);
+  ctx.font = "12px sans-serif";
+  ctx.fillText(`${meta.label || meta.method || ""} · image ${(meta.index ?? 0) + 1} / ${model.get("n_images")}`, width / 2, 37);
+  if (pic) ctx.drawImage(pic, Math.round((width - pic.width) / 2), head);
+  const cm = colormapOf(model.get("colormaps"), local.colormap);
+  const colors = rampColors(cm.lut, { diverging: cm.diverging, positiveOnly: local.positiveOnly }, width - 40);
+  colors.forEach(([r, g, b], i) => { ctx.fillStyle = `rgb(${r},${g},${b})`; ctx.fillRect(20 + i, head + picH + 8, 1, 12); });
+  const text = legendText(meta, { positiveOnly: local.positiveOnly, norm: local.norm });
+  ctx.fillStyle = "#111111";
+  ctx.font = "11px sans-serif";
+  ctx.textAlign = "left";
+  ctx.fillText(`${text.low} ${text.lowWords}`.trim(), 20, head + picH + 34);
+  ctx.textAlign = "right";
+  ctx.fillText(`${text.highWords} ${text.high}`, width - 20, head + picH + 34);
+  if (text.mid) { ctx.textAlign = "center"; ctx.fillText(text.mid, width / 2, head + picH + 34); }
+  ctx.textAlign = "center";
+  ctx.fillStyle = "#555555";
+  ctx.font = "10px sans-serif";
+  ctx.fillText(text.note, width / 2, head + picH + 48);
+  return canvas;
+}
+
+/** Compare and PNG buttons. */
+export function actionsView(env) {
+  const { model } = env;
+  const compare = h("button", { class: "sglrp-btn", role: "compare", text: "Compare methods" });
+  const download = h("button", { class: "sglrp-btn", role: "download", text: "Save PNG" });
+  compare.addEventListener("click", () => model.send({ type: "compare" }));
+  download.addEventListener("click", () => {
+    const c = composeExport(env, document.createElement("canvas"));
+    c.toBlob((blob) => {
       if (!blob) return;
       const a = document.createElement("a");
-      const m = local.heatMeta || {};
-      a.download = `sglrp_${m.method || "map"}_img${m.index ?? 0}_class${m.target ?? ""}.png`;
+      a.download = exportFileName(model.get("heatmap_meta"));
       a.href = URL.createObjectURL(blob);
+      a.dataset.role = "download-link";
       a.click();
       setTimeout(() => URL.revokeObjectURL(a.href), 1000);
     }, "image/png");
   });
+  const el = h("div", { class: "sglrp-row" }, compare, download);
+  function update() { download.disabled = !(model.get("heatmap_meta") || {}).class_name; }
+  return { el, keys: ["heatmap_meta"], update };
+}
 
-  function showStatus() {
-    status.textContent = model.get("status") || "";
-    root.classList.toggle("sglrp-busy", !!model.get("busy"));
+/** The comparison grid (methods x classes) drawn here with the current view settings, row by row. */
+export function compareView(env) {
+  const { model, local } = env;
+  const title = h("div", { class: "sglrp-compare-title", role: "compare-title" });
+  const progress = h("span", { class: "sglrp-compare-progress", role: "compare-progress" });
+  const cancel = h("button", { class: "sglrp-btn", role: "compare-cancel", text: "Cancel" });
+  const close = h("button", { class: "sglrp-btn", role: "compare-close", title: "hide the comparison", text: "✕" });
+  const grid = h("div", { class: "sglrp-compare-grid", role: "compare-grid" });
+  cancel.addEventListener("click", () => model.send({ type: "cancel", what: "compare" }));
+  let hidden = false;
+  close.addEventListener("click", () => { hidden = true; update(); });
+  const el = h("div", { class: "sglrp-compare", role: "compare-view" }, h("div", { class: "sglrp-row" }, title, progress, cancel, close), grid);
+  let shown = null;
+  function sized(node, w, h_) {
+    const size = Math.max(96, Math.min(160, w));
+    node.style.imageRendering = size > w ? "pixelated" : "auto";
+    node.style.width = `${size}px`;
+    node.style.height = `${Math.round((size * h_) / w)}px`;
+    return node;
   }
-  function showError() {
-    error.textContent = model.get("error") || "";
+  // the maps alone, in the current colours and scale, next to their image (as viz.plot_grid draws them)
+  function tile(buf, scales, w, h_) {
+    const c = h("canvas", { class: "sglrp-tile", width: w, height: h_ });
+    const values = decodeHeatmap(buf, { dtype: "float16", width: w, height: h_, scale: scales.max_abs });
+    const cm = colormapOf(model.get("colormaps"), local.colormap);
+    const opts = { diverging: cm.diverging, positiveOnly: local.positiveOnly };
+    const norm = normalizeHeatmap(values, mapScale({ scales }, local.norm, local.positiveOnly), local.positiveOnly);
+    const ctx = c.getContext("2d");
+    if (ctx) ctx.putImageData(new ImageData(colorize(norm, cm.lut, opts), w, h_), 0, 0);
+    return sized(c, w, h_);
   }
-  function showMetrics() {
-    const m = model.get("metrics") || {};
-    const parts = [];
-    if (m.mass_in_box != null) parts.push(`mass in box ${(100 * m.mass_in_box).toFixed(1)}%`);
-    if (m.pointing_game != null) parts.push(`pointing game ${m.pointing_game ? "hit" : "miss"}`);
-    metrics.textContent = parts.join(" · ");
-  }
-  function showCompare() {
-    const bytes = toUint8(model.get("compare_png"));
-    compareBox.textContent = "";
-    if (!bytes.byteLength) return;
-    const img = h("img", { role: "compare-image", class: "sglrp-compare-img" });
+  function picture(g) {
+    const bytes = toUint8(g.image);
+    if (!bytes.byteLength) return h("span");
+    const img = h("img", { class: "sglrp-tile", role: "compare-image", alt: `image ${(g.index ?? 0) + 1}` });
     img.src = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
-    compareBox.append(img);
+    return sized(img, g.width, g.height);
   }
+  function update(what) {
+    const g = model.get("compare_grid") || {};
+    if (g !== shown) hidden = false;
+    shown = g;
+    el.hidden = hidden || !g.state;
+    if (el.hidden) return;
+    const st = compareStatus(g, { index: model.get("index") });
+    el.classList.toggle("sglrp-stale", st.stale);
+    title.textContent = g.title || "Compare";
+    progress.textContent = st.text || (g.state === "done" ? `${g.done} of ${g.total}` : "");
+    cancel.hidden = g.state !== "running";
+    if (what === "index" || what === "method" || what === "params") return; // only staleness changed
+    grid.textContent = "";
+    const targets = g.targets || [];
+    if (!targets.length) return;
+    grid.style.gridTemplateColumns = `auto auto repeat(${targets.length}, auto)`;
+    grid.append(h("span"), h("span", { class: "sglrp-compare-col", text: "image" }));
+    for (const t of targets) grid.append(h("span", { class: "sglrp-compare-col", text: `${t.name} · ${t.percent || formatPercent(t.probability)}` }));
+    (g.rows || []).forEach((row, r) => {
+      grid.append(h("span", { class: "sglrp-compare-row", text: row.label }), r === 0 ? picture(g) : h("span"));
+      row.maps.forEach((buf, j) => grid.append(tile(buf, row.scales[j], g.width, g.height)));
+    });
+  }
+  return { el, keys: ["compare_grid", "index", "view", "image_meta"], update };
+}
 
-  const handlers = {
-    "change:heatmap": loadHeatmap,
-    "change:heatmap_meta": loadHeatmap,
-    "change:image": loadImage,
-    "change:image_meta": loadImage,
-    "change:method_specs": () => { buildMethods(); buildParams(); },
-    "change:method": () => { methodSelect.value = model.get("method"); buildParams(); },
-    "change:params": buildParams,
-    "change:predictions": buildClasses,
-    "change:resolved_target": buildClasses,
-    "change:class_names": buildClasses,
-    "change:status": showStatus,
-    "change:busy": showStatus,
-    "change:error": showError,
-    "change:metrics": showMetrics,
-    "change:compare_png": showCompare,
-    "change:comm_count": () => { commCount.textContent = String(model.get("comm_count")); },
+// =============================================================================================
+// Part 3: persistence and render
+
+const STATE_MIME = "application/vnd.jupyter.widget-state+json";
+const OUR_ID = "sglrp_widgets.widget.RelevanceExplorer";
+const hooked = new WeakSet();
+
+/**
+ * Keep this widget's state in the notebook file when it is saved (JupyterLab 4 / Notebook 7 leave widget
+ * state out by default, so a reopened notebook would show "model not found" instead of the last map).
+ * Only RelevanceExplorer models (and the models they reference) are written; other widgets and the
+ * user's own setting for them are left alone.
+ */
+export function persistState(model) {
+  const manager = model && model.widget_manager;
+  const context = manager && manager.context;
+  if (!context || !context.saveState || !context.model || typeof manager.get_state_sync !== "function") return () => {};
+  if (hooked.has(context)) return () => {};
+  hooked.add(context);
+  const onSave = (_sender, phase) => {
+    if (phase !== "started") return;
+    try {
+      writeState(manager, context.model);
+    } catch (e) {
+      console.error("sglrp_widgets: could not store the widget state in the notebook", e);
+    }
   };
-  for (const [ev, fn] of Object.entries(handlers)) model.on(ev, fn);
-  const onCustom = (msg) => {
-    if (msg && msg.type === "compare_error") compareBox.textContent = msg.message;
+  context.saveState.connect(onSave);
+  return () => { context.saveState.disconnect(onSave); hooked.delete(context); };
+}
+
+/** Merge the live RelevanceExplorer models' state into the notebook metadata (exported for tests). */
+export function writeState(manager, notebookModel) {
+  const all = manager.get_state_sync({ drop_defaults: true });
+  const live = all.state || {};
+  const keep = {};
+  const add = (id) => {
+    if (keep[id] || !live[id]) return;
+    keep[id] = live[id];
+    for (const v of Object.values(live[id].state || {})) {
+      if (typeof v === "string" && v.startsWith("IPY_MODEL_")) add(v.slice(10));
+    }
   };
-  model.on("msg:custom", onCustom);
+  for (const [id, s] of Object.entries(live)) if (s.state && s.state._anywidget_id === OUR_ID) add(id);
+  const get = notebookModel.getMetadata ? (k) => notebookModel.getMetadata(k) : (k) => notebookModel.metadata.get(k);
+  const set = notebookModel.setMetadata ? (k, v) => notebookModel.setMetadata(k, v) : (k, v) => notebookModel.metadata.set(k, v);
+  const old = ((get("widgets") || {})[STATE_MIME] || {}).state || {};
+  const merged = {};
+  for (const [id, s] of Object.entries(old)) {
+    const ours = s.state && s.state._anywidget_id === OUR_ID;
+    if (!ours || live[id]) merged[id] = s; // drop our models that no longer exist
+  }
+  Object.assign(merged, keep);
+  if (!Object.keys(keep).length && !Object.keys(old).length) return;
+  set("widgets", { [STATE_MIME]: { version_major: all.version_major ?? 2, version_minor: all.version_minor ?? 0, state: merged } });
+}
 
-  buildMethods();
-  buildParams();
-  buildClasses();
-  showStatus();
-  showError();
-  showMetrics();
-  showCompare();
-  commCount.textContent = String(model.get("comm_count"));
-  loadImage();
-  loadHeatmap();
-
+/** Subscribe views to their traits (and to the local "view"/"kernel" events); returns the unsubscribe. */
+export function connect(model, env, views) {
+  const handlers = [];
+  for (const view of views) {
+    for (const key of view.keys) {
+      if (key === "view" || key === "kernel") continue;
+      const fn = () => view.update(key);
+      model.on(`change:${key}`, fn);
+      handlers.push([`change:${key}`, fn]);
+    }
+  }
+  const offLocal = env.on((what) => {
+    for (const view of views) if (view.keys.includes(what)) view.update(what);
+  });
+  for (const view of views) view.update("init");
   return () => {
-    for (const [ev, fn] of Object.entries(handlers)) model.off(ev, fn);
-    model.off("msg:custom", onCustom);
+    for (const [ev, fn] of handlers) model.off(ev, fn);
+    offLocal();
   };
 }
+
+function render({ model, el }, deps = {}) {
+  const env = makeEnv(model, deps);
+  const views = {
+    nav: navView(env), caption: captionView(env), picture: pictureView(env), legend: legendView(env),
+    metrics: metricsView(env), controls: viewControlsView(env), method: methodView(env), params: paramsView(env),
+    classes: classView(env), status: statusView(env), code: codeView(env), actions: actionsView(env),
+    compare: compareView(env),
+  };
+  const root = h("div", { class: "sglrp-explorer", "data-lm-suppress-shortcuts": "true" },
+    h("div", { class: "sglrp-main" },
+      h("div", { class: "sglrp-left" }, views.nav.el, views.caption.el, views.picture.el, views.legend.el, views.metrics.el),
+      h("div", { class: "sglrp-right" }, views.method.el, views.params.el, views.classes.el, views.controls.el, views.actions.el)),
+    views.status.el, views.code.el, views.compare.el);
+  el.append(root);
+  const disconnect = connect(model, env, Object.values(views));
+  const unpersist = persistState(model);
+  return () => {
+    disconnect();
+    env.emit("dispose");
+    unpersist();
+  };
+}
+
 
 export default { render };

@@ -20,20 +20,85 @@ Example
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 __all__ = [
+    "NORMS",
+    "colormap_lut",
+    "explanation_figure",
     "heatmap_rgba",
+    "is_diverging",
     "normalize_heatmap",
+    "robust_scale",
     "overlay",
     "plot_grid",
     "save_heatmap_png",
     "compare_figure",
+    "display_overlay",
     "image_to_float",
 ]
+
+
+#: How a map is scaled to the colour range: ``"percentile"`` ends the scale at the 99.5th percentile of
+#: ``|relevance|`` (the brightest 0.5 % of pixels saturate, so a few extreme pixels do not make the rest
+#: of the map invisible); ``"max"`` at the largest ``|relevance|``.
+NORMS = ("percentile", "max")
+PERCENTILE = 99.5
+
+#: Matplotlib colormaps that are centred on zero (their ``_r`` variants too).
+_DIVERGING = frozenset({"bwr", "seismic", "coolwarm", "RdBu", "RdBu_r", "RdYlBu", "RdYlGn", "RdGy", "PiYG",
+                        "PRGn", "BrBG", "PuOr", "Spectral", "berlin", "managua", "vanimo", "icefire", "vlag"})
+
+
+def robust_scale(heatmap: Any, norm: str = "percentile", *, positive_only: bool = False) -> float:
+    """The value at the ends of the colour scale (``±scale``, or ``scale`` for positive-only maps).
+
+    ``norm="percentile"``: the 99.5th percentile of ``|heatmap|`` (of its positive part with
+    ``positive_only``), or the maximum when that percentile is zero (very sparse maps);
+    ``norm="max"``: the maximum. 0 for an all-zero map. The widget, its PNG fallback and every figure
+    here use this one definition.
+
+    Example
+    -------
+    >>> h = np.linspace(-1, 1, 1001) ** 3      # a few extreme values
+    >>> round(robust_scale(h, "max"), 3), round(robust_scale(h), 3)
+    (1.0, 0.988)
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    h = np.asarray(heatmap, dtype=np.float64)
+    v = np.maximum(h, 0.0) if positive_only else np.abs(h)
+    top = float(v.max()) if v.size else 0.0
+    if norm == "max" or top == 0.0:
+        return top
+    p = float(np.percentile(v, PERCENTILE))
+    return p if p > 0.0 else top
+
+
+def is_diverging(name: str) -> bool:
+    """True for colormaps centred on zero (``bwr``, ``seismic``, ``RdBu_r``...): signed maps use the
+    centre for zero; sequential ones (``viridis``, ``hot``...) run from low to high."""
+    return isinstance(name, str) and (name in _DIVERGING or name.removesuffix("_r") in _DIVERGING)
+
+
+def colormap_lut(cmap: Any, n: int = 257) -> np.ndarray:
+    """``n`` colours of a matplotlib colormap, evenly spaced from 0 to 1, as uint8 (n, 3).
+
+    An odd ``n`` puts 0.5 (zero relevance on a diverging map) exactly on an entry. The widget draws with
+    this table, so the browser shows matplotlib's colours exactly.
+
+    Example
+    -------
+    >>> colormap_lut("bwr")[[0, 128, 256]].tolist()
+    [[0, 0, 255], [255, 255, 255], [255, 0, 0]]
+    """
+    cm = _cmap(cmap)
+    rgb = np.asarray(cm(np.linspace(0.0, 1.0, int(n))), dtype=np.float64)[:, :3]
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def _cmap(cmap: Any):
@@ -72,7 +137,7 @@ def _as_2d(heatmap: Any, name: str = "heatmap") -> np.ndarray:
 
 
 def normalize_heatmap(
-    heatmap: Any, symmetric: bool = True, vmax: float | None = None
+    heatmap: Any, symmetric: bool = True, vmax: float | None = None, norm: str = "percentile"
 ) -> np.ndarray:
     """Scale a 2-D heatmap to [0, 1] for a colormap.
 
@@ -82,10 +147,13 @@ def normalize_heatmap(
         (H, W) relevance map (or (H, W, 1)).
     symmetric : bool
         If True, ``0`` maps to ``0.5`` and ``±vmax`` to ``1``/``0``, with
-        ``vmax = max |heatmap|`` by default: signs keep their meaning. If False,
-        the range ``[min, max]`` maps to ``[0, 1]`` (``vmax`` then caps the top).
+        ``vmax = robust_scale(heatmap, norm)`` by default: signs keep their meaning. If False,
+        the range ``[min, top]`` maps to ``[0, 1]`` (``top``: the 99.5th percentile or the maximum,
+        see ``norm``; ``vmax`` replaces it).
     vmax : float, optional
         Fixed scale, e.g. shared by several maps. Values beyond it are clipped.
+    norm : {"percentile", "max"}
+        How the scale is found when ``vmax`` is not given (:func:`robust_scale`).
 
     Returns
     -------
@@ -94,21 +162,29 @@ def normalize_heatmap(
 
     Example
     -------
-    >>> normalize_heatmap([[-2.0, 0.0, 1.0]]).tolist()
+    >>> normalize_heatmap([[-2.0, 0.0, 1.0]], norm="max").tolist()
     [[0.0, 0.5, 0.75]]
     """
     h = _as_2d(heatmap)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if vmax is not None:
         vmax = float(vmax)
         if not np.isfinite(vmax) or vmax <= 0:
             raise ValueError(f"vmax must be a positive finite number, got {vmax!r}")
     if symmetric:
-        scale = float(np.max(np.abs(h))) if vmax is None else vmax
+        scale = robust_scale(h, norm) if vmax is None else vmax
         if scale == 0.0:
             return np.full(h.shape, 0.5)
         return np.clip(0.5 + 0.5 * h / scale, 0.0, 1.0)
     lo = float(h.min()) if h.size else 0.0
-    hi = float(h.max()) if vmax is None and h.size else (vmax if vmax is not None else 0.0)
+    if vmax is not None:
+        hi = vmax
+    elif not h.size:
+        hi = 0.0
+    else:
+        hi = float(np.percentile(h, PERCENTILE)) if norm == "percentile" else float(h.max())
+        hi = hi if hi > lo else float(h.max())
     if hi <= lo:
         return np.zeros(h.shape)
     return np.clip((h - lo) / (hi - lo), 0.0, 1.0)
@@ -119,6 +195,7 @@ def heatmap_rgba(
     cmap: Any = "seismic",
     symmetric: bool = True,
     vmax: float | None = None,
+    norm: str = "percentile",
 ) -> np.ndarray:
     """Colour a 2-D heatmap.
 
@@ -132,7 +209,9 @@ def heatmap_rgba(
     symmetric : bool
         Centre the colormap on zero (see :func:`normalize_heatmap`).
     vmax : float, optional
-        Fixed scale instead of the map's own maximum.
+        Fixed scale instead of the map's own (see ``norm``).
+    norm : {"percentile", "max"}
+        The map's own scale: its 99.5th percentile of ``|value|`` or its maximum (:func:`robust_scale`).
 
     Returns
     -------
@@ -146,7 +225,7 @@ def heatmap_rgba(
     ([0.0, 0.0, 3.0, 10.0], [5.0, 0.0, 0.0, 10.0])
     """
     cm = _cmap(cmap)
-    return np.asarray(cm(normalize_heatmap(heatmap_2d, symmetric, vmax)), dtype=np.float32)
+    return np.asarray(cm(normalize_heatmap(heatmap_2d, symmetric, vmax, norm)), dtype=np.float32)
 
 
 def image_to_float(image: Any) -> np.ndarray:
@@ -192,11 +271,16 @@ def overlay(
     symmetric: bool = True,
     vmax: float | None = None,
     grayscale: bool = True,
+    norm: str = "percentile",
+    fade: bool = False,
 ) -> np.ndarray:
     """Blend a coloured heatmap over an image.
 
-    ``out = (1 - alpha) * base + alpha * rgb(heatmap)``, where ``base`` is the image
-    (as grayscale when ``grayscale=True``, so the colours of the map stay readable).
+    ``out = (1 - a) * base + a * rgb(heatmap)``, where ``base`` is the image (as grayscale when
+    ``grayscale=True``, so the colours of the map stay readable) and ``a = alpha``, or with
+    ``fade=True`` ``a = alpha * sqrt(|v|)`` (``v`` the map scaled to [-1, 1]): pixels without relevance
+    show the image, moderate relevance stays visible. ``fade=True, grayscale=False`` is what
+    :class:`~sglrp_widgets.RelevanceExplorer` draws.
 
     Parameters
     ----------
@@ -206,10 +290,12 @@ def overlay(
         (H, W) relevance map of the same height and width.
     alpha : float
         Opacity of the heatmap in [0, 1].
-    cmap, symmetric, vmax
+    cmap, symmetric, vmax, norm
         As in :func:`heatmap_rgba`.
     grayscale : bool
         Show the image in gray underneath.
+    fade : bool
+        Weight the colour by the relevance's magnitude (see above).
 
     Returns
     -------
@@ -234,8 +320,127 @@ def overlay(
     if grayscale:
         g = base @ np.array([0.299, 0.587, 0.114])
         base = np.repeat(g[..., None], 3, axis=-1)
-    rgb = heatmap_rgba(h, cmap=cmap, symmetric=symmetric, vmax=vmax)[..., :3].astype(np.float64)
-    return ((1.0 - alpha) * base + alpha * rgb).astype(np.float32)
+    t = normalize_heatmap(h, symmetric, vmax, norm)
+    rgb = np.asarray(_cmap(cmap)(t), dtype=np.float64)[..., :3]
+    a = alpha * np.sqrt(np.abs(2.0 * t - 1.0) if symmetric else t)[..., None] if fade else alpha
+    return ((1.0 - a) * base + a * rgb).astype(np.float32)
+
+
+def display_overlay(
+    image: Any,
+    heatmap: Any,
+    cmap: str = "bwr",
+    opacity: float = 0.6,
+    positive_only: bool = False,
+    norm: str = "percentile",
+) -> np.ndarray:
+    """What :class:`~sglrp_widgets.RelevanceExplorer` draws: the map over the image in colour.
+
+    Diverging colormaps put zero at their centre and fade with ``|relevance|`` (``fade=True`` in
+    :func:`overlay`); sequential ones blend with a constant ``opacity``. ``positive_only`` keeps the
+    positive part (scaled by its own :func:`robust_scale`). Returns float32 (H, W, 3) in [0, 1].
+
+    Example
+    -------
+    >>> display_overlay(np.zeros((1, 2, 3), np.uint8), [[0.0, 1.0]], opacity=1.0).round(2).tolist()
+    [[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]]
+    """
+    h = _as_2d(heatmap)
+    if positive_only:
+        h = np.maximum(h, 0.0)
+    diverging = is_diverging(cmap)
+    return overlay(image, h, alpha=float(np.clip(opacity, 0.0, 1.0)), cmap=cmap,
+                   symmetric=diverging or not positive_only, grayscale=False, norm=norm, fade=diverging)
+
+
+def explanation_figure(
+    image: Any,
+    heatmap: Any,
+    *,
+    title: str = "",
+    subtitle: str = "",
+    legend: tuple[str, str] = ("against", "for"),
+    cmap: str = "bwr",
+    opacity: float = 0.6,
+    positive_only: bool = False,
+    norm: str = "percentile",
+    boxes: Sequence[tuple] = (),
+    width: float = 4.0,
+):
+    """One map, labelled so that it explains itself: title, the overlay, its boxes and a colour bar.
+
+    Parameters
+    ----------
+    image, heatmap : array_like
+        The image (see :func:`image_to_float`) and its (H, W) map.
+    title, subtitle : str
+        E.g. the class with its probability, and the method.
+    legend : (str, str)
+        What the low and the high end of the colour bar mean (e.g. ``("against cat", "for cat")``).
+    cmap, opacity, positive_only, norm
+        As in :func:`display_overlay`.
+    boxes : sequence of (y0, x0, y1, x1, label, highlighted)
+        Boxes in image pixels; a highlighted box is drawn solid, the others dashed.
+    width : float
+        Figure width in inches (100 dpi).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> fig = explanation_figure(np.zeros((8, 8, 3)), np.eye(8), title="cat 97 %", subtitle="SGLRP",
+    ...                          legend=("against cat", "for cat"), boxes=[(1, 1, 5, 5, "cat", True)])
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    h = _as_2d(heatmap)
+    pix = display_overlay(image, h, cmap=cmap, opacity=opacity, positive_only=positive_only, norm=norm)
+    H, W = h.shape
+    top, bar, foot = (0.55 if subtitle else 0.35) if title or subtitle else 0.1, 0.22, 0.75
+    img_h = width * H / W
+    fig = Figure(figsize=(width, top + img_h + bar + foot), dpi=100)
+    total = top + img_h + bar + foot
+    ax = fig.add_axes((0.0, (bar + foot) / total, 1.0, img_h / total))
+    ax.imshow(pix, interpolation="nearest" if max(H, W) < 256 else "antialiased")
+    ax.set_axis_off()
+    for y0, x0, y1, x1, label, highlighted in boxes:
+        for colour, lw in (("black", 3.0), ("white", 1.4)):
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
+                                   linewidth=lw if highlighted else lw * 0.7,
+                                   linestyle="-" if highlighted else (0, (3, 2))))
+        if label:
+            ax.text(x0 - 0.5, y0 - 0.5, f" {label} ", fontsize=8, color="white", va="bottom", ha="left",
+                    bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0})
+    if title:
+        fig.text(0.5, 1 - 0.06 / total, title, ha="center", va="top", fontsize=11, fontweight="bold")
+    if subtitle:
+        fig.text(0.5, 1 - 0.3 / total, subtitle, ha="center", va="top", fontsize=9)
+    cax = fig.add_axes((0.08, foot / total, 0.84, bar / total))
+    lut = colormap_lut(cmap)
+    lo = 0.5 if positive_only and is_diverging(cmap) else 0.0
+    ramp = lut[int(round(lo * (len(lut) - 1))):][None]
+    cax.imshow(ramp, aspect="auto", extent=(0, 1, 0, 1), interpolation="nearest")
+    cax.set_xticks([]), cax.set_yticks([])
+    scale = robust_scale(h, norm, positive_only=positive_only)
+    numbers = (0.5 if positive_only else 0.08, "0"), (0.92, f"+{scale:.2g}")
+    if not positive_only:
+        numbers = (0.08, f"−{scale:.2g}"), (0.5, "0"), (0.92, f"+{scale:.2g}")
+    for x, text in numbers:
+        fig.text(x, (foot - 0.05) / total, text, ha={0.08: "left", 0.5: "center"}.get(x, "right"), va="top",
+                 fontsize=8)
+    # what the ends mean, each under its end and wrapped within half the width
+    chars = max(12, int(width * 100 * 0.36 / 5.5))
+    words = ("" if positive_only else legend[0]), legend[1]
+    for x, ha, text in ((0.08, "left", words[0]), (0.92, "right", words[1])):
+        fig.text(x, (foot - 0.22) / total, textwrap.fill(text, chars), ha=ha, va="top", fontsize=8,
+                 multialignment=ha)
+    how = "maximum" if norm == "max" else "99.5th percentile of |relevance|"
+    fig.text(0.5, 0.04 / total, f"colour scale ends at the {how}", ha="center", va="bottom", fontsize=7,
+             color="#555555")
+    return fig
 
 
 def save_heatmap_png(
@@ -247,6 +452,7 @@ def save_heatmap_png(
     alpha: float = 0.5,
     vmax: float | None = None,
     scale: int = 1,
+    norm: str = "percentile",
 ) -> Path:
     """Write a heatmap (optionally over its image) as a PNG at the map's own resolution.
 
@@ -259,7 +465,7 @@ def save_heatmap_png(
     image : array_like, optional
         Image to blend under the map (see :func:`overlay`); without it the PNG is the
         coloured map alone (RGB).
-    cmap, symmetric, alpha, vmax
+    cmap, symmetric, alpha, vmax, norm
         As in :func:`overlay`.
     scale : int
         Integer upscaling (nearest neighbour) of the written image.
@@ -279,9 +485,9 @@ def save_heatmap_png(
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     if image is None:
-        rgb = heatmap_rgba(heatmap, cmap=cmap, symmetric=symmetric, vmax=vmax)[..., :3]
+        rgb = heatmap_rgba(heatmap, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm)[..., :3]
     else:
-        rgb = overlay(image, heatmap, alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax)
+        rgb = overlay(image, heatmap, alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm)
     u8 = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     if scale > 1:
         u8 = np.repeat(np.repeat(u8, scale, axis=0), scale, axis=1)
@@ -302,6 +508,7 @@ def plot_grid(
     cell_size: float = 1.8,
     title: str | None = None,
     image_label: str = "input",
+    norm: str = "percentile",
 ):
     """A rows × columns grid of heatmaps, e.g. methods × classes (as in the SGLRP paper).
 
@@ -317,9 +524,11 @@ def plot_grid(
     cmap, symmetric
         As in :func:`heatmap_rgba`.
     shared_scale : bool
-        Use one colour scale (the largest ``|value|``) for every map instead of
+        Use one colour scale (found over all maps, see ``norm``) for every map instead of
         normalizing each map on its own. Per-map scaling (default) is what the
         literature shows; a shared scale compares magnitudes.
+    norm : {"percentile", "max"}
+        How a scale is found (:func:`robust_scale`).
     alpha : float, optional
         If given (and images are), draw each map over its row's image with this opacity.
     cell_size : float
@@ -374,7 +583,7 @@ def plot_grid(
                 )
     vmax = None
     if shared_scale:
-        top = float(np.max(np.abs(m))) if symmetric else float(np.max(m))
+        top = robust_scale(m, norm) if symmetric else float(np.max(m))
         vmax = top if top > 0 else None
     lead = 1 if images is not None else 0
     ncols = cols + lead
@@ -394,9 +603,9 @@ def plot_grid(
             ax = axes[r, lead + c]
             base = bases[r]
             if alpha is not None and base is not None:
-                pix = overlay(base, m[r, c], alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax)
+                pix = overlay(base, m[r, c], alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm)
             else:
-                pix = heatmap_rgba(m[r, c], cmap=cmap, symmetric=symmetric, vmax=vmax)
+                pix = heatmap_rgba(m[r, c], cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm)
             ax.imshow(pix, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

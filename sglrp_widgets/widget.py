@@ -1,27 +1,29 @@
-"""``RelevanceExplorer``: an anywidget notebook widget over the relevance engine.
+"""``RelevanceExplorer``: a thin adapter between the browser (traits), a :class:`~.scheduler.Scheduler`
+and the engine (:func:`~sglrp_widgets.explain`, whose caches it reuses) and :mod:`~sglrp_widgets.viz`.
 
 Protocol (traitlets are the only interface between Python and the browser):
 
-browser -> kernel (the selection; each change schedules one computation)
-    ``index``, ``method``, ``params``, ``target`` (-1 = the top-1 class), ``request_id``
-browser-only view settings (never trigger a computation; the browser saves them only together
-with the next real request, so moving a slider sends nothing)
-    ``opacity``, ``colormap``, ``positive_only``
+browser -> kernel (the selection; one browser message is one request)
+    ``index``, ``method``, ``params``, ``target`` (-1 = the top-1 class), ``request_id``;
+    custom messages ``{"type": "compare"}``, ``{"type": "cancel", "what": "map" | "compare"}``
+browser-only view settings (never computed in the kernel; saved with the next real request)
+    ``opacity``, ``colormap``, ``positive_only``, ``norm``, ``layout``, ``show_boxes``
 kernel -> browser
-    ``image`` (PNG bytes, once per image) + ``image_meta``; ``heatmap`` (int8 bytes, ``q/127*scale``)
-    + ``heatmap_meta``; ``predictions`` (top-k), ``resolved_target``, ``status``, ``error``, ``busy``,
-    ``metrics``, ``compare_png``, ``comm_count`` (messages received from the browser: a test hook)
+    ``image`` (PNG, once per image) + ``image_meta``; ``heatmap`` (float16 bytes, ``value = f * scale``)
+    + ``heatmap_meta`` (what the map shows, its colour-scale ends, the legend's words); ``predictions``,
+    ``resolved_target``, ``boxes``, ``metrics``, ``code``, ``status``, ``task`` (what is computing),
+    ``error`` + ``field_errors`` (a sentence per bad parameter), ``compare`` (the grid, row by row),
+    ``method_specs`` (registry + why a method cannot explain this model), ``colormaps`` (matplotlib
+    lookup tables), ``comm_count`` (messages received from the browser: a test hook)
 
-Computations run on one worker thread. Requests coalesce (a queued request that is no longer the
-latest is skipped) and a finished result is published only if its generation is still current,
-so a stale map is never shown.
+The user's latest request always runs next; computing the other top-k classes ahead and the Compare
+grid run as small background units that give way to it (see :mod:`sglrp_widgets.scheduler`). A result
+for a selection that is no longer current is dropped, never shown.
 
 Example
 -------
->>> from sglrp_widgets import RelevanceExplorer, demo            # doctest: +SKIP
->>> images, labels, boxes = demo.make_scenes(8)                  # doctest: +SKIP
->>> RelevanceExplorer(demo.load_model(), images, preprocess=demo.preprocess,
-...                   class_names=demo.class_names, boxes=boxes)  # doctest: +SKIP
+>>> from sglrp_widgets import RelevanceExplorer                  # doctest: +SKIP
+>>> RelevanceExplorer.demo("cnn", n_images=8)                    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,22 +32,30 @@ import base64
 import io
 import json
 import os
-import threading
 import time
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import anywidget
 import numpy as np
 import traitlets as t
 
+from . import viz
+from .imageset import ImageSet, to_display_uint8  # noqa: F401 - to_display_uint8 is part of this module's API
+from .scheduler import COMPARE, PREFETCH, Scheduler
+
 _HERE = Path(__file__).parent
-_STATIC = _HERE / "static"
 _DEFAULT_COMPARE = ("sglrp", "clrp", "lrp", "gradient", "grad_cam")
-COLORMAPS = ("bwr", "seismic", "coolwarm", "jet", "inferno", "viridis", "hot", "gray")
-_DIVERGING = {"bwr", "seismic", "coolwarm"}
+#: Colormaps offered in the widget's menu; any other matplotlib name can be given from Python.
+MENU_COLORMAPS = ("bwr", "seismic", "coolwarm", "RdBu_r", "PiYG", "viridis", "inferno", "magma", "hot", "gray")
+#: Methods whose sign says how the class score changes with the pixel (not a decomposition of it).
+_SENSITIVITY = {"gradient", "guided_backprop", "deconvnet", "smoothgrad"}
+
+
+def _front_end(name: str) -> Path:
+    """The shipped copy in the wheel (``static/``), else the source in ``js/`` (editable installs)."""
+    shipped = _HERE / "static" / name
+    return shipped if shipped.is_file() else _HERE.parent / "js" / name
 
 
 def imagenet_class_names() -> list[str]:
@@ -58,120 +68,103 @@ def imagenet_class_names() -> list[str]:
 # Pure helpers (also used by tests and benchmarks).
 
 
-def quantize_heatmap(heat: np.ndarray) -> tuple[bytes, float]:
-    """Symmetric int8 quantisation: returns (bytes, scale) with ``value ~= q / 127 * scale``."""
+def encode_heatmap(heat: np.ndarray) -> tuple[bytes, float]:
+    """float16 bytes of ``heat / scale`` (little endian) and ``scale = max|heat|``.
+
+    Half floats keep a relative precision of 1/2048 at every magnitude, so a map shown with a
+    percentile scale (far below its maximum) is not reduced to a few grey levels.
+    """
     h = np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     scale = float(np.max(np.abs(h))) if h.size else 0.0
-    if scale > 0:
-        q = np.clip(np.rint(h / scale * 127.0), -127, 127).astype(np.int8)
-    else:
-        q = np.zeros(h.shape, np.int8)
-    return np.ascontiguousarray(q).tobytes(), scale
+    q = (h / scale) if scale > 0 else np.zeros_like(h)
+    return np.ascontiguousarray(q.astype("<f2")).tobytes(), scale
 
 
-def dequantize_heatmap(buf: bytes, meta: dict) -> np.ndarray:
-    """Inverse of :func:`quantize_heatmap` (what the browser does), shape (height, width)."""
-    q = np.frombuffer(bytes(buf), dtype=np.int8).astype(np.float32)
-    return (q / 127.0 * float(meta["scale"])).reshape(int(meta["height"]), int(meta["width"]))
+def decode_heatmap(buf: bytes, meta: dict) -> np.ndarray:
+    """Inverse of :func:`encode_heatmap` (what the browser does), shape (height, width)."""
+    q = np.frombuffer(bytes(buf), dtype="<f2").astype(np.float32)
+    return (q * float(meta["scale"])).reshape(int(meta["height"]), int(meta["width"]))
 
 
-def to_display_uint8(img: np.ndarray) -> np.ndarray:
-    """Raw image -> uint8 (H, W, 3) for display. Floats in [0, 1] are scaled by 255."""
-    a = np.asarray(img)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3:
-        raise ValueError(f"an image must have shape (H, W, C) or (H, W), got {a.shape}")
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    elif a.shape[-1] == 4:
-        a = a[..., :3]
-    elif a.shape[-1] != 3:
-        a = np.repeat(a.mean(axis=-1, keepdims=True), 3, axis=-1)
-    if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
-    a = a.astype(np.float32)
-    finite = a[np.isfinite(a)]
-    if finite.size and finite.max() <= 1.0 and finite.min() >= 0.0:
-        a = a * 255.0
-    return np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
+def format_probability(p: float) -> str:
+    """Always a percentage: ``97.3 %``, ``0.2 %``, ``0.06 %``, ``< 0.01 %``."""
+    pct = 100.0 * float(p)
+    if pct >= 1.0:
+        return f"{pct:.1f} %"
+    if pct >= 0.01:
+        return f"{pct:.2g} %"
+    return "< 0.01 %"
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, *, colormap: str = "bwr", opacity: float = 0.6,
-            positive_only: bool = False) -> np.ndarray:
-    """Blend a heatmap over a uint8 image like the browser does; returns uint8 (H, W, 3).
-
-    Diverging colormaps weight the colour by ``opacity * sqrt(|v|)`` (v = map / max|map|), so zero
-    relevance leaves the image visible; sequential ones blend with constant ``opacity``.
-    """
-    import matplotlib
-
-    img = to_display_uint8(image).astype(np.float32)
-    h = np.nan_to_num(np.asarray(heat, dtype=np.float32))
-    if positive_only:
-        h = np.maximum(h, 0)
-    m = float(np.max(np.abs(h))) if h.size else 0.0
-    v = h / m if m > 0 else np.zeros_like(h)
-    if h.shape != img.shape[:2]:
-        from PIL import Image
-
-        v = np.asarray(Image.fromarray(v).resize((img.shape[1], img.shape[0]), Image.BILINEAR))
-    diverging = colormap in _DIVERGING
-    cmap = matplotlib.colormaps.get(colormap if colormap in COLORMAPS else "bwr")
-    tcol = v if (positive_only and not diverging) else (v + 1) / 2
-    rgb = cmap(np.clip(tcol, 0, 1))[..., :3] * 255.0
-    a = float(np.clip(opacity, 0, 1)) * (np.sqrt(np.minimum(1, np.abs(v))) if diverging else np.ones_like(v))
-    out = img + a[..., None] * (rgb - img)
-    return np.clip(out.round(), 0, 255).astype(np.uint8)
+def legend_words(method: str, family: str, class_name: str) -> tuple[str, str]:
+    """What the low and the high end of the colour scale mean for ``class_name``."""
+    c = f"“{class_name}”"
+    if family == "Contrastive LRP":
+        return "speaks for the other classes", f"speaks for {c} over the others"
+    if method in _SENSITIVITY:
+        return f"brighter pixel lowers {c}", f"brighter pixel raises {c}"
+    if family == "CAM":
+        return "no evidence", f"evidence for {c}"
+    return f"speaks against {c}", f"speaks for {c}"
 
 
-def _png_bytes(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
+def _figure_png(fig) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, format="PNG")
+    fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
-def _freeze(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
+def _jsonable(obj: Any) -> Any:
+    """Make the registry's specs JSON-safe (tuples -> lists, inf/nan -> None, numpy -> python)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
 
 
-def _load_images(images: Any, size: tuple[int, int] | None) -> list[np.ndarray]:
-    """Array (N,H,W,C), list of arrays, or list of paths -> list of raw arrays."""
-    if isinstance(images, (str, os.PathLike)):
-        images = [images]
-    if isinstance(images, np.ndarray):
-        if images.ndim == 3 and images.shape[-1] not in (1, 3, 4):
-            images = images[..., None]  # (N, H, W) grayscale batch
-        if images.ndim == 3:
-            images = images[None]
-        if images.ndim != 4:
-            raise ValueError(f"images must be an array (N, H, W, C), got shape {images.shape}")
-        return [images[i] for i in range(images.shape[0])]
-    out = []
-    for i, im in enumerate(images):
-        if isinstance(im, (str, os.PathLike)):
-            from PIL import Image
+def _lut_entry(name: str) -> dict:
+    return {"lut": viz.colormap_lut(name).tobytes().hex(), "diverging": viz.is_diverging(name)}
 
-            p = Path(im)
-            if not p.exists():
-                raise ValueError(f"image {i}: file {str(p)!r} does not exist")
-            with Image.open(p) as pil:
-                pil = pil.convert("RGB")
-                if size is not None and (pil.height, pil.width) != size:
-                    pil = pil.resize((size[1], size[0]), Image.BILINEAR)
-                out.append(np.asarray(pil, dtype=np.uint8))
-        else:
-            a = np.asarray(im)
-            if a.ndim == 2:
-                a = a[..., None]
-            if a.ndim != 3:
-                raise ValueError(f"image {i} must have shape (H, W, C), got {a.shape}")
-            out.append(a)
-    if not out:
-        raise ValueError("images is empty: pass at least one image")
-    return out
+
+def map_scales(heat: np.ndarray) -> dict:
+    """The colour-scale ends the browser may pick from: per norm, [signed, positive part] (viz's definition)."""
+    return {norm: [viz.robust_scale(heat, norm), viz.robust_scale(heat, norm, positive_only=True)]
+            for norm in viz.NORMS}
+
+
+def _method_specs(model: Any, methods: Sequence[str] | None) -> list[dict]:
+    """The registry's entries offered in the menu, each with ``unavailable``: why it cannot explain ``model``."""
+    from . import list_methods
+    from .engine import method_support
+
+    specs = _jsonable(list_methods())
+    by_name = {s["name"]: s for s in specs}
+    if methods is not None:
+        unknown = [m for m in methods if m not in by_name]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(by_name)}")
+        specs = [by_name[m] for m in methods]
+    support = method_support(model)  # once per model, cached by the engine; nothing is traced
+    for s in specs:
+        s["unavailable"] = support.get(s["name"])
+    return specs
+
+
+def _class_names(n_classes: int, class_names: Sequence[str] | None) -> list[str]:
+    if class_names is None:
+        return imagenet_class_names() if n_classes == 1000 else [f"class {i}" for i in range(n_classes)]
+    names = [str(c) for c in class_names]
+    if len(names) != n_classes:
+        raise ValueError(f"class_names has {len(names)} names but the model has {n_classes} outputs: "
+                         "pass one name per class")
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,17 +186,27 @@ class RelevanceExplorer(anywidget.AnyWidget):
     class_names : list of str, optional
         One name per class; the bundled ImageNet names are used for 1000-class models.
     methods : list of str, optional
-        Method names offered in the dropdown (default: the whole registry).
+        Methods offered in the menu (default: the whole registry). Methods that cannot explain this
+        model are shown disabled, with the reason.
     method : str, default "sglrp"
     params : dict, optional
         Parameters of ``method``.
     top_k : int, default 5
-        Predictions listed in the class selector (and computed ahead after the first map).
-    boxes : per image a box (y0, x0, y1, x1) or a list of boxes, optional
-        Shows mass-in-box and the pointing game for the current map.
+        Predictions listed in the class selector (and computed ahead after each map).
+    boxes : per image a box (y0, x0, y1, x1), a list of boxes, or a dict class -> box(es), optional
+        Drawn over the image; the metrics (share of relevance in the box, pointing game) use the
+        chosen class's own box when the boxes have classes (``box_labels`` or a dict).
+    box_labels : per image the class of each box, optional
     masks : per image a boolean (H, W) mask, optional
+        A region for the metrics (any class).
+    opacity, colormap, positive_only, norm, layout, show_boxes
+        Initial view settings (changed in the browser without the kernel). ``colormap``: any matplotlib
+        name; ``norm``: ``"percentile"`` (99.5th percentile of |relevance|) or ``"max"``; ``layout``:
+        ``"overlay"`` or ``"side"`` (image | map | overlay).
+    colormaps : list of str, optional
+        Colormaps in the menu (default :data:`MENU_COLORMAPS`).
     prefetch : bool, default True
-        After a map, compute the other top-k classes of the same method in one batched call.
+        After each map, compute the other top-k classes of the same method ahead (in the background).
     compute_initial : bool, default True
         Compute the first map before returning (so the static PNG fallback shows it).
 
@@ -215,8 +218,8 @@ class RelevanceExplorer(anywidget.AnyWidget):
     >>> ex.compare(methods=["sglrp", "gradient"], targets=[340, 386])  # doctest: +SKIP
     """
 
-    _esm = _STATIC / "widget.js"
-    _css = _STATIC / "widget.css"
+    _esm = _front_end("widget.js")
+    _css = _front_end("widget.css")
 
     # selection (browser -> kernel)
     index = t.Int(0).tag(sync=True)
@@ -228,121 +231,133 @@ class RelevanceExplorer(anywidget.AnyWidget):
     opacity = t.Float(0.6).tag(sync=True)
     colormap = t.Unicode("bwr").tag(sync=True)
     positive_only = t.Bool(False).tag(sync=True)
+    norm = t.Enum(viz.NORMS, "percentile").tag(sync=True)
+    layout = t.Enum(("overlay", "side"), "overlay").tag(sync=True)
+    show_boxes = t.Bool(True).tag(sync=True)
     # kernel -> browser
     n_images = t.Int(0).tag(sync=True)
     top_k = t.Int(5).tag(sync=True)
     method_specs = t.List().tag(sync=True)
     class_names = t.List().tag(sync=True)
+    colormaps = t.Dict().tag(sync=True)
     predictions = t.List().tag(sync=True)
     resolved_target = t.Int(-1).tag(sync=True)
     image = t.Bytes(b"").tag(sync=True)
     image_meta = t.Dict().tag(sync=True)
+    boxes = t.List().tag(sync=True)
     heatmap = t.Bytes(b"").tag(sync=True)
     heatmap_meta = t.Dict().tag(sync=True)
-    status = t.Unicode("").tag(sync=True)
-    error = t.Unicode("").tag(sync=True)
-    busy = t.Bool(False).tag(sync=True)
     metrics = t.Dict().tag(sync=True)
-    compare_png = t.Bytes(b"").tag(sync=True)
+    code = t.Unicode("").tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+    task = t.Dict().tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    field_errors = t.Dict().tag(sync=True)
+    compare_grid = t.Dict().tag(sync=True)
     comm_count = t.Int(0).tag(sync=True)
 
     def __init__(self, model: Any, images: Any, *, preprocess: Callable | None = None,
                  class_names: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                  method: str = "sglrp", params: dict | None = None, top_k: int = 5,
-                 boxes: Any = None, masks: Any = None, opacity: float = 0.6, colormap: str = "bwr",
-                 positive_only: bool = False, prefetch: bool = True, compute_initial: bool = True,
-                 cache_size: int = 256, **kwargs: Any) -> None:
-        from .methods import list_methods
-
+                 boxes: Any = None, box_labels: Any = None, masks: Any = None, opacity: float = 0.6,
+                 colormap: str = "bwr", positive_only: bool = False, norm: str = "percentile",
+                 layout: str = "overlay", show_boxes: bool = True, colormaps: Sequence[str] | None = None,
+                 prefetch: bool = True, compute_initial: bool = True, **kwargs: Any) -> None:
         self._model = model
         self._preprocess = preprocess
-        self._lock = threading.RLock()
-        self._gen = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sglrp-explorer")
-        self._explainers: dict[tuple[str, str], Any] = {}
-        self._results: OrderedDict[tuple, dict] = OrderedDict()
-        self._cache_size = int(cache_size)
-        self._probs: dict[int, np.ndarray] = {}
-        self._inputs: dict[int, np.ndarray] = {}
-        self._pngs: dict[int, bytes] = {}
-        self._prefetched: set[tuple] = set()
+        self._scheduler = Scheduler(workers=2, name="sglrp-explorer")
+        self._lock = self._scheduler.lock
+        self._ready = False  # no requests while the constructor sets the initial traits
+        self._in_message = False
+        self._selection_changed = False
         self._prefetch = bool(prefetch)
-        self.prefetch_budget = 1.0  # seconds of compute per prefetch chunk
-        self._current: dict | None = None  # the last published result
-        self._ready = False  # no scheduling while the constructor sets the initial traits
+        self.prefetch_budget = 1.0  # seconds of compute per prefetch unit
+        self._prefetched: set[tuple] = set()  # (index, method, params) whose top-k were computed ahead
+        self._probs: dict[int, np.ndarray] = {}
+        self._current: dict | None = None  # the last published map
+        self._compare_job = None
         self.dropped = 0  # results computed but not shown because the selection moved on
-        self.skipped = 0  # queued requests coalesced away before computing
 
         in_shape = tuple(getattr(model, "input_shape", (None, None, None, None)) or ())
-        size = None
-        if len(in_shape) == 4 and in_shape[1] and in_shape[2]:
-            size = (int(in_shape[1]), int(in_shape[2]))
-        self._raw = _load_images(images, size)
+        size = (int(in_shape[1]), int(in_shape[2])) if len(in_shape) == 4 and in_shape[1] and in_shape[2] else None
+        self._images = ImageSet(images, preprocess=preprocess, size=size, boxes=boxes, box_labels=box_labels,
+                                masks=masks)
         self._n_classes = int(model.output_shape[-1])
 
-        specs = list_methods()
-        by_name = {s["name"]: s for s in specs}
-        if methods is not None:
-            unknown = [m for m in methods if m not in by_name]
-            if unknown:
-                raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(by_name)}")
-            specs = [by_name[m] for m in methods]
+        specs = _method_specs(model, methods)
         self._specs = {s["name"]: s for s in specs}
         if method not in self._specs:
             raise ValueError(f"method {method!r} is not offered; choose from {list(self._specs)}")
+        if self._specs[method]["unavailable"]:
+            raise ValueError(f"method {method!r} cannot explain this model: {self._specs[method]['unavailable']}")
 
-        if class_names is None:
-            names = imagenet_class_names() if self._n_classes == 1000 else [
-                f"class {i}" for i in range(self._n_classes)]
-        else:
-            names = [str(c) for c in class_names]
-            if len(names) != self._n_classes:
-                raise ValueError(f"class_names has {len(names)} names but the model has "
-                                 f"{self._n_classes} outputs: pass one name per class")
-        self._boxes = self._masks = None
-        if boxes is not None:
-            if len(boxes) != len(self._raw):
-                raise ValueError(f"boxes has {len(boxes)} entries for {len(self._raw)} images: "
-                                 "pass one box or list of boxes per image")
-            self._boxes = list(boxes)
-        if masks is not None:
-            if len(masks) != len(self._raw):
-                raise ValueError(f"masks has {len(masks)} entries for {len(self._raw)} images")
-            self._masks = [np.asarray(m, bool) for m in masks]
-        if colormap not in COLORMAPS:
-            raise ValueError(f"colormap {colormap!r} is not one of {COLORMAPS}")
+        names = _class_names(self._n_classes, class_names)
+        menu = list(colormaps) if colormaps is not None else list(MENU_COLORMAPS)
+        if colormap not in menu:
+            menu.append(colormap)
+        luts = {name: _lut_entry(name) for name in menu}  # raises ValueError naming an unknown colormap
 
         super().__init__(
-            n_images=len(self._raw), method_specs=_jsonable(specs), class_names=names,
+            n_images=len(self._images), method_specs=specs, class_names=names, colormaps=luts,
             top_k=int(top_k), method=method, params=dict(params or {}), opacity=float(opacity),
-            colormap=colormap, positive_only=bool(positive_only), **kwargs)
+            colormap=colormap, positive_only=bool(positive_only), norm=norm, layout=layout,
+            show_boxes=bool(show_boxes), **kwargs)
         self.on_msg(self._on_custom)
         self._ready = True
+        self._request()
         if compute_initial:
-            self._run(self._next_gen(), self._snapshot())
-        else:
-            self._schedule()
+            self._scheduler.wait_request(timeout=None)
 
-    # -- message handling --------------------------------------------------------------------
+    @classmethod
+    def demo(cls, model: str = "cnn", n_images: int = 8, *, objects: int = 2, seed: int = 0,
+             **kwargs: Any) -> "RelevanceExplorer":
+        """An explorer of a bundled demo model (a name from ``demo.MODELS``) on synthetic scenes.
+
+        Example
+        -------
+        >>> RelevanceExplorer.demo("cnn", n_images=4)   # doctest: +SKIP
+        """
+        from . import demo
+
+        if model not in demo.MODELS:
+            raise ValueError(f"unknown demo model {model!r}; bundled: {', '.join(demo.MODELS)}")
+        images, labels, boxes = demo.make_scenes(n_images, objects=objects, seed=seed)
+        kwargs.setdefault("preprocess", demo.preprocess)
+        kwargs.setdefault("class_names", demo.class_names)
+        return cls(demo.load_model(model), images, boxes=boxes, box_labels=labels, **kwargs)
+
+    # -- browser messages --------------------------------------------------------------------------
     def _handle_msg(self, msg: dict) -> None:
-        """Count every message from the browser (test hook), then let ipywidgets handle it."""
-        # Under the lock: the worker publishes with hold_sync(), whose batch is per widget, so
-        # the comm thread must not change synced traits while a publish is being assembled.
+        """Count every message from the browser, apply it, and make at most one request of it."""
         with self._lock:
             self.comm_count += 1
-            super()._handle_msg(msg)
+            self._in_message, self._selection_changed = True, False
+            try:
+                super()._handle_msg(msg)
+            finally:
+                self._in_message = False
+            if self._selection_changed:
+                self._request()
 
     def set_state(self, sync_data: dict) -> None:
         """Apply a state update from the browser; a value of the wrong type becomes an error."""
         try:
             super().set_state(sync_data)
         except Exception as e:  # noqa: BLE001 - untrusted browser input
-            self.error = f"rejected a value from the browser: {type(e).__name__}: {e}"
-            self.busy = False
+            self._selection_changed = False
+            self._show_error(f"rejected a value from the browser: {type(e).__name__}: {e}")
 
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("type") == "compare":
-            self._executor.submit(self._compare_in_widget)
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "compare":
+            self._start_compare()
+        elif kind == "cancel":
+            if content.get("what") == "compare":
+                self._cancel_compare()
+            else:
+                self.cancel()
 
     @t.observe("method")
     def _on_method(self, change: dict) -> None:
@@ -359,239 +374,319 @@ class RelevanceExplorer(anywidget.AnyWidget):
 
     @t.observe("index", "method", "params", "target")
     def _on_selection(self, change: dict) -> None:
-        if change["name"] == "index" and "target" not in getattr(self, "_property_lock", {}):
-            if self.target != -1 and change["old"] != change["new"]:
-                self.target = -1  # a new image starts at its top-1 class; that change schedules
+        if change["name"] == "index" and change["old"] != change["new"]:
+            self._cancel_compare(stale=True)
+            if self.target != -1 and "target" not in getattr(self, "_property_lock", {}):
+                self.target = -1  # a new image starts at its top-1 class; that change makes the request
                 return
-        self._schedule()
+        if not self._ready:
+            return
+        if self._in_message:
+            self._selection_changed = True  # one request when the whole message is applied
+        else:
+            self._request()
 
-    # -- scheduling ----------------------------------------------------------------------------
-    def _snapshot(self) -> dict:
+    @t.validate("colormap")
+    def _valid_colormap(self, proposal: dict) -> str:
+        name = proposal["value"]
+        if name not in self.colormaps:
+            try:
+                entry = _lut_entry(name)
+            except ValueError as e:  # a TraitError rolls the value back (also inside a browser update)
+                raise t.TraitError(str(e)) from None
+            self.colormaps = {**self.colormaps, name: entry}
+        return name
+
+    # -- requests ----------------------------------------------------------------------------------
+    def _selection(self) -> dict:
         return {"index": self.index, "method": self.method, "params": dict(self.params),
                 "target": self.target, "request_id": self.request_id}
 
-    def _next_gen(self) -> int:
+    def _request(self) -> None:
+        """Validate the selection now (a sentence per bad field), then schedule its map."""
+        sel = self._selection()
         with self._lock:
-            self._gen += 1
-            return self._gen
+            problem, fields, resolved = self._check(sel)
+            if problem:
+                self._scheduler.cancel()
+                self._show_error(problem, fields)
+                return
+            sel["params"] = resolved
+            self._scheduler.request(lambda gen: self._serve(gen, sel))
+            with self.hold_sync():
+                self.error, self.field_errors = "", {}
+                self.task = {"kind": "map", "label": self._describe(sel), "request_id": sel["request_id"]}
 
-    def _schedule(self) -> None:
-        if not self._ready:
-            return
-        with self._lock:
-            gen = self._next_gen()
-            sel = self._snapshot()
-            self.busy = True
-            self.status = "computing…"
-        self._executor.submit(self._run, gen, sel)
-
-    def wait(self, timeout: float | None = 60) -> None:
-        """Block until queued computations are done (for scripts and tests)."""
-        for _ in range(3):  # a result may enqueue a prefetch
-            self._executor.submit(lambda: None).result(timeout)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        super().close()
-
-    # -- model side ----------------------------------------------------------------------------
-    def _input(self, index: int) -> np.ndarray:
-        if index not in self._inputs:
-            x = np.array(self._raw[index], dtype=np.float32, copy=True)[None]
-            if self._preprocess is not None:
-                x = np.asarray(self._preprocess(x), dtype=np.float32)
-            self._inputs[index] = x
-        return self._inputs[index]
-
-    def _explainer(self, method: str, params: dict) -> Any:
+    def _check(self, sel: dict) -> tuple[str, dict, dict]:
+        """(problem or "", field -> sentence, the method's full parameters)."""
         from .engine import Explainer
-
-        key = (method, _freeze(params))
-        ex = self._explainers.get(key)
-        if ex is None:  # built outside the lock: the comm thread never waits for it
-            ex = Explainer(self._model, method, preprocess=self._preprocess, **params)
-            ex = self._explainers.setdefault(key, ex)
-        return ex
-
-    def _validate(self, sel: dict) -> tuple[int, str, dict, int]:
         from .errors import ExplainError
-        from .methods import validate_params
 
         index, method, params, target = sel["index"], sel["method"], sel["params"], sel["target"]
-        if not isinstance(index, int) or not 0 <= index < len(self._raw):
-            raise ExplainError(f"image index {index!r} is out of range: use 0..{len(self._raw) - 1}")
-        if method not in self._specs:
-            raise ExplainError(f"unknown method {method!r}: choose one of {list(self._specs)}")
+        if not isinstance(index, int) or not 0 <= index < len(self._images):
+            return f"image index {index!r} is out of range: use 0..{len(self._images) - 1}", {}, {}
+        spec = self._specs.get(method)
+        if spec is None:
+            return f"unknown method {method!r}: choose one of {list(self._specs)}", {}, {}
+        if spec["unavailable"]:
+            return f"{spec['label']} cannot explain this model: {spec['unavailable']}", {}, {}
         if not isinstance(params, dict):
-            raise ExplainError(f"params must be a dict, got {type(params).__name__}")
-        resolved = dict(validate_params(method, dict(params)))
+            return f"params must be a dict, got {type(params).__name__}", {}, {}
         if not isinstance(target, int) or not -1 <= target < self._n_classes:
-            raise ExplainError(f"target class {target!r} is out of range: use 0..{self._n_classes - 1} "
-                               "(or -1 for the top prediction)")
-        return index, method, resolved, target
+            return (f"target class {target!r} is out of range: use 0..{self._n_classes - 1} "
+                    "(or -1 for the top prediction)"), {}, {}
+        fields = {}
+        for name, value in params.items():
+            try:
+                Explainer(self._model, method, cache=None, **{name: value})
+            except ExplainError as e:
+                fields[name] = str(e)
+        if not fields:
+            try:
+                return "", {}, Explainer(self._model, method, cache=None, **params).params
+            except ExplainError as e:  # a rule between parameters (low < high)
+                fields = {("high" if "high" in params else next(iter(params), "")): str(e)}
+        return "; ".join(fields.values()), fields, {}
 
-    def _store(self, key: tuple, heat: np.ndarray, seconds: float, warm: bool = True) -> dict:
-        buf, scale = quantize_heatmap(heat)
-        entry = {"heat": heat.astype(np.float32), "bytes": buf, "scale": scale, "seconds": seconds,
-                 "warm": warm}
+    def _describe(self, sel: dict) -> str:
+        target = sel["target"]
+        what = "the top class" if target < 0 else self.class_names[target]
+        return f"{self._specs[sel['method']]['label']} · {what} · image {sel['index'] + 1} / {len(self._images)}"
+
+    def _show_error(self, message: str, fields: dict | None = None) -> None:
+        with self._lock, self.hold_sync():
+            self.error, self.field_errors = message, dict(fields or {})
+            self.metrics, self.task = {}, {}
+            self.status = "error"
+
+    def cancel(self) -> None:
+        """Stop waiting for the map being computed: it will not be shown (TensorFlow finishes the call)."""
         with self._lock:
-            self._results[key] = entry
-            self._results.move_to_end(key)
-            while len(self._results) > self._cache_size:
-                self._results.popitem(last=False)
-        return entry
+            if self._scheduler.cancel():
+                with self.hold_sync():
+                    self.task = {}
+                    self.status = "cancelled"
 
-    def _set_probs(self, index: int, out: Any) -> None:
-        if index not in self._probs:
-            self._probs[index] = np.asarray(out.probabilities, dtype=np.float64).reshape(
-                -1, self._n_classes)[0]
-
-    def _compute(self, index: int, method: str, params: dict, target: int) -> tuple[int, dict, bool]:
-        """(resolved target, cache entry, cached?)"""
-        if target == -1 and index in self._probs:
-            target = int(np.argmax(self._probs[index]))
-        key = (index, method, _freeze(params), target)
-        with self._lock:
-            hit = self._results.get(key) if target >= 0 else None
-            if hit is not None:
-                self._results.move_to_end(key)
-        if hit is not None:
-            return target, hit, True
-        warm = (method, _freeze(params)) in self._explainers  # else this call also traces
-        ex = self._explainer(method, params)
-        t0 = time.perf_counter()
-        out = ex(self._input(index), targets=None if target < 0 else [target])
-        seconds = time.perf_counter() - t0
-        self._set_probs(index, out)
+    # -- the worker side -----------------------------------------------------------------------------
+    def _serve(self, gen: int, sel: dict) -> None:
+        index, method, params, target = sel["index"], sel["method"], sel["params"], sel["target"]
+        try:
+            with self._scheduler.publishing(gen) as current:
+                if current:
+                    self._send_image(index)
+            out, heat, seconds = self._explain(index, method, params, [target] if target >= 0 else None)
+        except Exception as e:  # noqa: BLE001 - every error is shown in the widget
+            with self._scheduler.publishing(gen) as current:
+                if current:
+                    self._show_error(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}")
+            return
         target = int(np.asarray(out.targets).reshape(-1)[0])
-        heat = np.asarray(out.heatmap(), dtype=np.float32).reshape(out.relevance.shape[1:3])
-        entry = self._store((index, method, _freeze(params), target), heat, seconds, warm=warm)
-        return target, entry, bool(getattr(out, "cached", False))
+        with self._scheduler.publishing(gen) as current:
+            if not current:
+                self.dropped += 1
+                return
+            self._publish(gen, sel, target, heat[0], out, seconds)
+            if self._prefetch:
+                self._scheduler.background(self._prefetch_units(gen, index, method, params),
+                                           priority=PREFETCH, cancel_on_request=True, name="prefetch")
+
+    def _explain(self, index: int, method: str, params: dict, targets: list | None):
+        """The engine's maps for one image: (Explanation, heatmaps (K, H, W), seconds)."""
+        from .engine import explain
+
+        t0 = time.perf_counter()
+        out = explain(self._model, self._images.input(index), method, targets=None if targets is None else [targets],
+                      preprocess=self._preprocess, **self._engine_params(params))
+        seconds = time.perf_counter() - t0
+        self._probs.setdefault(index, np.asarray(out.probabilities, np.float64).reshape(-1, self._n_classes)[0])
+        heat = np.asarray(out.heatmap(), np.float32).reshape(-1, *out.relevance.shape[-3:-1])
+        return out, heat, seconds
+
+    def _engine_params(self, params: dict) -> dict:
+        # One number for low or high next to a per-channel bound (e.g. the other one automatic) trips the
+        # engine's cache key (numpy cannot freeze a scalar next to a vector); one number per channel is the
+        # same rule.
+        channels = self._images.channels
+        return {k: [float(v)] * channels if k in ("low", "high") and v is not None and np.ndim(v) == 0 else v
+                for k, v in params.items()}
+
+    def _publish(self, gen: int, sel: dict, target: int, heat: np.ndarray, out: Any, seconds: float) -> None:
+        index, method, params = sel["index"], sel["method"], sel["params"]
+        spec = self._specs[method]
+        name = self.class_names[target]
+        buf, scale = encode_heatmap(heat)
+        prob = float(self._probs[index][target])
+        low, high = legend_words(method, spec.get("family", ""), name)
+        meta = {"index": index, "method": method, "label": spec.get("label", method), "params": _jsonable(params),
+                "target": target, "class_name": name, "probability": prob, "dtype": "float16", "scale": scale,
+                "width": int(heat.shape[1]), "height": int(heat.shape[0]), "seconds": seconds,
+                "cached": bool(out.cached), "request_id": sel["request_id"], "generation": gen,
+                "scales": map_scales(heat),
+                "legend": [low, high]}
+        self._current = {"index": index, "method": method, "params": params, "target": target, "heat": heat}
+        took = "cached" if out.cached else f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms"
+        with self.hold_sync():
+            self.heatmap = buf
+            self.heatmap_meta = meta
+            self.predictions = self._predictions(index)
+            self.resolved_target = target
+            self.metrics = self._metrics(index, heat, target)
+            self.code = self._code(index, method, params, target)
+            self.error, self.field_errors, self.task = "", {}, {}
+            self.status = f"{spec.get('label', method)} · {name} · {took}"
+
+    def _prefetch_units(self, gen: int, index: int, method: str, params: dict) -> Iterator[None]:
+        """Compute the other top-k classes of this image and method ahead of a click, a few per unit
+        (sized to about ``prefetch_budget`` seconds; one class first to measure)."""
+        key = (index, method, json.dumps(_jsonable(params), sort_keys=True))
+        if key in self._prefetched or not self._scheduler.is_current(gen):
+            return
+        order = [int(c) for c in np.argsort(-self._probs[index])[: max(1, self.top_k)]]
+        todo = [c for c in order if c != self.resolved_target]
+        per_map = None
+        while todo:
+            n = 1 if per_map is None else int(np.clip(self.prefetch_budget // max(per_map, 1e-3), 1, len(todo)))
+            part, todo = todo[:n], todo[n:]
+            _, _, seconds = self._explain(index, method, params, part)
+            per_map = seconds / len(part)
+            yield
+        self._prefetched.add(key)
+
+    # -- Compare -----------------------------------------------------------------------------------
+    def _compare_plan(self, methods: Sequence[str] | None, targets: Sequence[int] | None,
+                      index: int) -> tuple[list[str], list[int]]:
+        from .errors import ExplainError
+
+        if methods is None:
+            first = self._shown()[0]
+            methods = [first] + [m for m in _DEFAULT_COMPARE if m != first]
+            methods = [m for m in methods if m in self._specs and not self._specs[m]["unavailable"]][:4]
+        methods = list(methods)
+        for m in methods:
+            if m not in self._specs:
+                raise ExplainError(f"unknown method {m!r}: choose from {list(self._specs)}")
+            if self._specs[m]["unavailable"]:
+                raise ExplainError(f"{m!r} cannot explain this model: {self._specs[m]['unavailable']}")
+        if targets is None:
+            if index not in self._probs:
+                self._explain(index, methods[0], {}, None)
+            targets = [int(c) for c in np.argsort(-self._probs[index])[:3]]
+        targets = [int(c) for c in targets]
+        for c in targets:
+            if not 0 <= c < self._n_classes:
+                raise ExplainError(f"target class {c} is out of range: use 0..{self._n_classes - 1}")
+        return methods, targets
+
+    def _shown(self) -> tuple[str, dict]:
+        """The method and parameters of the map on screen (the controls may hold a rejected value)."""
+        cur = self._current
+        return (cur["method"], dict(cur["params"])) if cur is not None else (self.method, {})
+
+    def _compare_row(self, index: int, method: str, targets: list[int], shown: tuple[str, dict]) -> np.ndarray:
+        """Maps (K, H, W) of one method; the method on screen keeps its parameters, the others their defaults."""
+        return self._explain(index, method, shown[1] if method == shown[0] else {}, targets)[1]
+
+    def _start_compare(self) -> None:
+        """The Compare button: a methods x classes grid of the current image, row by row in the background."""
+        self._cancel_compare()
+        index, shown = self.index, self._shown()
+        disp = self._images.display(index)
+        self._set_compare({"state": "running", "index": index, "method": shown[0], "params": _jsonable(shown[1]),
+                           "title": f"Compare · image {index + 1} / {len(self._images)}", "rows": [], "done": 0,
+                           "total": 0, "image": self._images.png(index), "width": int(disp.shape[1]),
+                           "height": int(disp.shape[0])})
+
+        job: list = []  # this comparison's handle, once queued
+
+        def publish(grid: dict) -> None:
+            with self._lock:
+                if not job[0].cancelled:  # a cancelled or stale grid keeps its state
+                    self.compare_grid = grid
+
+        def units() -> Iterator[None]:
+            methods, targets = self._compare_plan(None, None, index)
+            labels = [self._specs[m].get("label", m) for m in methods]
+            publish({
+                **self.compare_grid, "total": len(methods),
+                "title": f"{', '.join(labels)} × top {len(targets)} classes · image {index + 1} / {len(self._images)}",
+                "targets": [{"index": c, "name": self.class_names[c], "probability": float(self._probs[index][c]),
+                             "percent": format_probability(self._probs[index][c])} for c in targets]})
+            for m, label in zip(methods, labels):
+                maps = self._compare_row(index, m, targets, shown)
+                rows = list(self.compare_grid.get("rows", []))
+                rows.append({"method": m, "label": label, "maps": [encode_heatmap(h)[0] for h in maps],
+                             "scales": [{**map_scales(h), "max_abs": float(np.max(np.abs(h)))} for h in maps]})
+                publish({**self.compare_grid, "rows": rows, "done": len(rows),
+                         "state": "running" if len(rows) < len(methods) else "done"})
+                yield
+
+        def failed(e: BaseException) -> None:
+            publish({**self.compare_grid, "state": "error", "error": str(e)})
+
+        job.append(self._scheduler.background(units(), priority=COMPARE, name="compare", on_error=failed))
+        self._compare_job = job[0]
+
+    def _set_compare(self, grid: dict) -> None:
+        with self._lock:
+            self.compare_grid = grid
+
+    def _cancel_compare(self, stale: bool = False) -> None:
+        with self._lock:
+            job, self._compare_job = self._compare_job, None
+            if job is not None and not job.done:
+                job.cancel()
+                if self.compare_grid.get("state") == "running":
+                    self._set_compare({**self.compare_grid, "state": "stale" if stale else "cancelled"})
+
+    # -- per-image helpers ---------------------------------------------------------------------------
+    def _send_image(self, index: int) -> None:
+        if self.image_meta.get("index") == index:
+            return
+        disp = self._images.display(index)
+        with self._lock, self.hold_sync():
+            self.image = self._images.png(index)
+            self.image_meta = {"index": index, "width": int(disp.shape[1]), "height": int(disp.shape[0])}
+            self.boxes = [{"box": list(b[:4]), "class": b[4], "label": "" if b[4] is None else self.class_names[b[4]]}
+                          for b in self._images.boxes(index)]
 
     def _predictions(self, index: int) -> list[dict]:
         p = self._probs.get(index)
         if p is None:
             return []
-        names = self.class_names
         order = np.argsort(-p)[: max(1, self.top_k)]
-        return [{"index": int(i), "name": names[int(i)], "prob": float(p[i])} for i in order]
+        return [{"index": int(i), "name": self.class_names[int(i)], "prob": float(p[i]),
+                 "percent": format_probability(p[i])} for i in order]
 
-    def _metrics(self, index: int, heat: np.ndarray) -> dict:
-        if self._boxes is None and self._masks is None:
+    def _metrics(self, index: int, heat: np.ndarray, target: int) -> dict:
+        """Share of the positive relevance in the chosen class's own box (or the mask / any box) and the
+        pointing game; "n/a" when the class has no box in this image."""
+        from . import metrics as M
+
+        mask, region, note = self._images.region(index, target, self.class_names[target])
+        if note:
+            return {"region": region, "mass_in_box": None, "pointing_game": None, "note": note}
+        if mask is None:
             return {}
-        try:
-            from . import metrics as M
-        except ImportError:  # metrics module not available
-            return {}
-        H, W = heat.shape
-        mask = None
-        if self._masks is not None:
-            mask = np.asarray(self._masks[index], bool).reshape(H, W)
-        if self._boxes is not None:
-            b = np.asarray(self._boxes[index]).reshape(-1, 4)
-            bm = M.boxes_to_masks(b, (H, W)).any(axis=0)
-            mask = bm if mask is None else (mask | bm)
-        return {"mass_in_box": float(M.mass_in_box(heat[None], mask[None])[0]),
+        return {"region": region, "mass_in_box": float(M.mass_in_box(heat[None], mask[None])[0]),
                 "pointing_game": bool(M.pointing_game(heat[None], mask[None])[0])}
 
-    def _send_image(self, index: int) -> None:
-        if self.image_meta.get("index") == index:
-            return
-        disp = to_display_uint8(self._raw[index])
-        if index not in self._pngs:
-            self._pngs[index] = _png_bytes(disp)
-        with self._lock, self.hold_sync():
-            self.image = self._pngs[index]
-            self.image_meta = {"index": index, "width": int(disp.shape[1]), "height": int(disp.shape[0])}
-
-    # -- the worker ------------------------------------------------------------------------------
-    def _run(self, gen: int, sel: dict) -> None:
-        if gen != self._gen:
-            self.skipped += 1
-            return  # coalesced: a newer request is queued
-        try:
-            index, method, params, target = self._validate(sel)
-            if gen == self._gen:
-                self._send_image(index)
-            target, entry, cached = self._compute(index, method, params, target)
-        except Exception as e:  # noqa: BLE001 - every error is shown in the widget
-            with self._lock:
-                if gen == self._gen:
-                    msg = str(e) if _is_user_error(e) else f"{type(e).__name__}: {e}"
-                    with self.hold_sync():
-                        self.error = msg
-                        self.status = "error"
-                        self.busy = False
-            return
-        with self._lock:
-            if gen != self._gen:
-                self.dropped += 1
-                return  # stale: the selection moved on while computing
-            heat = entry["heat"]
-            secs = entry["seconds"]
-            status = (f"{self._specs[method].get('label', method)} · {self.class_names[target]} · "
-                      + ("cached" if cached else f"{1000 * secs:.0f} ms"))
-            meta = {"index": index, "method": method, "params": params, "target": target,
-                    "dtype": "int8", "scale": entry["scale"], "width": int(heat.shape[1]),
-                    "height": int(heat.shape[0]), "seconds": secs, "cached": bool(cached),
-                    "request_id": sel["request_id"], "generation": gen}
-            self._current = {"index": index, "method": method, "params": params,
-                             "target": target, "heat": heat}
-            try:
-                metrics = self._metrics(index, heat)
-            except Exception as e:  # noqa: BLE001
-                metrics = {"error": str(e)}
-            with self.hold_sync():
-                self.heatmap = entry["bytes"]
-                self.heatmap_meta = meta
-                self.predictions = self._predictions(index)
-                self.resolved_target = target
-                self.metrics = metrics
-                self.error = ""
-                self.status = status
-                self.busy = False
-        if self._prefetch:
-            self._executor.submit(self._prefetch_topk, gen, index, method, params)
-
-    def _prefetch_topk(self, gen: int, index: int, method: str, params: dict) -> None:
-        """Compute the other top-k classes of the current image and method ahead of a click.
-
-        Batched (nested targets: one backward pass for several classes), in chunks sized to
-        take about ``prefetch_budget`` seconds each, and abandoned as soon as the user asks for
-        something else, so a prefetch never delays a click by more than about one chunk.
-        """
-        key = (index, method, _freeze(params))
-        if gen != self._gen or key in self._prefetched or index not in self._probs:
-            return
-        order = [int(i) for i in np.argsort(-self._probs[index])[: max(1, self.top_k)]]
-        with self._lock:
-            todo = [c for c in order if (*key, c) not in self._results]
-            # seconds per map of this method, from calls that did not include tracing
-            known = [e["seconds"] for k, e in self._results.items()
-                     if k[1:3] == key[1:3] and e.get("warm") and e.get("seconds")]
-        per_map = min(known) if known else None  # unknown: start with one class and measure
-        try:
-            ex = self._explainer(method, params)
-            x = self._input(index)
-            while todo:
-                if gen != self._gen:
-                    return  # the user moved on: stop, resume next time
-                chunk = 1 if per_map is None else int(
-                    np.clip(self.prefetch_budget // max(per_map, 1e-3), 1, len(todo)))
-                part, todo = todo[:chunk], todo[chunk:]
-                t0 = time.perf_counter()
-                out = ex(x, targets=[part])
-                secs = (time.perf_counter() - t0) / len(part)
-                per_map = secs
-                heats = np.asarray(out.heatmap(), dtype=np.float32).reshape(
-                    len(part), *out.relevance.shape[-3:-1])
-                for c, hm in zip(part, heats):
-                    self._store((*key, c), hm, secs)
-            self._prefetched.add(key)
-        except Exception:  # noqa: BLE001 - best effort; a real request reports errors
-            return
+    def _code(self, index: int, method: str, params: dict, target: int) -> str:
+        """One line of Python that reproduces the map with the public API (the parameters as the engine got them)."""
+        defaults = {p["name"]: p["default"] for p in self._specs[method].get("params", [])}
+        args = [repr(method)] + (["preprocess=preprocess"] if self._preprocess is not None else [])
+        args += [f"{k}={_jsonable(v)!r}" for k, v in self._engine_params(params).items()
+                 if _jsonable(v) != _jsonable(defaults.get(k))]
+        return f"Explainer(model, {', '.join(args)})({self._images.code(index)}, targets=[{target}]).heatmap()[0]"
 
     # -- Python API --------------------------------------------------------------------------------
+    def wait(self, timeout: float | None = 60) -> bool:
+        """Block until the requested map and the background work are done (scripts and tests)."""
+        return self._scheduler.wait(timeout)
+
+    def close(self) -> None:
+        self._scheduler.close()
+        super().close()
+
     @property
     def explanation(self) -> np.ndarray | None:
         """The current heatmap, float32 (H, W) (channel sum of the relevance), or None."""
@@ -605,109 +700,56 @@ class RelevanceExplorer(anywidget.AnyWidget):
         return {k: v for k, v in self._current.items() if k != "heat"}
 
     def overlay_image(self) -> np.ndarray | None:
-        """The current map blended over its image with the widget's view settings, uint8 RGB."""
+        """The current map over its image as the widget draws it (view settings included), uint8 RGB."""
         if self._current is None:
             return None
-        return overlay(self._raw[self._current["index"]], self._current["heat"],
-                       colormap=self.colormap, opacity=self.opacity,
-                       positive_only=self.positive_only)
+        rgb = viz.display_overlay(self._images.display(self._current["index"]), self._current["heat"],
+                                  cmap=self.colormap, opacity=self.opacity, positive_only=self.positive_only,
+                                  norm=self.norm)
+        return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+
+    def figure(self, width: float = 4.0):
+        """The current map as a labelled matplotlib figure: class, method, boxes and colour bar."""
+        if self._current is None:
+            raise ValueError("there is no map yet: wait for the first computation (explorer.wait())")
+        cur, meta = self._current, self.heatmap_meta
+        target = cur["target"]
+        boxes = [] if not self.show_boxes else [
+            (*b[:4], "" if b[4] is None else self.class_names[b[4]], b[4] == target)
+            for b in self._images.boxes(cur["index"])]
+        return viz.explanation_figure(
+            self._images.display(cur["index"]), cur["heat"],
+            title=f"{self.class_names[target]} · {format_probability(self._probs[cur['index']][target])}",
+            subtitle=f"{meta.get('label', cur['method'])} · image {cur['index'] + 1} / {len(self._images)}",
+            legend=tuple(meta.get("legend", ("against", "for"))), cmap=self.colormap, opacity=self.opacity,
+            positive_only=self.positive_only, norm=self.norm, boxes=boxes, width=width)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save the current map: ``.npy`` -> the float heatmap, otherwise an image of the overlay."""
+        """Save the current map: ``.npy`` -> the float heatmap; another suffix -> the labelled figure."""
         p = Path(path)
         if self._current is None:
             raise ValueError("there is no map yet: wait for the first computation (explorer.wait())")
         if p.suffix.lower() == ".npy":
             np.save(p, self._current["heat"])
         else:
-            from PIL import Image
-
-            Image.fromarray(self.overlay_image()).save(p)
+            self.figure().savefig(p)
         return p
 
     def compare(self, methods: Sequence[str] | None = None, targets: Sequence[int] | None = None,
                 index: int | None = None):
         """A matplotlib figure: rows = methods, columns = classes, for one image.
 
-        Defaults: a few methods of different families and the top-3 classes of the image.
+        Defaults: the current method and a few of other families, and the top-3 classes of the image.
         """
         index = self.index if index is None else int(index)
-        grid, methods, targets = self._compare_maps(methods, targets, index)
-        return self._compare_figure(index, grid, methods, targets)
-
-    def _compare_maps(self, methods, targets, index):
-        from .errors import ExplainError
-        from .methods import validate_params
-
-        if methods is None:
-            methods = [self.method] + [m for m in _DEFAULT_COMPARE if m != self.method]
-            methods = [m for m in methods if m in self._specs][:4]
-        methods = list(methods)
-        for m in methods:
-            if m not in self._specs:
-                raise ExplainError(f"unknown method {m!r}: choose from {list(self._specs)}")
-        x = self._input(index)
-        if targets is None:
-            if index not in self._probs:
-                m0 = methods[0]
-                self._set_probs(index, self._explainer(m0, dict(validate_params(m0, {})))(x))
-            targets = [int(i) for i in np.argsort(-self._probs[index])[:3]]
-        targets = [int(c) for c in targets]
-        for c in targets:
-            if not 0 <= c < self._n_classes:
-                raise ExplainError(f"target class {c} is out of range: use 0..{self._n_classes - 1}")
-        grid = []
-        for m in methods:
-            params = dict(validate_params(m, dict(self.params) if m == self.method else {}))
-            out = self._explainer(m, params)(x, targets=[targets])
-            grid.append(np.asarray(out.heatmap(), np.float32).reshape(len(targets), *x.shape[1:3]))
-        return np.stack(grid), methods, targets
-
-    def _compare_figure(self, index, grid, methods, targets):
-        try:
-            from . import viz  # the demo helper's figures, when present
-        except ImportError:
-            viz = None
-        image = to_display_uint8(self._raw[index])
-        labels = [self._specs[m].get("label", m) for m in methods]
-        cols = [self.class_names[c] for c in targets]
-        if viz is not None and hasattr(viz, "plot_grid"):
-            try:
-                return viz.plot_grid(image, grid, row_labels=labels, col_labels=cols,
-                                     cmap=self.colormap)
-            except TypeError:
-                pass  # another signature: fall back to the local figure
-        import matplotlib.pyplot as plt
-
-        R, C = grid.shape[:2]
-        fig, axes = plt.subplots(R, C, figsize=(2.2 * C, 2.2 * R), squeeze=False)
-        for r in range(R):
-            for c in range(C):
-                ax = axes[r, c]
-                ax.imshow(overlay(image, grid[r, c], colormap=self.colormap, opacity=self.opacity,
-                                  positive_only=self.positive_only))
-                ax.set_xticks([]), ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(cols[c], fontsize=9)
-                if c == 0:
-                    ax.set_ylabel(labels[r], fontsize=9)
-        fig.tight_layout()
-        return fig
-
-    def _compare_in_widget(self) -> None:
-        import matplotlib.pyplot as plt
-
-        try:
-            fig = self.compare()
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=80)
-            plt.close(fig)
-            with self._lock:
-                self.compare_png = buf.getvalue()
-        except Exception as e:  # noqa: BLE001
-            with self._lock:
-                self.error = f"compare failed: {e}"
-                self.send({"type": "compare_error", "message": str(e)})
+        methods, targets = self._compare_plan(methods, targets, index)
+        shown = self._shown()
+        grid = np.stack([self._compare_row(index, m, targets, shown) for m in methods])
+        p = self._probs[index]
+        return viz.plot_grid(self._images.display(index), grid,
+                             row_labels=[self._specs[m].get("label", m) for m in methods],
+                             col_labels=[f"{self.class_names[c]}\n{format_probability(p[c])}" for c in targets],
+                             cmap=self.colormap, norm=self.norm)
 
     # -- static fallback -------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any):
@@ -715,34 +757,11 @@ class RelevanceExplorer(anywidget.AnyWidget):
         if bundle is None:
             return None
         data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
-        try:
-            img = self.overlay_image()
-            if img is not None:
+        if self._current is not None:
+            try:
                 data = dict(data)
-                data["image/png"] = base64.b64encode(_png_bytes(img)).decode("ascii")
-        except Exception:  # noqa: BLE001 - the live widget still renders
-            pass
+                data["image/png"] = base64.b64encode(_figure_png(self.figure())).decode("ascii")
+            except Exception:  # noqa: BLE001 - the live widget still renders
+                pass
         return data, meta
 
-
-def _is_user_error(e: Exception) -> bool:
-    try:
-        from .errors import ExplainError
-    except ImportError:  # pragma: no cover
-        return isinstance(e, ValueError)
-    return isinstance(e, (ExplainError, ValueError, TypeError))
-
-
-def _jsonable(obj: Any) -> Any:
-    """Make the registry's specs JSON-safe (tuples -> lists, inf/nan -> None, numpy -> python)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)

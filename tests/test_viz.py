@@ -33,19 +33,81 @@ def test_heatmap_rgba_seismic_colours():
 
 def test_symmetric_scale_uses_max_abs():
     # positive maximum 1 but negative extreme -4: zero is still white, +1 is light red
-    rgba = viz.heatmap_rgba(np.array([[-4.0, 0.0, 1.0]]))
+    rgba = viz.heatmap_rgba(np.array([[-4.0, 0.0, 1.0]]), norm="max")
     np.testing.assert_allclose(rgba[0, 1, :3], WHITE, atol=1e-6)
-    np.testing.assert_allclose(viz.normalize_heatmap([[-4.0, 0.0, 1.0]]), [[0.0, 0.5, 0.625]])
+    np.testing.assert_allclose(viz.normalize_heatmap([[-4.0, 0.0, 1.0]], norm="max"), [[0.0, 0.5, 0.625]])
     r, g, b = rgba[0, 2, :3]
     assert r == pytest.approx(1.0) and g == pytest.approx(b) and 0.4 < g < 0.8
 
 
 def test_non_symmetric_and_vmax():
-    np.testing.assert_allclose(viz.normalize_heatmap([[2.0, 3.0, 6.0]], symmetric=False), [[0.0, 0.25, 1.0]])
+    np.testing.assert_allclose(viz.normalize_heatmap([[2.0, 3.0, 6.0]], symmetric=False, norm="max"),
+                               [[0.0, 0.25, 1.0]])
     np.testing.assert_allclose(viz.normalize_heatmap([[-1.0, 0.0, 3.0]], vmax=2.0), [[0.25, 0.5, 1.0]])
     rgba = viz.heatmap_rgba([[0.0, 1.0]], cmap="gray", symmetric=False)
     np.testing.assert_allclose(rgba[0, 0, :3], [0, 0, 0], atol=1e-6)
     np.testing.assert_allclose(rgba[0, 1, :3], [1, 1, 1], atol=1e-6)
+
+
+def test_robust_scale_ignores_a_few_extreme_pixels():
+    h = np.full((20, 20), 0.1)
+    h[0, 0] = 50.0  # one hot pixel (0.25 % of the map)
+    h[1, :] = -0.2
+    assert viz.robust_scale(h, "max") == 50.0
+    assert viz.robust_scale(h) == pytest.approx(0.2)  # the 99.5th percentile of |h|
+    assert viz.robust_scale(h, positive_only=True) == pytest.approx(0.1)
+    # the default normalisation shows the ordinary pixels, not only the hot one
+    assert viz.normalize_heatmap(h)[5, 5] == pytest.approx(0.75)
+    assert viz.normalize_heatmap(h, norm="max")[5, 5] == pytest.approx(0.501)
+    # a map that is zero almost everywhere falls back to its maximum; all-zero gives 0
+    sparse = np.zeros((20, 20))
+    sparse[3, 3] = 2.0
+    assert viz.robust_scale(sparse) == 2.0 and viz.robust_scale(np.zeros((2, 2))) == 0.0
+    with pytest.raises(ValueError, match="norm must be one of"):
+        viz.robust_scale(h, "median")
+
+
+def test_colormap_lut_is_matplotlibs_table():
+    import matplotlib
+
+    lut = viz.colormap_lut("viridis")
+    assert lut.shape == (257, 3) and lut.dtype == np.uint8
+    ref = np.rint(matplotlib.colormaps["viridis"](np.linspace(0, 1, 257))[:, :3] * 255)
+    np.testing.assert_array_equal(lut, ref)
+    assert viz.colormap_lut("bwr")[128].tolist() == [255, 255, 255]  # zero is exactly white
+    assert viz.is_diverging("RdBu_r") and viz.is_diverging("bwr") and not viz.is_diverging("viridis")
+    with pytest.raises(ValueError, match="unknown colormap"):
+        viz.colormap_lut("nope")
+
+
+def test_display_overlay_fades_diverging_maps_and_keeps_the_image_at_zero():
+    img = np.full((1, 3, 3), 100, np.uint8)
+    h = np.array([[-1.0, 0.0, 1.0]])
+    out = viz.display_overlay(img, h, cmap="bwr", opacity=1.0, norm="max")
+    np.testing.assert_allclose(out[0, 1], 100 / 255, atol=1e-6)  # zero relevance: the image
+    np.testing.assert_allclose(out[0, 0], [0, 0, 1], atol=1e-6)  # full magnitude: the colour
+    pos = viz.display_overlay(img, h, cmap="bwr", opacity=1.0, positive_only=True, norm="max")
+    np.testing.assert_allclose(pos[0, 0], 100 / 255, atol=1e-6)
+    seq = viz.display_overlay(img, h, cmap="gray", opacity=0.5, norm="max")
+    np.testing.assert_allclose(seq[0, 1], (100 / 255 + 128 / 255) / 2, atol=0.01)  # constant opacity
+
+
+def test_explanation_figure_is_labelled():
+    import io
+
+    h = np.zeros((16, 16))
+    h[2:6, 2:6] = 1.0
+    h[10:14, 10:14] = -1.0
+    fig = viz.explanation_figure(np.zeros((16, 16, 3)), h, title="star · 97 %", subtitle="SGLRP",
+                                 legend=("against star", "for star"),
+                                 boxes=[(2, 2, 6, 6, "star", True), (10, 10, 14, 14, "ring", False)])
+    texts = [t.get_text() for t in fig.texts]
+    assert "star · 97 %" in texts and "SGLRP" in texts
+    assert any("for star" in t for t in texts) and any("against star" in t for t in texts)
+    assert len(fig.axes[0].patches) == 4  # two boxes, each with a dark and a light outline
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_degenerate_maps():

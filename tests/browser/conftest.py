@@ -1,8 +1,9 @@
-"""Real-browser harness: a JupyterLab 4 / Notebook 7 server on 127.0.0.1 and headless Chromium.
+"""Real-browser harness: JupyterLab 4 (light and dark), Notebook 7 and marimo on 127.0.0.1, headless Chromium.
 
-Each server gets a random free port, a random token, ``--no-browser`` and a temporary root dir
-holding a generated notebook that shows a ``RelevanceExplorer`` of the bundled demo model on
-two-object synthetic scenes with boxes (nothing is downloaded).
+Each server gets a free port, a random token (Jupyter), ``--no-browser``/``--headless`` and a temporary root
+holding a generated notebook that shows a ``RelevanceExplorer`` of the bundled demo model on two-object
+synthetic scenes with labelled boxes (nothing is downloaded). The cell is what a user of a plain install
+types: the package is found on ``PYTHONPATH`` (this checkout), not through a ``sys.path`` line.
 Servers are stopped (process group terminated) when the fixture ends. Screenshots go to
 ``artifacts/browser/``.
 """
@@ -28,19 +29,35 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = ROOT / "artifacts" / "browser"
+KINDS = ["lab-light", "lab-dark", "notebook", "marimo"]
 
-NOTEBOOK_CODE = f"""\
-import sys
-sys.path.insert(0, {str(ROOT)!r})
-from sglrp_widgets import demo
-from sglrp_widgets.widget import RelevanceExplorer
+NOTEBOOK_CODE = """\
+from sglrp_widgets import RelevanceExplorer, demo
 
-model = demo.load_model()   # the bundled, trained demo model (nothing is downloaded)
-images, labels, boxes = demo.make_scenes(3, objects=2, seed=0)  # two shapes per scene + their boxes
-explorer = RelevanceExplorer(model, images, preprocess=demo.preprocess,
-                             class_names=demo.class_names, boxes=boxes, prefetch=False)
-explorer
-"""
+images, labels, boxes = demo.make_scenes(8, objects=2, seed=0)
+explorer = RelevanceExplorer(demo.load_model("cnn"), images, preprocess=demo.preprocess,
+                             class_names=demo.class_names, boxes=boxes, box_labels=labels)
+explorer"""
+
+MARIMO_APP = '''\
+import marimo
+
+app = marimo.App(width="full")
+
+
+@app.cell
+def _():
+{code}
+    return
+
+
+if __name__ == "__main__":
+    app.run()
+'''
+
+# JupyterLab / Notebook 7 user settings: no news pop-up; the dark variant picks JupyterLab Dark.
+LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"}}
+DARK_SETTINGS = {"@jupyterlab/apputils-extension/themes.jupyterlab-settings": {"theme": "JupyterLab Dark"}}
 
 
 def _free_port() -> int:
@@ -49,10 +66,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_notebook(path: Path) -> None:
+def write_notebook(path: Path, code: str = NOTEBOOK_CODE) -> None:
     nb = {
         "cells": [{"cell_type": "code", "execution_count": None, "id": "explorer-cell",
-                   "metadata": {}, "outputs": [], "source": NOTEBOOK_CODE}],
+                   "metadata": {}, "outputs": [], "source": code}],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                      "language_info": {"name": "python"}},
         "nbformat": 4, "nbformat_minor": 5,
@@ -60,44 +77,89 @@ def _write_notebook(path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1))
 
 
+def _write_settings(folder: Path, settings: dict) -> None:
+    for rel, value in settings.items():
+        p = folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(value))
+
+
 class Server:
-    def __init__(self, kind: str, root: Path, log: Path):
+    """One front end serving ``root`` on 127.0.0.1 (a free port), stopped with its kernels by ``stop()``."""
+
+    def __init__(self, kind: str, root: Path, log: Path, python: str = sys.executable, checkout: bool = True):
+        """``checkout``: import sglrp_widgets from this checkout (PYTHONPATH); False: from ``python``'s install."""
         self.kind, self.root = kind, root
         self.port, self.token = _free_port(), secrets.token_hex(16)
-        app = "lab" if kind == "lab" else "notebook"
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env.pop("PYTHONPATH", None)
+        if checkout:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env["JUPYTER_RUNTIME_DIR"] = str(root / ".runtime")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        cmd = [sys.executable, "-m", "jupyter", app, "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}"]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            cmd.append("--allow-root")  # CI containers run as root
-        if kind == "lab":
-            cmd += ["--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                    "--LabApp.extension_manager=readonly"]
+        if kind == "marimo":
+            self.app = "explorer.py"
+            (root / self.app).write_text(MARIMO_APP.format(code="\n".join(
+                "    " + line if line else "" for line in NOTEBOOK_CODE.splitlines())))
+            cmd = [python, "-m", "marimo", "run", self.app, "--headless", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--token-password", self.token, "--no-sandbox", "--no-check"]
+        else:
+            self.app = "explorer.ipynb"
+            write_notebook(root / self.app)
+            settings = root / ".settings"
+            _write_settings(settings, {**LAB_SETTINGS, **(DARK_SETTINGS if kind == "lab-dark" else {})})
+            env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
+            app = "notebook" if kind == "notebook" else "lab"
+            # `-m jupyterlab` / `-m notebook`, not `-m jupyter lab` (which runs whichever jupyter-lab script
+            # is first on PATH): the server, and so its kernels, use `python`
+            cmd = [python, "-m", "notebook" if app == "notebook" else "jupyterlab", "--no-browser",
+                   "--ServerApp.ip=127.0.0.1",
+                   f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+                   f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}"]
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                cmd.append("--allow-root")  # CI containers run as root
+            if app == "lab":
+                cmd += ["--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                        "--LabApp.extension_manager=readonly"]
         self.logf = open(log, "w")
         self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=self.logf, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.base = f"http://127.0.0.1:{self.port}"
 
+    @property
+    def jupyter(self) -> bool:
+        return self.kind != "marimo"
+
     def wait_ready(self, timeout: float = 120) -> None:
+        probe = f"{self.base}/api/status?token={self.token}" if self.jupyter else f"{self.base}/health"
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} server exited with {self.proc.returncode}")
             try:
-                with urllib.request.urlopen(f"{self.base}/api/status?token={self.token}", timeout=2) as r:
+                with urllib.request.urlopen(probe, timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:
                 time.sleep(0.5)
         raise TimeoutError(f"{self.kind} server did not start within {timeout}s")
 
-    def url(self, notebook: str) -> str:
-        path = f"lab/tree/{notebook}" if self.kind == "lab" else f"notebooks/{notebook}"
+    def url(self) -> str:
+        if self.kind == "marimo":
+            return f"{self.base}/?access_token={self.token}"
+        path = f"notebooks/{self.app}" if self.kind == "notebook" else f"lab/tree/{self.app}"
         return f"{self.base}/{path}?token={self.token}"
+
+    def api(self, method: str, path: str):
+        req = urllib.request.Request(f"{self.base}/api/{path}?token={self.token}", method=method)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def shutdown_kernels(self) -> None:
+        """Stop every kernel, as when the notebook is reopened another day."""
+        for k in self.api("GET", "kernels"):
+            self.api("DELETE", f"kernels/{k['id']}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -113,10 +175,11 @@ class Server:
         self.logf.close()
 
 
-def _skip_reason() -> str | None:
+def skip_reason(kind: str = "lab") -> str | None:
     if not Path(CHROMIUM).exists():
         return f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    for mod in ("playwright.sync_api", "jupyterlab", "notebook", "anywidget"):
+    mods = ["playwright.sync_api", "anywidget"] + (["marimo"] if kind == "marimo" else ["jupyterlab", "notebook"])
+    for mod in mods:
         try:
             __import__(mod)
         except ImportError:
@@ -126,7 +189,7 @@ def _skip_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def browser():
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
@@ -139,18 +202,16 @@ def browser():
             b.close()
 
 
-@pytest.fixture(params=["lab", "notebook"], scope="module")
+@pytest.fixture(params=KINDS, scope="module")
 def server(request, tmp_path_factory):
-    reason = _skip_reason()
+    reason = skip_reason(request.param)
     if reason:
         pytest.skip(reason)
-    root = tmp_path_factory.mktemp(f"jupyter-{request.param}")
-    _write_notebook(root / "explorer.ipynb")
+    root = tmp_path_factory.mktemp(f"front-end-{request.param}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob(f"{request.param}-*"):  # screenshots of an earlier run
         old.unlink()
-    log = ARTIFACTS / f"{request.param}-server.log"
-    srv = Server(request.param, root, log)
+    srv = Server(request.param, root, ARTIFACTS / f"{request.param}-server.log")
     try:
         srv.wait_ready()
         yield srv

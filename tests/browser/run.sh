@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Real-browser tests of RelevanceExplorer (JupyterLab 4 + Notebook 7 + /usr/bin/chromium).
-# Screenshots and server logs: artifacts/browser/. Skips cleanly without /usr/bin/chromium.
+# Real-browser tests of RelevanceExplorer: JupyterLab 4 (light and dark), Notebook 7 and marimo, driven by
+# Playwright in /usr/bin/chromium. Screenshots, exported PNGs and server logs: artifacts/browser/.
+# Skips cleanly without /usr/bin/chromium (marimo's run is skipped when marimo is not installed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p artifacts/browser

@@ -1,57 +1,109 @@
-"""RelevanceExplorer in a real browser: JupyterLab 4 and Notebook 7, driven by Playwright.
+"""RelevanceExplorer in a real browser: JupyterLab 4 (light and dark), Notebook 7 and marimo, driven by Playwright.
 
 Run: ``tests/browser/run.sh`` (or ``pytest -m browser tests/browser -s``). Screenshots:
-``artifacts/browser/<lab|notebook>-*.png``.
+``artifacts/browser/<lab-light|lab-dark|notebook|marimo>-*.png``. Locators pierce shadow roots (marimo
+renders widgets in one), so every DOM read goes through a locator, never ``document.querySelector``.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
-
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 
 pytestmark = pytest.mark.browser
 
 ROOT_SEL = ".sglrp-explorer"
-CANVAS = f"{ROOT_SEL} canvas[data-role=heatmap]"
+LONG = 180_000  # ms; first maps trace TensorFlow functions on a busy 2-core machine
 
-PIXEL_HASH = """() => {
-  const c = document.querySelector('.sglrp-explorer canvas[data-role=heatmap]');
+PIXEL_HASH = """(c) => {
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   let h = 2166136261 >>> 0;
   for (let i = 0; i < d.length; i++) { h ^= d[i]; h = Math.imul(h, 16777619) >>> 0; }
   return h;
 }"""
 
+# WCAG contrast of an element's text against the first opaque background behind it (alpha composited).
+CONTRAST = """(el) => {
+  const parse = (s) => {  // rgb(a, b, c[, alpha]) or color(srgb r g b[ / alpha]) (what color-mix computes to)
+    const m = s.match(/[\\d.]+/g).map(Number);
+    const k = s.startsWith("color(") ? 255 : 1;
+    return [m[0] * k, m[1] * k, m[2] * k, m.length > 3 ? m[3] : 1];
+  };
+  const over = (top, below) => [0, 1, 2].map((i) => top[i] * top[3] + below[i] * (1 - top[3]));
+  const layers = [];
+  for (let node = el; node && node.nodeType === 1;
+       node = node.parentElement || (node.getRootNode && node.getRootNode().host) || null) {
+    const c = parse(getComputedStyle(node).backgroundColor);
+    if (c[3] > 0) layers.push(c);
+    if (c[3] >= 1) break;
+  }
+  let bg = [255, 255, 255];
+  for (const c of layers.reverse()) bg = over(c, bg);
+  const fg = over(parse(getComputedStyle(el).color), bg);
+  const lum = (c) => { const v = c.map((x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+                       return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}"""
 
-def _shot(page, kind, name):
-    path = ARTIFACTS / f"{kind}-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
 
+class Explorer:
+    """The widget on a page, through locators."""
 
-def _run_all(page, kind):
-    """Run all cells through the main menu (same in Lab 4 and Notebook 7)."""
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-    # wait until the kernel is connected and idle
-    page.wait_for_function(
-        """() => { const s = document.querySelector('.jp-Notebook'); return !!s; }""", timeout=60_000)
-    for _ in range(3):
-        _dismiss_dialogs(page)
-        try:
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=10_000)
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click(timeout=10_000)
-            return
-        except Exception:  # noqa: BLE001 - menus may not be ready yet; retry
-            page.keyboard.press("Escape")
-            time.sleep(2)
-    # fallback: select the cell and Shift+Enter
-    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
-    page.keyboard.press("Shift+Enter")
+    def __init__(self, page, kind):
+        self.page, self.kind = page, kind
+
+    def loc(self, role, extra=""):
+        return self.page.locator(f"{ROOT_SEL} [data-role={role}]{extra}").first
+
+    @property
+    def canvas(self):
+        return self.loc("heatmap")
+
+    def drawn(self):
+        return self.canvas.get_attribute("data-map") or ""
+
+    def wait(self, pred, what, timeout_ms=LONG):
+        deadline = time.time() + timeout_ms / 1000
+        while time.time() < deadline:
+            try:
+                if pred():
+                    return
+            except Exception:  # noqa: BLE001 - the element may be re-rendering
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; drawn={self.drawn()!r}, "
+                             f"status={self.text('status')!r}, error={self.text('error')!r}")
+
+    def wait_map(self, pred, what):
+        self.wait(lambda: self.drawn() and pred(self.drawn().split("|")), what)
+
+    def text(self, role, extra=""):
+        loc = self.loc(role, extra)
+        return loc.text_content() if loc.count() else ""
+
+    def pixels(self):
+        return self.canvas.evaluate(PIXEL_HASH)
+
+    def comm_count(self):
+        return int(self.text("comm-count") or 0)
+
+    def contrast(self, role, extra=""):
+        return self.loc(role, extra).evaluate(CONTRAST)
+
+    def shot(self, name):
+        path = ARTIFACTS / f"{self.kind}-{name}.png"
+        self.loc("heatmap").scroll_into_view_if_needed()
+        self.page.locator(ROOT_SEL).first.screenshot(path=str(path))
+        print(f"screenshot: {path}")
+        return path
 
 
 def _dismiss_dialogs(page, wait_s: float = 0.0):
@@ -71,142 +123,172 @@ def _dismiss_dialogs(page, wait_s: float = 0.0):
         time.sleep(0.5)
 
 
-def _status(page):
-    return page.locator(f"{ROOT_SEL} [data-role=status]").inner_text()
+def _open(page, server):
+    page.goto(server.url(), wait_until="domcontentloaded", timeout=120_000)
+    if not server.jupyter:  # marimo runs the app's cells itself
+        return
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    _dismiss_dialogs(page, wait_s=10)  # Lab may ask which kernel to start
 
 
-def _comm_count(page):
-    return int(page.locator(f"{ROOT_SEL} [data-role=comm-count]").text_content() or 0)
+def _run_all(page):
+    """Run all cells through the main menu (same in Lab 4 and Notebook 7)."""
+    for _ in range(5):
+        _dismiss_dialogs(page)
+        try:
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=10_000)
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click(timeout=10_000)
+            return
+        except Exception:  # noqa: BLE001 - menus may not be ready yet; retry
+            page.keyboard.press("Escape")
+            time.sleep(2)
+    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+    page.keyboard.press("Shift+Enter")
+
+
+def _type(field, text, key):
+    field.click()
+    field.fill(text)
+    field.press(key)
 
 
 def test_explorer_in_browser(browser, server):
     kind = server.kind
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 1500}, accept_downloads=True)
     page = context.new_page()
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    sent_comm = []
-
-    def on_ws(ws):
-        def framesent(payload):
-            data = payload if isinstance(payload, (bytes, bytearray)) else payload.encode()
-            if b"comm_msg" in data:
-                sent_comm.append(len(data))
-        ws.on("framesent", framesent)
-
-    page.on("websocket", on_ws)
+    page.on("pageerror", lambda e: console.append(f"error: {e}"))
+    sent = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(len(payload))))
+    ex = Explorer(page, kind)
     try:
-        page.goto(server.url("explorer.ipynb"), wait_until="domcontentloaded", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        _dismiss_dialogs(page, wait_s=15)  # Lab may ask which kernel to start
-        _run_all(page, kind)
+        _open(page, server)
+        if server.jupyter:
+            _run_all(page)
 
-        # 1. the widget renders and draws a heatmap over the image
-        page.wait_for_selector(CANVAS, timeout=180_000)
-        page.wait_for_function(
-            """() => { const c = document.querySelector('.sglrp-explorer canvas[data-role=heatmap]');
-                       return c && c.dataset.map && c.dataset.image !== ''; }""", timeout=120_000)
-        _shot(page, kind, "1-first-map")
-        first_map = page.locator(CANVAS).get_attribute("data-map")
-        h0 = page.evaluate(PIXEL_HASH)
-        assert page.locator(f"{ROOT_SEL} [data-role=method-select] optgroup").count() >= 3
-        assert page.locator(f"{ROOT_SEL} [data-role=opacity]").count() == 1
+        # 1. the first map: drawn over its image, labelled, with a colour bar that names the class
+        page.wait_for_selector(f"{ROOT_SEL} canvas[data-role=heatmap]", timeout=LONG)
+        ex.wait(lambda: ex.drawn() and ex.canvas.get_attribute("data-image") == "0", "the first map")
+        first = ex.drawn().split("|")
+        cls = ex.text("caption").split(" · ")[0]
+        assert cls and cls in ex.text("legend-high-words"), ex.text("legend-high-words")
+        assert re.fullmatch(r".+ · \d+\.\d %", ex.text("caption"))
+        width = ex.canvas.evaluate("c => c.getBoundingClientRect().width")
+        assert width >= 256, "a 64 px image is shown enlarged"
+        ex.shot("1-first-map")
+        for role in ("caption", "legend-high-words", "legend-note", "method-help", "status"):
+            assert ex.contrast(role) >= 4.5, (role, ex.contrast(role))
 
-        # 2. choosing another class recomputes and changes the pixels
+        # 2. another class: the map, the caption and the colour bar's words follow it
+        h0 = ex.pixels()
         options = page.locator(f"{ROOT_SEL} [data-role=class-select] option")
-        assert options.count() >= 2
-        current = first_map.split("|")[2]
-        other = next(v for v in (options.nth(i).get_attribute("value") for i in range(options.count()))
-                     if v != current)
-        page.locator(f"{ROOT_SEL} [data-role=class-select]").select_option(other)
-        page.wait_for_function(
-            "(t) => document.querySelector('.sglrp-explorer canvas[data-role=heatmap]').dataset.map.split('|')[2] === t",
-            arg=other, timeout=120_000)
-        h1 = page.evaluate(PIXEL_HASH)
-        assert h1 != h0, "the canvas did not change after choosing another class"
-        assert "computing" not in _status(page)
-        _shot(page, kind, "2-other-class")
+        other_opt = next(options.nth(i) for i in range(options.count())
+                         if options.nth(i).get_attribute("value") != first[2])
+        other, other_name = other_opt.get_attribute("value"), other_opt.text_content().split(" · ")[0]
+        ex.loc("class-select").select_option(other)
+        ex.wait_map(lambda m: m[2] == other, f"class {other}")
+        assert ex.pixels() != h0
+        assert other_name in ex.text("legend-high-words") and ex.text("caption").startswith(other_name)
+        assert re.search(r"%|n/a", ex.text("metrics"))
 
-        # 2b. search over all class names, then pick a match
-        page.locator(f"{ROOT_SEL} [data-role=class-search]").fill("tri")
-        match = page.locator(f"{ROOT_SEL} [data-role=class-select] optgroup").nth(1).locator("option").first
-        match_value = match.get_attribute("value")
-        assert "tri" in match.inner_text()
-        if match_value != page.locator(CANVAS).get_attribute("data-map").split("|")[2]:
-            page.locator(f"{ROOT_SEL} [data-role=class-select]").select_option(match_value)
-            page.wait_for_function(
-                "(t) => document.querySelector('.sglrp-explorer canvas[data-role=heatmap]').dataset.map.split('|')[2] === t",
-                arg=match_value, timeout=120_000)
-            h1 = page.evaluate(PIXEL_HASH)
-
-        # 3. moving the opacity slider changes pixels and sends nothing to the kernel
+        # 3. view settings are browser-only: pixels change, nothing is sent to the kernel
         time.sleep(1.0)
-        count0, frames0 = _comm_count(page), len(sent_comm)
-        for v in ("0.1", "0.95", "0.3"):  # as a user dragging: a stream of input events
-            page.locator(f"{ROOT_SEL} [data-role=opacity]").evaluate(
+        count0, frames0 = ex.comm_count(), len(sent)
+        h1 = ex.pixels()
+        for v in ("0.1", "0.95", "0.3"):
+            ex.loc("opacity").evaluate(
                 "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }", v)
-        h2 = page.evaluate(PIXEL_HASH)
-        assert h2 != h1, "the opacity slider did not change the canvas"
+        assert ex.pixels() != h1
+        ex.loc("colormap").select_option("viridis")
+        ex.loc("positive-only").check()
+        ex.loc("layout").select_option("side")
+        assert "percentile" in ex.text("legend-note") and ex.text("legend-low") == "0"
         time.sleep(1.5)
-        assert _comm_count(page) == count0, "the kernel received a message while moving the slider"
-        assert len(sent_comm) == frames0, "a comm message was sent while moving the slider"
-        # colormap and positive-only are browser-only as well
-        page.locator(f"{ROOT_SEL} [data-role=colormap]").select_option("viridis")
-        page.locator(f"{ROOT_SEL} [data-role=positive-only]").check()
-        assert page.evaluate(PIXEL_HASH) != h2
-        time.sleep(1.0)
-        assert _comm_count(page) == count0 and len(sent_comm) == frames0
-        _shot(page, kind, "3-opacity-viridis")
+        assert ex.comm_count() == count0, "the kernel received a message for a view setting"
+        if server.jupyter:
+            assert len(sent) == frames0, "a message was sent for a view setting"
+        ex.shot("2-side-by-side-viridis")
+        ex.loc("layout").select_option("overlay")
+        ex.loc("colormap").select_option("bwr")
+        ex.loc("positive-only").uncheck()
 
-        # 4. a bad parameter shows an error in the widget, which keeps working
-        page.locator(f"{ROOT_SEL} [data-role=method-select]").select_option("lrp.epsilon")
-        page.wait_for_function(
-            "() => document.querySelector('.sglrp-explorer canvas[data-role=heatmap]').dataset.map.split('|')[1] === 'lrp.epsilon'",
-            timeout=120_000)
-        assert _comm_count(page) > count0
-        eps = page.locator(f"{ROOT_SEL} [data-role=param][data-param=epsilon]")
-        eps.fill("-1")
-        eps.dispatch_event("change")
-        err = page.locator(f"{ROOT_SEL} [data-role=error]")
-        page.wait_for_function(
-            "() => document.querySelector('.sglrp-explorer [data-role=error]').textContent.includes('epsilon')",
-            timeout=60_000)
-        _shot(page, kind, "4-error")
-        eps.fill("0.5")
-        eps.dispatch_event("change")
-        page.wait_for_function(
-            "() => document.querySelector('.sglrp-explorer [data-role=error]').textContent === ''",
-            timeout=60_000)
-        assert "epsilon" not in err.text_content()
+        # 4. one bound typed, the other automatic, applied with Enter
+        low = ex.loc("param", "[data-param=low]")
+        _type(low, "0", "Enter")
+        ex.wait(lambda: "low=[0.0, 0.0, 0.0]" in ex.text("code"), "the map with low=0")
+        assert ex.text("error") == "" and ex.text("field-error", "[data-param=low]") == ""
+        assert ex.drawn().split("|")[1] == "sglrp"
 
-        # 5. next image: the image and a fresh map arrive
-        page.locator(f"{ROOT_SEL} [data-role=next]").click()
-        page.wait_for_function(
-            """() => { const c = document.querySelector('.sglrp-explorer canvas[data-role=heatmap]');
-                       return c.dataset.image === '1' && c.dataset.map.startsWith('1|'); }""",
-            timeout=120_000)
-        assert "mass in box" in page.locator(f"{ROOT_SEL} [data-role=metrics]").inner_text()
-        _shot(page, kind, "5-next-image")
+        # 5. a bad value: a sentence next to its field (legible), then a good value clears it
+        ex.loc("method-select").select_option("lrp.epsilon")
+        ex.wait_map(lambda m: m[1] == "lrp.epsilon", "LRP-epsilon")
+        eps = ex.loc("param", "[data-param=epsilon]")
+        count1 = ex.comm_count()
+        _type(eps, "abc", "Enter")
+        err = ex.loc("field-error", "[data-param=epsilon]")
+        ex.wait(lambda: "abc" in (err.text_content() or ""), "the error next to epsilon")
+        assert err.is_visible() and eps.input_value() == "abc"
+        assert ex.contrast("field-error", "[data-param=epsilon]") >= 4.5
+        ex.shot("3-error-next-to-field")
+        assert ex.comm_count() == count1, "a rejected value was sent"
+        _type(eps, "0.5", "Tab")
+        ex.wait(lambda: (err.text_content() or "") == "" and "epsilon=0.5" in ex.text("code"), "epsilon=0.5")
+        assert not err.is_visible()
 
-        # 6. export: PNG download of the canvas, made in the browser
+        # 6. Compare: a titled grid, k of n, then stale when the image changes
+        ex.loc("compare").click()
+        ex.wait(lambda: re.fullmatch(r"(\d+) of \1", ex.text("compare-progress")), "the comparison", LONG)
+        grid = ex.loc("compare-grid")
+        assert grid.locator("canvas").count() == 4 * 3
+        assert "× top 3 classes · image 1 / 8" in ex.text("compare-title")
+        page.wait_for_timeout(300)
+        ex.shot("4-compare")
+        ex.loc("next").click()
+        ex.wait_map(lambda m: m[0] == "1", "image 2")
+        assert ex.text("compare-progress").startswith("stale: shows image 1, the selection is image 2")
+        assert "sglrp-stale" in (ex.loc("compare-view").get_attribute("class") or "")
+        ex.shot("5-compare-stale")
+
+        # 7. PNG export: display size, title, colour bar; named after the 1-based image, method, class
         with page.expect_download(timeout=30_000) as dl:
-            page.locator(f"{ROOT_SEL} [data-role=download]").click()
-        target = ARTIFACTS / f"{kind}-download.png"
+            ex.loc("download").click()
+        name = dl.value.suggested_filename
+        assert re.fullmatch(r"sglrp_image2_lrp-epsilon_[a-z-]+\.png", name), name
+        target = ARTIFACTS / f"{kind}-6-export-{name}"
         dl.value.save_as(str(target))
-        assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        cw, ch = ex.canvas.evaluate("c => [c.width, c.height]")
+        assert Image.open(target).size == (max(320, cw), ch + 46 + 52)
         print(f"downloaded: {target}")
 
-        # 7. compare: a methods x classes grid for the current image
-        page.locator(f"{ROOT_SEL} [data-role=compare]").click()
-        page.wait_for_function(
-            "() => { const i = document.querySelector('.sglrp-explorer [data-role=compare-image]');"
-            " return i && i.complete && i.naturalWidth > 0; }", timeout=180_000)
-        _shot(page, kind, "6-compare")
+        # 8. saved, closed, reopened without the kernel: the last map and its labels, not an error
+        if server.jupyter:
+            last, caption = ex.drawn(), ex.text("caption")
+            page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+            page.keyboard.press("Control+s")
+            nb_path = server.root / server.app
+
+            def saved():
+                meta = json.loads(nb_path.read_text()).get("metadata", {})
+                state = meta.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+                return any(s["state"].get("heatmap_meta", {}).get("index") == 1 for s in state.values())
+            ex.wait(saved, "the notebook saved with the widget state", 60_000)
+            server.shutdown_kernels()
+            page.reload(wait_until="domcontentloaded")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+            _dismiss_dialogs(page, wait_s=10)
+            page.wait_for_selector(f"{ROOT_SEL} canvas[data-role=heatmap]", timeout=LONG)
+            ex.wait(lambda: ex.drawn() == last, "the saved map")
+            assert ex.text("caption") == caption
+            assert "Error displaying widget" not in page.locator(".jp-OutputArea").first.inner_text()
+            ex.shot("7-reopened")
         errors = [c for c in console if c.startswith("error") and "sglrp" in c.lower()]
         assert not errors, errors
     except Exception:
-        _shot(page, kind, "failure")
-        print("\n".join(console[-40:]))
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"{kind}-failure.png"), full_page=True)
+        finally:
+            print("\n".join(console[-40:]))
         raise
     finally:
         context.close()
