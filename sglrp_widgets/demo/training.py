@@ -127,21 +127,40 @@ def main(
     """Command-line entry of a training script: parse ``argv`` (defaults from ``recipe``), then :func:`run`."""
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--out", default=str(out), help=f"output .keras file (default: {out})")
-    ap.add_argument("--single", type=int, default=recipe.single, help="single-object training scenes")
-    ap.add_argument("--double", type=int, default=recipe.double, help="two-object training scenes")
-    ap.add_argument("--epochs", type=int, default=recipe.epochs)
-    ap.add_argument("--batch-size", type=int, default=recipe.batch_size)
-    ap.add_argument("--eval", type=int, default=1000, help="evaluation scenes of each kind")
+    ap.add_argument("--single", type=_number(int, 0), default=recipe.single, help="single-object training scenes")
+    ap.add_argument("--double", type=_number(int, 0), default=recipe.double, help="two-object training scenes")
+    ap.add_argument("--epochs", type=_number(int, 1), default=recipe.epochs)
+    ap.add_argument("--batch-size", type=_number(int, 1), default=recipe.batch_size)
+    ap.add_argument("--learning-rate", type=_number(float, 0.0, above=True), default=recipe.learning_rate,
+                    help="peak learning rate")
+    ap.add_argument("--eval", type=_number(int, 1), default=1000, help="evaluation scenes of each kind")
     args = ap.parse_args(argv)
+    if args.single + args.double == 0:
+        ap.error("--single and --double are both 0: give some training scenes")
     recipe = dataclasses.replace(
-        recipe, single=args.single, double=args.double, epochs=args.epochs, batch_size=args.batch_size
+        recipe, single=args.single, double=args.double, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
     )
     return run(build_model, recipe, Path(args.out), n_eval=args.eval)
 
 
+def _number(kind: type, minimum: float, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)``, at least ``minimum`` (or above it)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if not (value > minimum if above else value >= minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
 def _learning_rate(keras: Any, recipe: Recipe, steps_per_epoch: int) -> Any:
     steps = recipe.epochs * steps_per_epoch
-    warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
+    warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)), steps // 2)  # at most half the run
     if warmup == 0:
         return keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=steps, alpha=recipe.lr_floor)
     return keras.optimizers.schedules.CosineDecay(
