@@ -1,32 +1,67 @@
-"""Relevance pass ÷ plain input-gradient pass, measured in the same run (VGG16, random weights, CPU).
+"""Relevance methods ÷ a plain input gradient, measured in the same run: time and peak memory.
 
-    python benchmarks/bench_engine.py [--batch 1 8] [--repeats 5] [--methods lrp.epsilon deep_taylor.bounded ...]
+    python benchmarks/bench_engine.py [--models vgg16 resnet50 efficientnetb0 vit] [--batch 1 8]
+                                      [--methods sglrp clrp deep_taylor.bounded lrp.epsilon] [--repeats 5]
 
-Prints a markdown table of median seconds per call and the ratio to the plain gradient (a `tape.gradient`
-of the target logit through the Keras model, compiled with tf.function) for a new image every call and for
-a class switch on an image already seen (LRP methods keep its forward state), plus first-call ÷ new-image
-and five-targets ÷ one-target (new images) ratios. Machines here are noisy: each ratio is the median over --repeats pairs of
-runs made alternately (method, baseline), so both sides of a ratio see the same background load.
-Results caching is off (cache=None): every timed call computes.
+Models: keras.applications VGG16, ResNet50 and EfficientNetB0 at 224 x 224 (random weights, logits head) and
+the bundled ViT demo at its 64 x 64. The baseline is a ``tape.gradient`` of the target logit through the Keras
+model, compiled with ``tf.function``. For each model, batch and method it prints:
+
+- new image ÷ gradient: every call explains images never seen before (no per-image state can be reused);
+- class switch ÷ gradient: another class of images already explained (LRP keeps their forward state);
+- first ÷ steady: the first call (reading the model, tracing, the replay check) ÷ a new-image call;
+- 5 targets ÷ 1: five classes per image in one call ÷ one class (new images);
+- peak RSS ÷ gradient: the peak resident memory of a process that builds the model and runs the method
+  (a new batch, then class switches) ÷ that of a process that runs the plain gradient the same way.
+
+Machines here are noisy: each time ratio is the median over ``--repeats`` pairs of runs made alternately with
+the baseline, so both sides see the same background load. Results caching is off (``cache=None``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from sglrp_widgets.engine import Explainer  # noqa: E402
+DEFAULT_METHODS = ["sglrp", "clrp", "deep_taylor.bounded", "lrp.epsilon"]
+MODELS = ["vgg16", "resnet50", "efficientnetb0", "vit"]
 
-DEFAULT_METHODS = ["lrp.epsilon", "deep_taylor.bounded", "lrp.z_plus", "lrp.alpha_2_beta_1",
-                   "lrp.sequential_preset_a_flat", "lrp.epsilon_gamma_box", "sglrp", "clrp", "gradient",
-                   "grad_cam"]
+
+def build(name: str):
+    import keras
+    if name == "vit":
+        from sglrp_widgets import demo
+        return demo.load_model("vit")
+    ctor = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50,
+            "efficientnetb0": keras.applications.EfficientNetB0}[name]
+    return ctor(weights=None, classifier_activation=None)
+
+
+def images(model, batch: int, seed: int = 0) -> np.ndarray:
+    shape = tuple(model.input_shape[1:])
+    return np.random.default_rng(seed).uniform(0, 255, (batch,) + shape).astype("float32")
+
+
+def plain_gradient(model):
+    import tensorflow as tf
+
+    @tf.function
+    def grad(x, t):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score = tf.reduce_sum(tf.gather(model(x, training=False), t, batch_dims=1))
+        return tape.gradient(score, x)
+    return lambda x, t: grad(tf.constant(x), tf.constant(t)).numpy()
 
 
 def timed(fn) -> float:
@@ -36,10 +71,7 @@ def timed(fn) -> float:
 
 
 def paired(fn, baseline, repeats: int) -> tuple[float, float]:
-    """Median time of ``fn`` and median of the ratios fn ÷ baseline, the two run alternately.
-
-    Alternating makes each ratio compare runs made under the same background load.
-    """
+    """Median time of ``fn`` and median of the ratios fn ÷ baseline, the two run alternately."""
     times, ratios = [], []
     for _ in range(repeats):
         b = timed(baseline)
@@ -49,56 +81,89 @@ def paired(fn, baseline, repeats: int) -> tuple[float, float]:
     return statistics.median(times), statistics.median(ratios)
 
 
+def peak_rss_child(model_name: str, method: str, batch: int) -> None:
+    """Build the model, run ``method`` (or the plain gradient) as a user would, print the peak RSS in MB."""
+    model = build(model_name)
+    x = images(model, batch)
+    classes = int(model.output_shape[-1])
+    targets = np.arange(batch) % classes
+    if method == "gradient-baseline":
+        grad = plain_gradient(model)
+        for k in range(4):
+            grad(x + k, (targets + k) % classes)
+    else:
+        from sglrp_widgets.engine import Explainer
+        ex = Explainer(model, method, cache=None)
+        ex(x, targets)
+        for k in range(1, 4):                       # class switches on the same images
+            ex(x, (targets + k) % classes)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def peak_rss(model_name: str, method: str, batch: int) -> float:
+    out = subprocess.run([sys.executable, __file__, "--rss-child", model_name, method, str(batch)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
-    ap.add_argument("--model", default="vgg16", choices=["vgg16", "resnet50", "mobilenetv2"])
+    ap.add_argument("--no-rss", action="store_true", help="skip the peak-memory processes")
+    ap.add_argument("--rss-child", nargs=3, metavar=("MODEL", "METHOD", "BATCH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.rss_child:
+        peak_rss_child(args.rss_child[0], args.rss_child[1], int(args.rss_child[2]))
+        return
 
-    build = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50,
-             "mobilenetv2": keras.applications.MobileNetV2}[args.model]
-    model = build(weights=None, classifier_activation=None)
-    rng = np.random.default_rng(0)
-    print(f"model={args.model} tf={tf.__version__} keras={keras.__version__} repeats={args.repeats} (median)")
+    import keras
+    import tensorflow as tf
+
+    from sglrp_widgets.engine import Explainer
+
+    print(f"tf={tf.__version__} keras={keras.__version__} cpus={os.cpu_count()} repeats={args.repeats} (medians)")
     print()
-    print("| batch | method | first call s | new image s | ÷ gradient | class switch s | ÷ gradient | "
-          "first ÷ new image | 5 targets ÷ 1 |")
+    print("| model | batch | method | new image s | new image ÷ gradient | class switch ÷ gradient | "
+          "first ÷ steady | 5 targets ÷ 1 | peak RSS ÷ gradient |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for batch in args.batch:
-        x = tf.constant(rng.uniform(-120, 150, (batch, 224, 224, 3)).astype("float32"))
-        t = tf.constant(rng.integers(0, 1000, batch).astype("int32"))
+    for model_name in args.models:
+        model = build(model_name)
+        classes = int(model.output_shape[-1])
+        for batch in args.batch:
+            x = images(model, batch)
+            targets = (np.arange(batch) * 7 % classes).astype("int32")
+            grad = plain_gradient(model)
+            baseline = lambda: grad(x, targets)  # noqa: E731
+            first_base = timed(baseline)
+            base = statistics.median(timed(baseline) for _ in range(args.repeats))
+            base_rss = None if args.no_rss else peak_rss(model_name, "gradient-baseline", batch)
+            print(f"| {model_name} | {batch} | plain input gradient | {base:.3f} | 1.00 | | "
+                  f"{first_base / base:.1f} | | {'' if base_rss is None else f'1.00 ({base_rss:.0f} MB)'} |",
+                  flush=True)
+            counter = iter(range(1, 10**6))
 
-        @tf.function
-        def plain_gradient(x, t):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                z = model(x, training=False)
-                score = tf.reduce_sum(tf.gather(z, t, batch_dims=1))
-            return tape.gradient(score, x)
+            def fresh():   # images never seen before: no per-image state can be reused
+                return x + np.float32(next(counter) * 1e-3)
 
-        baseline = lambda: plain_gradient(x, t).numpy()  # noqa: E731
-        first_base = timed(baseline)
-        base = statistics.median(timed(baseline) for _ in range(args.repeats))
-        print(f"| {batch} | plain input gradient (baseline) | {first_base:.2f} | {base:.3f} | 1.00 | | | "
-              f"{first_base / base:.1f} | |")
-        xs, targets = x.numpy(), t.numpy()
-        counter = iter(range(1, 10**6))
-
-        def fresh():   # a new image every call: no per-image state can be reused
-            return xs + np.float32(next(counter) * 1e-3)
-
-        for method in args.methods:
-            ex = Explainer(model, method, cache=None)
-            first = timed(lambda: ex(fresh(), targets))
-            new_image, new_ratio = paired(lambda: ex(fresh(), targets), baseline, args.repeats)
-            ex(xs, targets)
-            switch, switch_ratio = paired(lambda: ex(xs, (targets + next(counter)) % 1000), baseline, args.repeats)
-            five = lambda: [[(int(v) + j * 7 + next(counter)) % 1000 for j in range(5)] for v in targets]  # noqa
-            _, multi = paired(lambda: ex(fresh(), five()), lambda: ex(fresh(), targets), max(3, args.repeats // 2))
-            print(f"| {batch} | {method} | {first:.2f} | {new_image:.3f} | {new_ratio:.2f} | {switch:.3f} | "
-                  f"{switch_ratio:.2f} | {first / new_image:.1f} | {multi:.2f} |", flush=True)
+            for method in args.methods:
+                ex = Explainer(model, method, cache=None)
+                first = timed(lambda: ex(fresh(), targets))
+                new_image, new_ratio = paired(lambda: ex(fresh(), targets), baseline, args.repeats)
+                ex(x, targets)
+                _, switch_ratio = paired(lambda: ex(x, (targets + next(counter)) % classes), baseline,
+                                         args.repeats)
+                five = lambda: [[(int(v) + j * 7 + next(counter)) % classes for j in range(5)]  # noqa: E731
+                                for v in targets]
+                _, multi = paired(lambda: ex(fresh(), five()), lambda: ex(fresh(), targets),
+                                  max(3, args.repeats // 2))
+                rss = "" if base_rss is None else f"{peak_rss(model_name, method, batch) / base_rss:.2f}"
+                print(f"| {model_name} | {batch} | {method} | {new_image:.3f} | {new_ratio:.2f} | {switch_ratio:.2f} | "
+                      f"{first / new_image:.1f} | {multi:.2f} | {rss} |", flush=True)
+        del model
+        keras.backend.clear_session()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from sglrp_widgets.engine import Explainer  # noqa: E402
+from sglrp_widgets.lrp import bound_args  # noqa: E402
 
 
 def median_seconds(fn, repeats: int = 7) -> float:
@@ -61,11 +62,12 @@ def main(argv=None):
     for method in args.methods:
         ex = Explainer(model, method, cache=None)
         ex(x, 1)
-        low, high = ex._bound_args(ex._bounds(x))
-        _, state, _ = ex._forward_fn(xt, low, high)
+        low, high = bound_args(ex._bounds(x))
+        backend = ex.backend
+        _, state, _ = backend.forward_fn(xt, low, high)
         head = tf.constant(rng.random((1, 1000)).astype("float32"))
-        fw = median_seconds(lambda: ex._forward_fn(xt, low, high)[0].numpy())
-        bw = median_seconds(lambda: ex._backward_fn(state, head).numpy())
+        fw = median_seconds(lambda: backend.forward_fn(xt, low, high)[0].numpy())
+        bw = median_seconds(lambda: backend.backward_fn(state, head).numpy())
         call = median_seconds(lambda: ex(x + np.float32(rng.random()), 1))
         print(f"| {method} | {fw:.3f} | {bw:.3f} | {call:.3f} | {call / g:.2f} |", flush=True)
 

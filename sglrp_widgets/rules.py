@@ -8,10 +8,11 @@ and an optional bias modifier. With ``z' = sum_terms sign * in_mod(x) W_mod (+ b
 which covers ``z``, ``epsilon``, ``z_plus``, ``gamma``, ``w_square``, ``flat`` and ``z_box``; ``alpha_beta`` is a
 weighted sum of two such rules. ``W^T`` is the transposed linear map (the layer's input gradient), so a
 rule costs one forward map per distinct modified weight and one transposed map per distinct weight.
-Formulas: ``../shared/METHODS.md``.
+Formulas: ``docs/methods.md`` ("Rules for linear layers").
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import tensorflow as tf
@@ -61,12 +62,12 @@ def z() -> Rule:
     return Rule("z", (Term("x", "w"),), bias="b")
 
 
-def epsilon(eps: float = 1e-7) -> Rule:
-    """``R_j = sum_k x_j w_jk R_k / (z_k + eps sign(z_k))``, bias included."""
-    if not eps >= 0:
-        raise ExplainError(f"epsilon must be >= 0, got {eps!r}.")
-    return Rule("epsilon", (Term("x", "w"),), bias="b", eps=float(eps) if eps > 0 else SAFE_EPS,
-                params={"epsilon": eps})
+def epsilon(epsilon: float = 1e-7) -> Rule:
+    """``R_j = sum_k x_j w_jk R_k / (z_k + epsilon sign(z_k))``, bias included."""
+    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not epsilon >= 0:
+        raise ExplainError(f"epsilon must be a number >= 0, got {epsilon!r}.")
+    return Rule("epsilon", (Term("x", "w"),), bias="b", eps=float(epsilon) if epsilon > 0 else SAFE_EPS,
+                params={"epsilon": epsilon})
 
 
 def z_plus() -> Rule:
@@ -92,11 +93,11 @@ def alpha_beta(alpha: float = 1.0, beta: float = 0.0, bias: bool = True) -> Rule
     return Rule("alpha_beta", parts=parts, params={"alpha": alpha, "beta": beta, "bias": bias})
 
 
-def gamma(g: float = 0.25) -> Rule:
-    """``R_j = sum_k x_j (w_jk + g w+_jk) * safe_div(R_k, sum_i x_i (w_ik + g w+_ik))``."""
-    if not g >= 0:
-        raise ExplainError(f"gamma must be >= 0, got {g!r}.")
-    return Rule("gamma", (Term("x", f"w_gamma:{float(g)!r}"),), params={"gamma": g})
+def gamma(gamma: float = 0.25) -> Rule:
+    """``R_j = sum_k x_j (w_jk + gamma w+_jk) * safe_div(R_k, sum_i x_i (w_ik + gamma w+_ik))``."""
+    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not gamma >= 0:
+        raise ExplainError(f"gamma must be a number >= 0, got {gamma!r}.")
+    return Rule("gamma", (Term("x", f"w_gamma:{float(gamma)!r}"),), params={"gamma": gamma})
 
 
 def w_square() -> Rule:
@@ -110,7 +111,26 @@ def flat() -> Rule:
 
 
 def z_box(low=None, high=None) -> Rule:
-    """Bounded Deep Taylor rule: ``(x w - l w+ - h w-)`` over its sum; ``low``/``high`` broadcast per channel."""
+    """Bounded Deep Taylor rule: ``(x w - l w+ - h w-)`` over its sum; ``low``/``high`` broadcast per channel.
+
+    Bounds given here are the values the layer's *input* can take. Without them, a first layer gets the
+    method's bounds (``low=``/``high=``, ``preprocess``, or the batch range) mapped from the model's input
+    through the affine maps before it; any other layer gets the batch range of its input.
+    """
+    if (low is None) != (high is None):
+        raise ExplainError(f"z_box needs both low and high, or neither; got low={low!r}, high={high!r}.")
+    if low is not None:
+        import numpy as np
+        try:
+            lo, hi = np.broadcast_arrays(np.asarray(low, np.float64), np.asarray(high, np.float64))
+        except (TypeError, ValueError):
+            raise ExplainError(f"z_box bounds must be numbers or one number per channel; got low={low!r}, "
+                               f"high={high!r}.") from None
+        if lo.ndim > 1 or not np.all(np.isfinite(lo)) or not np.all(np.isfinite(hi)) or not np.all(lo < hi):
+            raise ExplainError(f"z_box needs finite low < high (a number or one per channel); got low={low!r}, "
+                               f"high={high!r}.")
+        low, high = (float(lo) if lo.ndim == 0 else tuple(lo.tolist())), \
+            (float(hi) if hi.ndim == 0 else tuple(hi.tolist()))
     return Rule("z_box", (Term("x", "w"), Term("low", "w_pos", -1.0), Term("high", "w_neg", -1.0)),
                 params={"low": low, "high": high})
 
@@ -120,17 +140,31 @@ RULES = {"z": z, "epsilon": epsilon, "z_plus": z_plus, "alpha_beta": alpha_beta,
 
 
 def get_rule(spec) -> Rule:
-    """A :class:`Rule` from a Rule, a rule name (``"z_plus"``) or ``(name, kwargs)``."""
+    """A :class:`Rule` from a Rule, a rule name (``"z_plus"``) or ``(name, kwargs)``.
+
+    Rule parameters use the methods' names: ``epsilon``, ``gamma``, ``low``, ``high``, ``alpha``, ``beta``,
+    ``bias``; an unknown keyword raises an :class:`ExplainError` naming the valid ones.
+
+    Examples
+    --------
+    >>> get_rule(("epsilon", {"epsilon": 0.1}))
+    epsilon(epsilon=0.1)
+    """
     if isinstance(spec, Rule):
         return spec
     if isinstance(spec, str):
         spec = (spec, {})
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
         name, kwargs = spec
         if name not in RULES:
             raise ExplainError(f"Unknown rule {name!r}; rules are {sorted(RULES)}.{suggest(name, RULES)}")
+        valid = list(inspect.signature(RULES[name]).parameters)
+        for key in kwargs:
+            if key not in valid:
+                raise ExplainError(f"Unknown parameter {key!r} for rule {name!r}; its parameters are "
+                                   f"{', '.join(valid) or 'none'}.{suggest(key, valid)}")
         return RULES[name](**kwargs)
-    raise ExplainError(f"Cannot make a rule from {spec!r}: give a Rule, a rule name or (name, kwargs).")
+    raise ExplainError(f"Cannot make a rule from {spec!r}: give a Rule, a rule name or (name, {{parameters}}).")
 
 
 # ---- derived weights ----------------------------------------------------------------------------
@@ -177,15 +211,6 @@ def flat_heads(r: tf.Tensor) -> tf.Tensor:
     return tf.reshape(r, tf.concat([[-1], tf.shape(r)[2:]], 0))
 
 
-def transpose_map(fn, s: tf.Tensor, in_shape) -> tf.Tensor:
-    """``J^T s`` for a linear ``fn``: its input gradient, which needs no input values (only a shape)."""
-    dummy = tf.zeros(in_shape, s.dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(dummy)
-        out = fn(dummy)
-    return tape.gradient(out, dummy, output_gradients=s)
-
-
 def modified_inputs(key: str, x: tf.Tensor, bounds) -> tf.Tensor:
     """``x`` with an optional sign part (``x_pos``, ``x_neg``), or a batch-1 constant: ``ones``, ``low``, ``high``."""
     if key in ("ones", "low", "high"):
@@ -205,32 +230,52 @@ def _term_input(key: str, x: tf.Tensor, bounds, nonneg: bool) -> tf.Tensor:
     return x if nonneg and key == "x_pos" else modified_inputs(key, x, bounds)
 
 
-def inverse_denominators(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
-                         z_forward: tf.Tensor | None = None) -> list:
-    """``1 / stabilize(z')`` for each part of ``rule`` at linear ``op`` with input ``x``.
+def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
+                  z_forward: tf.Tensor | None = None, u: tf.Tensor | None = None, u_is_ones: bool = False):
+    """The inverse denominators ``1 / stabilize(z')`` of each part of ``rule`` at linear ``op`` with input
+    ``x``, and, when ``u`` is given, the transposed rule applied to ``u`` (see :func:`apply_linear_rule`):
+    ``(inverses, u_out)``.
 
-    They depend on the input only, not on the relevance, so they are computed once per image (and the
-    backward pass multiplies instead of divides). ``z_forward`` (the layer's ``x W + b``) is reused by the
-    parts whose denominator it is (the z and epsilon rules); ``None`` marks a part without active terms.
+    ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z')``, so its transpose is
+    ``u_out = sum_t sign_t W_t (in_t * u) / z'``: forward maps only, on the same kernels as the denominator
+    ``z' = sum_t sign_t W_t in_t (+ bias)``. Both are computed by one call per term on ``[in_t; in_t * u]``
+    (a kernel read once, a larger batch). ``z_forward`` (the layer's own output ``x W + b``) is the
+    denominator of the z and epsilon rules and reused; with ``u_is_ones`` (``u`` is the all-ones input) the
+    transpose is the denominator without its bias. ``None`` marks a part without active terms.
     """
-    out = []
-    for _, leaf in rule.leaves():
+    inverses, u_out = [], None
+    for coef, leaf in rule.leaves():
         terms = _active_terms(leaf, nonneg)
         if not terms:
-            out.append(None)
+            inverses.append(None)
             continue
+        bias = weights[leaf.bias] if leaf.bias else None
         if z_forward is not None and leaf.bias == "b" and \
                 [(t.inputs, t.weights, t.sign) for t in terms] == [("x", "w", 1.0)]:
             zs = z_forward
+            zt = None if u is None else (z_forward - bias if u_is_ones else op.apply(x * u, weights["w"]))
         else:
-            zs = None
+            zs, zt = None, None
             for t in terms:
-                zt = t.sign * op.apply(_term_input(t.inputs, x, bounds, nonneg), weights[t.weights])
-                zs = zt if zs is None else zs + zt
-            if leaf.bias:
-                zs = zs + weights[leaf.bias]
-        out.append(1.0 / stabilize(zs, leaf.eps))
-    return out
+                inp, w = _term_input(t.inputs, x, bounds, nonneg), weights[t.weights]
+                if u is None or u_is_ones:
+                    d = op.apply(inp, w)
+                    tr = d if u_is_ones else None
+                elif t.inputs in ("x", "x_pos", "x_neg"):       # per image: one call on [in; in * u]
+                    d, tr = tf.split(op.apply(tf.concat([inp, inp * u], 0), w), 2)
+                else:                                           # a batch-1 constant (ones, low, high)
+                    d, tr = op.apply(inp, w), op.apply(inp * u, w)
+                zs = t.sign * d if zs is None else zs + t.sign * d
+                if tr is not None:
+                    zt = t.sign * tr if zt is None else zt + t.sign * tr
+            if bias is not None:
+                zs = zs + bias
+        inv = 1.0 / stabilize(zs, leaf.eps)
+        inverses.append(inv)
+        if u is not None:
+            part = coef * zt * inv if coef != 1.0 else zt * inv
+            u_out = part if u_out is None else u_out + part
+    return inverses, u_out
 
 
 def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: dict, bounds=None,
@@ -240,10 +285,10 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
 
     ``weights`` maps weight keys to the (modified) parameters; ``nonneg`` says ``x >= 0`` is known, so
     terms on ``x_neg`` vanish and are skipped. ``inv`` are the parts' inverse denominators from
-    :func:`inverse_denominators` (computed here when not given).
+    :func:`forward_terms` (computed here when not given).
     """
     if inv is None:
-        inv = inverse_denominators(rule, op, x, weights, bounds, nonneg, z_forward)
+        inv = forward_terms(rule, op, x, weights, bounds, nonneg, z_forward)[0]
     n = tf.shape(x)[0]
     in_shape = tf.concat([tf.shape(r_out)[:1], tf.shape(x)[1:]], 0)
     total = None
@@ -257,8 +302,7 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         transposed: dict[str, tf.Tensor] = {}
         for t in terms:
             if t.weights not in transposed:
-                w = weights[t.weights]
-                transposed[t.weights] = transpose_map(lambda d, w=w: op.apply(d, w), s, in_shape)
+                transposed[t.weights] = op.transpose(s, weights[t.weights], in_shape)
             g = transposed[t.weights]
             contrib = flat_heads(by_head(g, n) * inputs[t.inputs][None]) if t.inputs in ("x", "x_pos", "x_neg") \
                 else g * inputs[t.inputs]
@@ -267,24 +311,3 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         leaf_total = coef * leaf_total if coef != 1.0 else leaf_total
         total = leaf_total if total is None else total + leaf_total
     return total if total is not None else tf.zeros(in_shape, r_out.dtype)
-
-
-def transpose_linear_rule(rule: Rule, op, x: tf.Tensor, u: tf.Tensor, weights: dict, bounds=None,
-                          nonneg: bool = False, inv: list | None = None) -> tf.Tensor:
-    """The transpose of :func:`apply_linear_rule` as a map of the relevance: ``u -> M^T u``, shape (N, ...).
-
-    ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z)``, so its transpose is
-    ``sum_t sign_t W_t (in_t * u) / z``: forward maps only. Pushing ``u = 1`` from the input to the logits
-    gives, for every logit, the total input relevance one unit of relevance there turns into.
-    """
-    total = None
-    for (coef, leaf), iz in zip(rule.leaves(), inv):
-        if iz is None:
-            continue
-        acc = None
-        for t in _active_terms(leaf, nonneg):
-            term = t.sign * op.apply(_term_input(t.inputs, x, bounds, nonneg) * u, weights[t.weights])
-            acc = term if acc is None else acc + term
-        part = coef * acc * iz
-        total = part if total is None else total + part
-    return total
