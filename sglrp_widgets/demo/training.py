@@ -15,10 +15,9 @@ Example
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -137,7 +136,7 @@ def main(
     args = ap.parse_args(argv)
     if args.single + args.double == 0:
         ap.error("--single and --double are both 0: give some training scenes")
-    recipe = dataclasses.replace(
+    recipe = replace(
         recipe, single=args.single, double=args.double, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate,
     )
