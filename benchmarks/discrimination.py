@@ -19,12 +19,16 @@ per-pair differences and a bootstrap confidence interval that resamples
 
 Run (about 40 s on a 2-core CPU; about 2.5 min with ``--faithfulness``)::
 
-    python benchmarks/discrimination.py                 # 40 scenes, seed 2024
+    python benchmarks/discrimination.py                 # the demo CNN, 40 scenes, seed 2024
     python benchmarks/discrimination.py --faithfulness  # + deletion/insertion AUC and AOPC
     python benchmarks/discrimination.py --n 80 --seed 7 --methods sglrp,clrp,lrp
+    python benchmarks/discrimination.py --model vit     # the demo ViT (any name of demo.MODELS)
 
 It prints a markdown table and writes ``benchmarks/results/discrimination.png``,
-``discrimination_examples.png`` and ``discrimination.json`` (``--out`` to change).
+``discrimination_examples.png`` and ``discrimination.json`` (``--out`` to change); for a model other
+than the default CNN the files are named after it (``discrimination_vit.json``, ...). The recorded
+tables are this script's output with ``--faithfulness``, e.g.
+``python benchmarks/discrimination.py --faithfulness --model vit > benchmarks/results/discrimination_vit.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import sys
 import time
 from pathlib import Path
 
-from _setup import QUALITY_METHODS as DEFAULT_METHODS, ROOT  # noqa: E402  (also puts the repo on sys.path)
+from _setup import (  # noqa: E402  (also puts the repo on sys.path)
+    QUALITY_METHODS as DEFAULT_METHODS, ROOT, add_model_option, result_stem, shown,
+)
 
 import numpy as np  # noqa: E402
 
@@ -44,6 +50,7 @@ from sglrp_widgets import metrics  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_option(p)
     p.add_argument("--n", type=int, default=40, help="number of two-object scenes (default 40)")
     p.add_argument("--seed", type=int, default=2024, help="scene seed (default 2024)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
@@ -102,7 +109,7 @@ def main(argv=None) -> int:
         images, labels, boxes = images[keep], labels[keep], boxes[keep]
     n = len(images)
     x = demo.preprocess(images)
-    model = demo.load_model()
+    model = demo.load_model(args.model)
     probs = np.asarray(model(x, training=False))
     p_targets = np.take_along_axis(probs, labels, axis=1)
     top2 = np.argsort(-probs, axis=1)[:, :2]
@@ -112,7 +119,8 @@ def main(argv=None) -> int:
 
     print(f"# Discrimination benchmark: {n} two-object scenes (seed {args.seed}), "
           f"{len(methods)} methods, 2 targets per scene -> {2 * n} (scene, target) pairs")
-    print(f"model: mean p(target) = {p_targets.mean():.3f}; both present classes are the "
+    print(f"model: demo {args.model} ({demo.MODELS[args.model].description}); "
+          f"mean p(target) = {p_targets.mean():.3f}; both present classes are the "
           f"model's top-2 in {100 * both_top2:.0f}% of scenes\n")
 
     results = {}
@@ -225,8 +233,9 @@ def main(argv=None) -> int:
     # ------------------------------------------------------------------ files
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    stem = result_stem("discrimination", args.model)
     summary = {
-        "n_scenes": n, "seed": args.seed,
+        "model": args.model, "n_scenes": n, "seed": args.seed,
         "mean_p_target": float(p_targets.mean()), "both_present_top2": float(both_top2),
         "methods": {
             m: {k: (float(np.mean(v)) if isinstance(v, np.ndarray) else v)
@@ -237,16 +246,16 @@ def main(argv=None) -> int:
         "sglrp_vs": verdicts,
         "faithfulness": {m: {k: float(np.mean(v)) for k, v in f.items()} for m, f in faith.items()},
     }
-    (out_dir / "discrimination.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     if not args.no_plot:
-        plot(results, order, out_dir / "discrimination.png", n)
-        examples(images, labels, boxes, heat_store, out_dir / "discrimination_examples.png")
-        print(f"\nplots: {out_dir / 'discrimination.png'} , {out_dir / 'discrimination_examples.png'}")
-    print(f"numbers: {out_dir / 'discrimination.json'}")
+        plot(results, order, out_dir / f"{stem}.png", n, args.model)
+        examples(images, labels, boxes, heat_store, out_dir / f"{stem}_examples.png")
+        print(f"\nplots: {shown(out_dir / f'{stem}.png')} , {shown(out_dir / f'{stem}_examples.png')}")
+    print(f"numbers: {shown(out_dir / f'{stem}.json')}")
     return 0
 
 
-def plot(results, order, path, n):
+def plot(results, order, path, n, model_name):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -267,7 +276,7 @@ def plot(results, order, path, n):
     ax.set_yticks(y, order)
     ax.set_xlabel("share of positive relevance (mean ± std)")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"Relevance on the asked-for vs the other object ({n} scenes × 2 targets)")
+    ax.set_title(f"Demo {model_name}: relevance on the asked-for vs the other object ({n} scenes × 2 targets)")
     ax = axes[1]
     ax.barh(y + 0.2, [100 * results[k]["point"].mean() for k in order], height=0.38,
             color="tab:green", label="max on target")

@@ -1,9 +1,10 @@
-"""Model-parameter randomization test (Adebayo et al., 2018) on the demo model.
+"""Model-parameter randomization test (Adebayo et al., 2018) on a bundled demo model.
 
 Cascading randomization: at level ``k`` the kernels of the last ``k`` linear
-layers (Conv2D/Dense, counted from the logits down) of a copy of the demo model
-are re-initialised (Glorot-normal, seeded, biases set to zero; everything else,
-BatchNorm statistics included, keeps its trained value). The copy is made with
+layers (Conv2D/Dense, and each MultiHeadAttention as one unit; counted from the
+logits down) of a copy of the demo model are re-initialised (Glorot-normal with
+Keras's fans, seeded, biases set to zero; everything else, BatchNorm statistics,
+LayerNormalization and position embeddings included, keeps its trained value). The copy is made with
 ``keras.models.clone_model`` + ``set_weights``; the original model is untouched.
 
 For every method and level we explain the *same* images for the *same* target
@@ -17,11 +18,13 @@ method whose map survives randomization is mostly showing the input.
 
 Run (about 2.5-3 min on a 2-core CPU)::
 
-    python benchmarks/sanity.py                          # 16 scenes, seed 11
+    python benchmarks/sanity.py                          # the demo CNN, 16 scenes, seed 11
     python benchmarks/sanity.py --n 8 --methods sglrp,lrp,gradient
+    python benchmarks/sanity.py --model vit              # the demo ViT (any name of demo.MODELS)
 
 It prints two markdown tables (mean over images; ``nan`` = a map was constant)
-and writes ``benchmarks/results/sanity.png`` and ``sanity.json`` (``--out``).
+and writes ``benchmarks/results/sanity.png`` and ``sanity.json`` (``--out``); for a model
+other than the default CNN the files are named after it (``sanity_vit.json``, ...).
 """
 
 from __future__ import annotations
@@ -33,17 +36,21 @@ import sys
 import time
 from pathlib import Path
 
-from _setup import QUALITY_METHODS as DEFAULT_METHODS, ROOT  # noqa: E402  (also puts the repo on sys.path)
+from _setup import (  # noqa: E402  (also puts the repo on sys.path)
+    QUALITY_METHODS as DEFAULT_METHODS, ROOT, add_model_option, result_stem, shown,
+)
 
 import numpy as np  # noqa: E402
 
 from sglrp_widgets import metrics  # noqa: E402
 
-LINEAR = ("Conv1D", "Conv2D", "Conv3D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
+LINEAR = ("Conv1D", "Conv2D", "Conv3D", "Dense", "DepthwiseConv2D", "SeparableConv2D", "EinsumDense",
+          "MultiHeadAttention")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_option(p)
     p.add_argument("--n", type=int, default=16, help="number of one-object scenes (default 16)")
     p.add_argument("--seed", type=int, default=11, help="scene seed (default 11)")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the re-initialisation")
@@ -78,6 +85,24 @@ def layer_at(model, path):
     return layer
 
 
+def reinitialise(layer, rng):
+    """Glorot-normal kernels (Keras's fans: receptive field × the last two axes), zero biases, in place.
+
+    Works on layers with sub-layers too (a MultiHeadAttention's query/key/value/output projections):
+    every variable named ``kernel``/``depthwise_kernel``/``pointwise_kernel`` is redrawn, every ``bias``
+    zeroed, anything else (normalisation parameters) kept.
+    """
+    for v in layer.weights:
+        name = v.path.rsplit("/", 1)[-1]
+        shape = tuple(v.shape)
+        if name.endswith("kernel"):
+            rf = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            fan_in, fan_out = rf * shape[-2], rf * shape[-1]
+            v.assign(rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=shape).astype(v.dtype))
+        elif name == "bias":
+            v.assign(np.zeros(shape, dtype=v.dtype))
+
+
 def randomized_copy(model, k, init_seed):
     """Copy of ``model`` with the kernels of its last ``k`` linear layers re-initialised."""
     import keras
@@ -88,16 +113,7 @@ def randomized_copy(model, k, init_seed):
     for j, (path, orig) in enumerate(lin[::-1][:k]):
         layer = layer_at(clone, path)
         assert layer.name == orig.name, (layer.name, orig.name)
-        w = layer.get_weights()
-        kernel = w[0]
-        rf = int(np.prod(kernel.shape[:-2])) if kernel.ndim > 2 else 1
-        fan_in, fan_out = rf * kernel.shape[-2], rf * kernel.shape[-1]
-        rng = np.random.default_rng([init_seed, len(lin) - 1 - j])   # same draw at every level
-        w[0] = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=kernel.shape).astype(kernel.dtype)
-        for i in range(1, len(w)):
-            if w[i].ndim == 1 and w[i].shape[0] == kernel.shape[-1]:
-                w[i] = np.zeros_like(w[i])                           # bias
-        layer.set_weights(w)
+        reinitialise(layer, np.random.default_rng([init_seed, len(lin) - 1 - j]))  # same draw at every level
     return clone
 
 
@@ -112,7 +128,7 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; available: {sorted(catalogue)}")
 
-    model = demo.load_model()
+    model = demo.load_model(args.model)
     images, labels, _ = demo.make_scenes(args.n, objects=1, seed=args.seed)
     x = demo.preprocess(images)
     probs = np.asarray(model(x, training=False))
@@ -123,7 +139,8 @@ def main(argv=None) -> int:
     levels = list(range(0, L + 1))
     level_names = ["0: copy"] + [f"{k}: +{names[L - k]}" for k in levels[1:]]
 
-    print(f"# Model-parameter randomization (cascading, top down): {len(x)} scenes (seed {args.seed}), "
+    print(f"# Model-parameter randomization (cascading, top down) of the demo {args.model}: "
+          f"{len(x)} scenes (seed {args.seed}), "
           f"{len(methods)} methods, {L} linear layers: {', '.join(names)}")
     print(f"target = the trained model's top-1 class (accuracy vs labels "
           f"{100 * np.mean(targets == np.asarray(labels)[:, 0]):.0f}%)\n")
@@ -178,23 +195,24 @@ def main(argv=None) -> int:
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    stem = result_stem("sanity", args.model)
     summary = {
-        "n_scenes": len(x), "seed": args.seed, "init_seed": args.init_seed, "levels": level_names,
+        "model": args.model, "n_scenes": len(x), "seed": args.seed, "init_seed": args.init_seed, "levels": level_names,
         "abs": {m: [None if np.all(np.isnan(v)) else float(np.nanmean(v)) for v in rho_abs[m]]
                 for m in methods},
         "signed": {m: [None if np.all(np.isnan(v)) else float(np.nanmean(v)) for v in rho_sgn[m]]
                    for m in methods},
         "constant_maps": {m: const[m].tolist() for m in methods},
     }
-    (out_dir / "sanity.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     if not args.no_plot:
-        plot(methods, catalogue, rho_abs, rho_sgn, level_names, out_dir / "sanity.png")
-        print(f"plot: {out_dir / 'sanity.png'}")
-    print(f"numbers: {out_dir / 'sanity.json'}")
+        plot(methods, catalogue, rho_abs, rho_sgn, level_names, out_dir / f"{stem}.png", args.model)
+        print(f"plot: {shown(out_dir / f'{stem}.png')}")
+    print(f"numbers: {shown(out_dir / f'{stem}.json')}")
     return 0
 
 
-def plot(methods, catalogue, rho_abs, rho_sgn, level_names, path):
+def plot(methods, catalogue, rho_abs, rho_sgn, level_names, path, model_name):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -214,7 +232,7 @@ def plot(methods, catalogue, rho_abs, rho_sgn, level_names, path):
         ax.set_ylim(-0.5, 1.05)
     axes[0].set_ylabel("mean Spearman rank correlation")
     axes[1].legend(fontsize=7, ncol=2, loc="upper right")
-    fig.suptitle("Cascading model-parameter randomization (Adebayo et al. 2018): "
+    fig.suptitle(f"Cascading model-parameter randomization (Adebayo et al. 2018) of the demo {model_name}: "
                  "lower = more sensitive to the model", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

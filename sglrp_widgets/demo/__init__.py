@@ -1,4 +1,4 @@
-"""Embedded demo: synthetic shape scenes and a small bundled Keras classifier.
+"""Embedded demo: synthetic shape scenes and two small bundled Keras classifiers (a CNN and a ViT).
 
 Example
 -------
@@ -49,6 +49,10 @@ class DemoModel:
 MODELS: dict[str, DemoModel] = {
     "cnn": DemoModel("cnn", "demo_model.keras", "small CNN (Conv-BN-ReLU blocks, a residual Add)",
                      "sglrp_widgets.demo.train"),
+    "vit": DemoModel("vit", "demo_vit.keras",
+                     "small vision transformer (conv stem, 8x8-pixel patch tokens, 4 pre-norm "
+                     "MultiHeadAttention + MLP blocks)",
+                     "sglrp_widgets.demo.train_vit"),
 }
 DEFAULT_MODEL = "cnn"
 
@@ -81,7 +85,8 @@ def load_model(name_or_path: str | Path | None = None) -> Any:
     ----------
     name_or_path : str or Path, optional
         A name from :data:`MODELS` (default ``"cnn"``: a small CNN with a BatchNormalization directly
-        after a convolution and a residual ``Add``), or another ``.keras`` file (also cached).
+        after a convolution and a residual ``Add``; ``"vit"``: a small vision transformer), or another
+        ``.keras`` file (also cached).
 
     Returns
     -------
@@ -107,6 +112,8 @@ def load_model(name_or_path: str | Path | None = None) -> Any:
                 f"run `python -m {trainer}` to create it"
             )
         import keras
+
+        from . import layers  # noqa: F401  (registers the layer classes of the bundled models)
 
         model = keras.saving.load_model(p, safe_mode=True)
         _cache[key] = model
