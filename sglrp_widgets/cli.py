@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
+from . import dataset
+
 __all__ = ["main", "PREPROCESSORS", "CliError"]
 
 PROG = "sglrp-widgets"
@@ -408,7 +410,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Explain Keras image classifiers with SGLRP, CLRP, LRP, gradient and CAM methods.",
     )
-    sub = ap.add_subparsers(dest="command", metavar="{demo,explain}")
+    sub = ap.add_subparsers(dest="command", metavar="{demo,explain,dataset}")
     sub.required = True
 
     d = sub.add_parser("demo", help="explain two-object demo scenes and write a methods x classes figure")
@@ -441,6 +443,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--class-names", help="text file with one class name per line")
     e.add_argument("-v", "--verbose", action="store_true", help="print one line per heatmap")
     e.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
+    dataset.add_cli_parser(sub, PREPROCESSORS)
     return ap
 
 
@@ -470,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "dataset":
+            return dataset.cli(args, _load_model, PREPROCESSORS, _parse_value)
         return _cmd_explain(args)
     except CliError as e:
         return _fail(str(e))
