@@ -44,7 +44,10 @@ import numpy as np
 from .errors import ExplainError
 
 __all__ = ["spray", "load_spray", "ClassAnalysis", "map_features", "knn_affinity", "laplacian_spectrum",
-           "cluster_spectral", "rank_clusters"]
+           "cluster_spectral", "rank_clusters", "analyse_maps", "default_neighbors"]
+
+#: Up to this many maps per class the Laplacian is decomposed densely; above, ARPACK finds the few needed.
+DENSE_MAX = 2000
 
 
 @dataclass
@@ -130,7 +133,7 @@ def laplacian_spectrum(affinity: Any, m: int, seed: int = 0) -> tuple[np.ndarray
     n = affinity.shape[0]
     m = min(m, n)
     lap = csgraph.laplacian(affinity, normed=True)
-    if n <= 2000 or m >= n - 1:
+    if n <= DENSE_MAX or m >= n - 1:
         values, vectors = np.linalg.eigh(lap.toarray())
         values, vectors = values[:m], vectors[:, :m]
     else:        # the largest eigenvalues of I - L: fast with ARPACK, unlike the smallest of L
@@ -181,10 +184,22 @@ def _embed(vectors: np.ndarray, how: str, seed: int) -> np.ndarray:
     return tsne.fit_transform(vectors).astype(np.float32)
 
 
-def analyse_maps(features: np.ndarray, *, n_neighbors: int = 10, max_clusters: int = 8, n_eigenvalues: int = 16,
-                 embedding: str = "tsne", seed: int = 0) -> dict:
+def default_neighbors(n: int) -> int:
+    """Neighbours per map: about log2(n), at least 5 (a cluster needs more members than that to stand apart).
+
+    Example
+    -------
+    >>> [default_neighbors(n) for n in (50, 100, 1000, 100_000)]
+    [6, 7, 10, 17]
+    """
+    return max(5, int(np.ceil(np.log2(max(n, 2)))))
+
+
+def analyse_maps(features: np.ndarray, *, n_neighbors: int | None = None, max_clusters: int = 8,
+                 n_eigenvalues: int = 16, embedding: str = "tsne", seed: int = 0) -> dict:
     """SpRAy on unit feature vectors of one class: eigenvalues, clusterings for 1..max_clusters, embedding."""
     n = len(features)
+    n_neighbors = default_neighbors(n) if n_neighbors is None else n_neighbors
     max_clusters = max(1, min(max_clusters, n - 1))
     m = min(n, max(n_eigenvalues, max_clusters + 1))
     values, vectors = laplacian_spectrum(knn_affinity(features, n_neighbors), m, seed)
@@ -211,7 +226,7 @@ def _open(store: Any, mode: str) -> Any:
     return zarr.open_group(store.store, path=store.path, mode=mode)
 
 
-def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_neighbors: int = 10,
+def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_neighbors: int | None = None,
           max_clusters: int = 8, n_eigenvalues: int = 16, embedding: str = "tsne", positive: bool = False,
           min_maps: int = 10, seed: int = 0, progress: bool = True) -> dict[int, ClassAnalysis]:
     """Run SpRAy on every class (or ``classes``) of a complete store and save the results in it.
@@ -224,8 +239,8 @@ def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_nei
         Classes to analyse (default: every explained class with at least ``min_maps`` maps).
     size : int
         Largest side of the downsampled maps (read from the stored int8 heatmaps).
-    n_neighbors : int
-        Neighbours per map in the affinity graph.
+    n_neighbors : int, optional
+        Neighbours per map in the affinity graph (default: about log2 of the class's maps, at least 5).
     max_clusters : int
         Clusterings are computed for 1..max_clusters clusters; the eigengap chooses among them.
     n_eigenvalues : int
@@ -256,6 +271,8 @@ def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_nei
         raise ExplainError(f'embedding must be "tsne" or "spectral", got {embedding!r}.')
     for name, v, low in (("size", size, 2), ("n_neighbors", n_neighbors, 2), ("max_clusters", max_clusters, 1),
                          ("n_eigenvalues", n_eigenvalues, 2), ("min_maps", min_maps, 3)):
+        if v is None and name == "n_neighbors":
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
             raise ExplainError(f"{name} must be an integer >= {low}, got {v!r}.")
     group = _open(store, "r+")

@@ -199,7 +199,8 @@ def _script(tmp_path) -> str:
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    path = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path)
     env.update(extra)
     return env
 
@@ -250,9 +251,10 @@ def _free_ports(n: int) -> list[int]:
 def test_two_workers_write_the_same_store_as_one_process(tmp_path):
     script, n = _script(tmp_path), 40
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    configs = [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(2)]
     procs = [subprocess.Popen([sys.executable, script, str(tmp_path / "two.zarr"), str(n), "multiworker"],
-                              env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+                              env=_env(TF_CONFIG=c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in configs]
     outs = []
     try:
         for p in procs:

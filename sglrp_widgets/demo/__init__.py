@@ -49,6 +49,9 @@ class DemoModel:
 MODELS: dict[str, DemoModel] = {
     "cnn": DemoModel("cnn", "demo_model.keras", "small CNN (Conv-BN-ReLU blocks, a residual Add)",
                      "sglrp_widgets.demo.train"),
+    "watermark": DemoModel("watermark", "watermark_model.keras",
+                           "the same CNN trained on scenes where most rings carry a small watermark "
+                           "(the Clever-Hans demo)", "sglrp_widgets.demo.train_watermark"),
 }
 DEFAULT_MODEL = "cnn"
 
