@@ -31,7 +31,8 @@ def _everywhere(make):
 
 
 def _box(p) -> R.Rule:
-    return R.z_box(p.get("low"), p.get("high"))
+    """z_box without bounds of its own: the engine maps the method's bounds to the layer's input."""
+    return R.z_box()
 
 
 def _preset(conv_rule, flat_first: bool):
@@ -80,37 +81,57 @@ def get_composite(name: str) -> Composite:
     return COMPOSITES[name]
 
 
-def with_overrides(base: Composite, overrides: dict | None) -> Composite:
+def with_overrides(base: Composite, overrides: dict | None, names=()) -> Composite:
     """A composite that uses ``overrides`` where they match and ``base`` elsewhere.
 
     Keys of ``overrides`` may be a layer name (``"dense_1"``), a layer class (``keras.layers.Conv2D``) or a
     predicate ``f(ctx) -> bool``; values are a :class:`~sglrp_widgets.rules.Rule`, a rule name or
-    ``(name, kwargs)``. The first matching key wins, in insertion order.
+    ``(name, {parameters})``. The first matching key wins, in insertion order. The returned composite's
+    ``check_used()`` raises an error naming the keys that matched no layer (``names``: the linear layers).
 
     Examples
     --------
     >>> Explainer(model, "lrp.epsilon", rules={"predictions": "z_plus", keras.layers.Conv2D: R.gamma(0.5)})
     """
-    if not overrides:
-        return base
-    if not isinstance(overrides, dict):
-        raise ExplainError(f"rules= must be a dict {{layer name | class | predicate: rule}}, got "
-                           f"{type(overrides).__name__}.")
-    resolved = [(k, R.get_rule(v)) for k, v in overrides.items()]
+    resolved = check_overrides(overrides)
+    used: set[int] = set()
 
     def composite(ctx: LayerContext, p: dict) -> R.Rule:
-        for key, rule in resolved:
+        for j, (key, rule) in enumerate(resolved):
             if isinstance(key, str):
                 hit = key == ctx.name or key == getattr(ctx.layer, "name", None)
             elif isinstance(key, type):
                 hit = isinstance(ctx.layer, key)
-            elif callable(key):
-                hit = bool(key(ctx))
             else:
-                raise ExplainError(f"rules= key {key!r} is not a layer name, class or predicate.")
+                hit = bool(key(ctx))
             if hit:
-                if rule.name == "z_box" and rule.params.get("low") is None:
-                    return R.z_box(p.get("low"), p.get("high"))
+                used.add(j)
                 return rule
         return base(ctx, p)
+
+    def check_used() -> None:
+        unused = [key for j, (key, _) in enumerate(resolved) if j not in used]
+        if unused:
+            shown = ", ".join(repr(getattr(k, "__name__", k)) for k in unused)
+            layers = ", ".join(repr(n) for n in list(names)[:12]) + (" ..." if len(names) > 12 else "")
+            raise ExplainError(f"rules= key(s) {shown} match no linear layer of the model. Linear layers "
+                               f"(the ones rules apply to): {layers}."
+                               + (suggest(unused[0], names) if isinstance(unused[0], str) else ""))
+
+    composite.check_used = check_used
     return composite
+
+
+def check_overrides(overrides: dict | None) -> list:
+    """``rules=`` as a list of (key, Rule); raises a clear error for a bad key or rule."""
+    if overrides is None:
+        return []
+    if not isinstance(overrides, dict):
+        raise ExplainError(f"rules= must be a dict {{layer name | class | predicate: rule}}, got "
+                           f"{type(overrides).__name__}.")
+    resolved = []
+    for key, value in overrides.items():
+        if not isinstance(key, (str, type)) and not callable(key):
+            raise ExplainError(f"rules= key {key!r} is not a layer name, class or predicate.")
+        resolved.append((key, R.get_rule(value)))
+    return resolved

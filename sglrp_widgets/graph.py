@@ -1,11 +1,34 @@
-"""Read a Keras 3 model into an ordered list of layer applications.
+"""Read a Keras 3 model into a graph of operations that replays it exactly.
 
-Pure model surgery, no relevance rules: nested models are flattened, built-in activations are split off
-their linear layers, a final softmax is removed and BatchNormalization directly after a linear layer is
-folded into it. The resulting :class:`Graph` can be replayed inside a ``tf.function``.
+Every node of a Sequential or Functional model (nested models included) becomes a :class:`Node` that calls
+the same layer or ``keras.ops`` operation with the arguments Keras recorded for it: constants, keyword
+arguments and all. A layer this module has no reading for (a ``Lambda``, a user's own layer class, a
+built-in composite such as ``MultiHeadAttention``) is *opened*: its ``call`` runs on symbolic inputs and the
+operations it records become nodes, so relevance rules can see inside it. A layer that cannot be opened stays
+one ``opaque`` node: it still replays exactly, so gradient methods work through it.
+
+Each node gets a *kind*, which names the handler that carries relevance across it (``propagation.py``):
+
+========================  =================================================================================
+``linear``                Dense, EinsumDense, Conv1D/2D/3D (grouped, dilated), DepthwiseConv2D, SeparableConv
+``fixed_linear``          average pooling, mean/sum reductions, bilinear up-sampling: linear, fixed weights
+``affine``                ``y = a x + c`` with ``a``, ``c`` fixed: BatchNorm, Rescaling, Normalization,
+                          ``x + 3.0``, ``x * gamma`` (LayerScale), ...
+``activation``            elementwise nonlinearities (ReLU, GELU, swish, sigmoid, ...)
+``add``                   ``y = sum_i c_i x_i``: Add, Subtract, Average, ``x + y``
+``product``               elementwise ``a * b`` (and ``a / b``): gates and products of two signals
+``contraction``           ``matmul``/``einsum``/``Dot`` of two signals
+``attention``             ``ops.dot_product_attention`` (inside ``MultiHeadAttention``)
+``layer_norm``            LayerNormalization, RMSNormalization
+``route``                 reshaping, padding, cropping, slicing, concatenation, max pooling
+``opaque``                anything else (no LRP rule; replayed as is)
+========================  =================================================================================
+
+Model surgery (removing the final softmax, folding BatchNorm, finding gates) is ``canonize.py``'s job.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,97 +40,157 @@ from .errors import ExplainError, UnsupportedLayerError
 
 L = keras.layers
 
-# Layers that only move values around: relevance is routed unchanged (through their gradient).
-_ROUTING = (
+# ---- what each Keras class is ----------------------------------------------------------------------------
+
+#: Layers that only move values around: relevance is routed unchanged (through their gradient).
+ROUTING_LAYERS = (
     L.Flatten, L.Reshape, L.Permute, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
     L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
     L.Cropping1D, L.Cropping2D, L.Cropping3D, L.Concatenate, L.Identity, L.ActivityRegularization,
-    L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.RepeatVector,
+    L.RepeatVector, L.Maximum, L.Minimum,
 )
-# Layers whose relevance goes to the winning input (the gradient).
-_MAX_POOLING = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-                L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D)
-_AVG_POOLING = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-                L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D)
-_CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
-_RELU_NAMES = {"relu"}
+MAX_POOLING = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+               L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D)
+AVG_POOLING = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+               L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D)
+CONV_LAYERS = (L.Conv1D, L.Conv2D, L.Conv3D)
+UPSAMPLING = (L.UpSampling1D, L.UpSampling2D, L.UpSampling3D)
 
+#: ``keras.ops`` operations (class names) that route values: relevance follows their gradient.
+ROUTE_OPS = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "Concatenate", "Stack", "GetItem", "Slice",
+             "Take", "TakeAlongAxis", "Cast", "Copy", "Moveaxis", "Swapaxes", "Flip", "Roll", "Tile",
+             "Repeat", "BroadcastTo", "Pad", "Ravel", "MaxPool", "Max", "Amax", "Maximum", "Minimum",
+             "StopGradient", "ConvertToTensor", "Hstack", "Vstack", "Dstack", "Append"}
+#: ``keras.ops`` operations that are linear maps with fixed weights (the epsilon rule of that map).
+FIXED_LINEAR_OPS = {"Mean", "Sum", "AveragePool", "Average", "AdaptiveAveragePool", "Cumsum", "Trace"}
+#: Elementwise nonlinearities: relevance passes unchanged (the identity rule).
+ACTIVATION_OPS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Gelu": "gelu",
+                  "Silu": "silu", "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu", "Elu": "elu",
+                  "Selu": "selu", "Softplus": "softplus", "Softsign": "softsign", "LeakyRelu": "leaky_relu",
+                  "Celu": "celu", "Softmax": "softmax", "LogSoftmax": "log_softmax", "LogSigmoid": "log_sigmoid",
+                  "HardTanh": "hard_tanh", "Mish": "mish", "Squareplus": "squareplus", "SparsePlus": "sparse_plus",
+                  "Clip": "clip", "Erf": "erf"}
+#: Activations whose output lies in a bounded range: what makes a factor a *gate* (METHODS.md).
+GATE_ACTIVATIONS = {"sigmoid", "hard_sigmoid", "softmax", "tanh"}
+#: Activations whose output is never negative.
+NONNEG_ACTIVATIONS = {"relu", "relu6", "sigmoid", "hard_sigmoid", "softmax", "softplus"}
+CONTRACTION_OPS = {"Matmul", "Einsum", "Tensordot", "Dot", "Inner", "Outer", "Vdot"}
+_AFFINE_OPS = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negative"}
+
+
+# ---- the graph ------------------------------------------------------------------------------------------
 
 @dataclass
 class LinearOp:
-    """``z = apply(x, kernel, bias)``: a layer's linear part, with BatchNorm folding."""
+    """``z = apply(x, kernel, bias)``: a layer's linear part, with affine maps after it folded in.
 
-    kind: str                       # "dense", "conv", "depthwise"
+    ``kind`` is ``"dense"`` (last axis), ``"einsum"``, ``"conv"`` (N-D, grouped, dilated) or ``"depthwise"``.
+    Rules derive modified kernels (``w+``, ``w^2``, ...) from :meth:`params` and apply them with :meth:`apply`.
+    """
+
+    kind: str
     layer: Any
     kernel_var: Any
     bias_var: Any | None
     strides: tuple = ()
     padding: str = "VALID"
     dilations: tuple = ()
-    bn: Any | None = None           # a folded BatchNormalization layer
-    depthwise_part: bool = False    # SeparableConv: the depthwise half
+    groups: int = 1
+    equation: str = ""
+    causal_pad: int = 0                           # Conv1D padding="causal": left padding
+    folds: tuple = ()                             # affine maps after the layer: functions () -> (a, c)
+    depthwise_part: bool = False                  # SeparableConv: the depthwise half
 
     @property
     def family(self) -> str:
         """``"dense"`` or ``"conv"``: the column the composites tables use."""
-        return "dense" if self.kind == "dense" else "conv"
+        return "dense" if self.kind in ("dense", "einsum") else "conv"
 
     def params(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """Current (kernel, bias) with any BatchNorm folded in; bias is zeros when the layer has none."""
+        """Current (kernel, bias) with the folded affine maps applied; bias is zeros when the layer has none."""
         kernel = tf.convert_to_tensor(self.kernel_var)
-        out_ch = kernel.shape[-1] if self.kind != "depthwise" else kernel.shape[-2] * kernel.shape[-1]
-        bias = tf.convert_to_tensor(self.bias_var) if self.bias_var is not None else tf.zeros([out_ch], kernel.dtype)
-        if self.bn is not None:
-            scale, shift = batchnorm_affine(self.bn)
+        out_ch = kernel.shape[-2] * kernel.shape[-1] if self.kind == "depthwise" else kernel.shape[-1]
+        if self.bias_var is not None:
+            bias = tf.convert_to_tensor(self.bias_var)
+        elif self.kind == "einsum":
+            bias = tf.zeros([], kernel.dtype)
+        else:
+            bias = tf.zeros([out_ch], kernel.dtype)
+        for fold in self.folds:
+            a, c = (tf.reshape(tf.cast(t, kernel.dtype), [-1]) for t in fold())
             if self.kind == "depthwise":
-                kernel = kernel * tf.reshape(scale, kernel.shape[-2:])
+                kernel = kernel * tf.reshape(tf.broadcast_to(a, [out_ch]), kernel.shape[-2:])
             else:
-                kernel = kernel * scale
-            bias = bias * scale + shift
+                kernel = kernel * a
+            bias = bias * a + c
         return kernel, bias
 
     def apply(self, x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
         """Apply the linear map with the given (possibly modified) kernel and optional bias."""
         if self.kind == "dense":
             z = tf.tensordot(x, kernel, axes=[[x.shape.rank - 1], [0]])
-        elif self.kind == "conv":
-            z = tf.nn.convolution(x, kernel, strides=self.strides, padding=self.padding, dilations=self.dilations)
-        else:
+        elif self.kind == "einsum":
+            z = tf.einsum(self.equation, x, kernel)
+        elif self.kind == "depthwise":
             z = tf.nn.depthwise_conv2d(x, kernel, strides=(1, *self.strides, 1), padding=self.padding,
                                        dilations=self.dilations)
-        if bias is not None:
-            z = z + bias
-        return z
+        else:
+            if self.causal_pad:
+                x = tf.pad(x, [[0, 0], [self.causal_pad, 0], [0, 0]])
+            z = self._convolve(x, kernel)
+        return z if bias is None else z + bias
+
+    def _convolve(self, x, kernel):
+        if self.groups == 1:
+            return tf.nn.convolution(x, kernel, strides=self.strides, padding=self.padding,
+                                     dilations=self.dilations)
+        in_per_group, out = kernel.shape[-2], kernel.shape[-1]
+        if in_per_group == 1 and x.shape.rank == 4:     # one input channel per group: a depthwise convolution
+            dw = tf.reshape(kernel, kernel.shape[:2] + [self.groups, out // self.groups])
+            return tf.nn.depthwise_conv2d(x, dw, strides=(1, *self.strides, 1), padding=self.padding,
+                                          dilations=self.dilations)
+        # Otherwise a block-diagonal kernel: exact, the zero blocks contribute exact zeros to every rule.
+        cin = in_per_group * self.groups
+        tiled = tf.tile(kernel, [1] * (kernel.shape.rank - 2) + [self.groups, 1])
+        mask = np.equal.outer(np.arange(cin) // in_per_group, np.arange(out) // (out // self.groups))
+        return tf.nn.convolution(x, tiled * mask.astype(kernel.dtype.as_numpy_dtype), strides=self.strides,
+                                 padding=self.padding, dilations=self.dilations)
 
 
 @dataclass
 class Node:
-    """One layer application: ``outputs = forward(inputs)``.
+    """One operation of the model: ``outputs = call(inputs)``, replayed with its recorded arguments.
 
-    ``kind`` is one of ``linear`` (a rule applies), ``pool`` (average pooling, fixed weights),
-    ``elementwise`` (an unfolded BatchNorm or Rescaling: ``y = a x + c``), ``activation``,
-    ``route`` (relevance follows the gradient: reshaping, padding, max pooling, concatenation),
-    ``add`` and ``opaque`` (a layer without any rule: only gradient methods can pass it).
+    ``kind`` names the handler that carries relevance across it (see the module docstring); ``attrs`` holds
+    what that handler needs (the activation's name, an affine map's ``(a, c)``, the held-constant factors...).
     """
 
     kind: str
     name: str
-    layer: Any
+    layer: Any                                   # the Keras layer or operation applied
     inputs: list[int]
     output: int
-    op: LinearOp | None = None
-    fn: Callable | None = None                  # forward for non-linear kinds
-    activation: str = ""                        # function name, for kind "activation"
-    scale_shift: Callable | None = None         # for kind "elementwise": returns (a, c)
+    call: Callable | None = None                 # exact replay: call([input tensors]) -> output tensor
+    op: LinearOp | None = None                   # for kind "linear"
+    attrs: dict = field(default_factory=dict)
+    in_shapes: list = field(default_factory=list)     # static input shapes without the batch axis
+    out_shape: tuple | None = None
 
     @property
     def class_name(self) -> str:
         return type(self.layer).__name__ if self.layer is not None else self.kind
 
+    def run(self, ins: list, params: tuple | None = None) -> tf.Tensor:
+        """The node's output from its inputs (linear nodes: with ``params`` or their current folded weights)."""
+        if self.kind == "linear":
+            kernel, bias = params if params is not None else self.op.params()
+            return self.op.apply(ins[0], kernel, bias)
+        return self.call(ins)
+
 
 @dataclass
 class Graph:
-    """A model as an ordered list of :class:`Node` over integer value ids."""
+    """A model as an ordered list of :class:`Node` over integer value ids (``input_id`` is the image)."""
 
     nodes: list[Node]
     input_id: int
@@ -115,52 +198,48 @@ class Graph:
     input_shape: tuple
     num_classes: int
     softmax_removed: bool = False
-    first_linear: set = field(default_factory=set)     # node indices of the first linear layers
-    relu_followed: set = field(default_factory=set)    # node indices of linear layers followed by a ReLU
-    feature_value: dict = field(default_factory=dict)  # layer name -> value id of its (activated) output
+    output_index: int = 0
+    feature_value: dict = field(default_factory=dict)   # layer name -> value id of its (activated) output
+    keras_values: dict = field(default_factory=dict)    # value id -> the model's KerasTensor with that value
+    first_linear: set = field(default_factory=set)      # node indices of the first linear layers
+    relu_followed: set = field(default_factory=set)     # node indices of linear layers followed by a ReLU
+    bounds_path: list = field(default_factory=list)     # node indices mapping the input bounds to first layers
+    relevant: set = field(default_factory=set)          # node indices that relevance reaches
 
     def consumers(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
         for i, node in enumerate(self.nodes):
-            for v in node.inputs:
+            for v in set(node.inputs):
                 out.setdefault(v, []).append(i)
         return out
 
     def producer(self) -> dict[int, int]:
         return {node.output: i for i, node in enumerate(self.nodes)}
 
-    def opaque_nodes(self) -> list[Node]:
-        return [n for n in self.nodes if n.kind == "opaque"]
-
-    def forward(self, x: tf.Tensor, linear_params: Callable[[int, Node], tuple] | None = None,
-                activation_fn: Callable[[Node, tf.Tensor], tf.Tensor] | None = None,
-                keep: bool = False):
+    def forward(self, x: tf.Tensor, *, override: Callable | None = None, keep: bool = False):
         """Replay the model on ``x``; returns the logits (and every value when ``keep``).
 
-        ``linear_params(i, node)`` gives the (kernel, bias) to use for linear node ``i`` (default: the
-        layer's current, folded weights); ``activation_fn`` replaces the activation of activation nodes.
+        ``override(i, node, ins)`` may return a replacement output for node ``i`` (``None`` keeps the node's).
         """
         values = {self.input_id: x}
         for i, node in enumerate(self.nodes):
             ins = [values[v] for v in node.inputs]
-            if node.kind == "linear":
-                kernel, bias = linear_params(i, node) if linear_params else node.op.params()
-                out = node.op.apply(ins[0], kernel, bias)
-            elif node.kind == "activation" and activation_fn is not None:
-                out = activation_fn(node, ins[0])
-            elif node.kind == "add":
-                out = tf.add_n(ins) if node.fn is None else node.fn(ins)
-            elif node.kind == "elementwise":
-                a, c = node.scale_shift()
-                out = ins[0] * a + c
-            else:
-                out = node.fn(ins[0] if len(ins) == 1 else ins)
-            values[node.output] = out
+            out = override(i, node, ins) if override is not None else None
+            values[node.output] = node.run(ins) if out is None else out
         return (values[self.output_id], values) if keep else values[self.output_id]
 
 
+# ---- user registrations ----------------------------------------------------------------------------------
+
+#: Layer class -> how to read it: a node kind (``"activation"``, ``"route"``, ``"opaque"``, a kind a
+#: handler was registered for) or a function ``layer -> LinearOp``. Filled by ``register_layer``.
+LAYER_READINGS: dict[type, Any] = {}
+
+
+# ---- reading --------------------------------------------------------------------------------------------
+
 def batchnorm_affine(bn) -> tuple[tf.Tensor, tf.Tensor]:
-    """BatchNormalization at inference as ``y = x * scale + shift`` (per channel)."""
+    """BatchNormalization at inference as ``y = x * scale + shift`` (per channel, broadcast over ``bn.axis``)."""
     var = tf.convert_to_tensor(bn.moving_variance)
     mean = tf.convert_to_tensor(bn.moving_mean)
     scale = tf.math.rsqrt(var + bn.epsilon)
@@ -172,161 +251,432 @@ def batchnorm_affine(bn) -> tuple[tf.Tensor, tf.Tensor]:
     return scale, shift
 
 
+def _normalization_affine(layer) -> tuple[tf.Tensor, tf.Tensor]:
+    """``keras.layers.Normalization``: ``(x - mean) / max(sqrt(var), eps)``, or its inverse."""
+    mean = tf.convert_to_tensor(layer.mean, tf.float32)
+    std = tf.maximum(tf.sqrt(tf.convert_to_tensor(layer.variance, tf.float32)), keras.config.epsilon())
+    return (std, mean) if layer.invert else (1.0 / std, -mean / std)
+
+
 def _activation_name(fn) -> str:
     name = getattr(fn, "__name__", type(fn).__name__)
-    return "linear" if name in ("linear", "identity") else name
-
-
-def _call(layer):
-    def fn(x):
-        return layer(x, training=False) if _accepts_training(layer) else layer(x)
-    return fn
-
-
-def _accepts_training(layer) -> bool:
-    import inspect
-    try:
-        return "training" in inspect.signature(layer.call).parameters
-    except (TypeError, ValueError):
-        return False
+    return {"identity": "linear", "swish": "silu", "hard_swish": "hard_silu"}.get(name, name)
 
 
 def _padding(layer) -> str:
     pad = layer.padding.upper()
-    if pad not in ("SAME", "VALID"):
+    if pad not in ("SAME", "VALID", "CAUSAL"):
         raise UnsupportedLayerError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) uses padding={layer.padding!r}; "
-            "only 'same' and 'valid' are supported.", layer.name, type(layer).__name__)
-    return pad
+            f"Layer {layer.name!r} ({type(layer).__name__}) uses padding={layer.padding!r}; only 'same', 'valid' "
+            "and 'causal' are supported.", layer.name, type(layer).__name__)
+    return "VALID" if pad == "CAUSAL" else pad
+
+
+def _channels_last(layer) -> None:
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise UnsupportedLayerError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) uses data_format={layer.data_format!r}; only "
+            "'channels_last' is supported.", layer.name, type(layer).__name__)
+
+
+def _shape(kt) -> tuple:
+    return tuple(kt.shape[1:]) if getattr(kt, "shape", None) is not None and len(kt.shape) else ()
+
+
+def _replay(op, arguments) -> Callable:
+    """``call(values)``: ``op`` applied to the recorded arguments with ``values`` in place of its tensors."""
+    tensors = arguments.keras_tensors
+
+    def call(values):
+        args, kwargs = arguments.fill_in({id(t): v for t, v in zip(tensors, values)})
+        return op(*args, **kwargs)
+    return call
+
+
+def _constant_operand(arguments):
+    """For a binary op with one tensor: (the tensor's position, the other operand), else None."""
+    args = list(arguments.args)
+    if len(args) != 2 or arguments.kwargs:
+        return None
+    kinds = [isinstance(a, keras.KerasTensor) for a in args]
+    if kinds.count(True) != 1:
+        return None
+    pos = kinds.index(True)
+    return pos, args[1 - pos]
+
+
+def _as_tensor(c) -> tf.Tensor:
+    return tf.cast(tf.convert_to_tensor(c), tf.float32)
 
 
 class _Reader:
+    """Turns a model into nodes; one instance per :func:`read_model` call."""
+
     def __init__(self):
         self.nodes: list[Node] = []
         self.next_id = 0
         self.feature_value: dict[str, int] = {}
+        self.keras_values: dict[int, Any] = {}
 
     def new_value(self) -> int:
         self.next_id += 1
         return self.next_id
 
-    def add(self, kind, name, layer, inputs, **kw) -> int:
+    def add(self, kind, name, layer, inputs, *, call=None, op=None, in_shapes=(), out_shape=None, **attrs) -> int:
         out = self.new_value()
-        self.nodes.append(Node(kind=kind, name=name, layer=layer, inputs=list(inputs), output=out, **kw))
+        self.nodes.append(Node(kind=kind, name=name, layer=layer, inputs=list(inputs), output=out, call=call,
+                               op=op, attrs=attrs, in_shapes=list(in_shapes), out_shape=out_shape))
         return out
 
-    # -- models -------------------------------------------------------------------------------
-    def walk(self, model, in_ids: list[int], prefix: str) -> list[int]:
-        if isinstance(model, keras.Sequential):
-            ids = in_ids
-            for layer in model.layers:
-                ids = self.apply(layer, ids, prefix)
-            return ids
-        if not hasattr(model, "_nodes_by_depth"):
-            raise ExplainError(f"Model {model.name!r} ({type(model).__name__}) is a subclassed model; "
-                               "build it as a Sequential or Functional model to explain it.")
-        if len(model.inputs) != len(in_ids):
-            raise ExplainError(f"Model {model.name!r} has {len(model.inputs)} inputs; sglrp_widgets explains "
+    # -- graphs -------------------------------------------------------------------------------------------
+    def walk(self, model, in_ids: list[int], prefix: str, top: bool = False) -> list[int]:
+        functional = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+        if functional is None or not hasattr(functional, "_nodes_by_depth"):
+            raise ExplainError(f"Model {model.name!r} ({type(model).__name__}) is a subclassed model or a "
+                               "Sequential model without an Input; build it as a Functional model or give it "
+                               "keras.Input(shape) to explain it.")
+        if len(functional.inputs) != len(in_ids):
+            raise ExplainError(f"Model {model.name!r} has {len(functional.inputs)} inputs; sglrp_widgets explains "
                                "image classifiers with exactly one image input.")
-        env = {id(t): v for t, v in zip(model.inputs, in_ids)}
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            for knode in model._nodes_by_depth[depth]:
-                op = knode.operation
-                if isinstance(op, L.InputLayer):
+        env = {id(t): v for t, v in zip(functional.inputs, in_ids)}
+        for depth in sorted(functional._nodes_by_depth, reverse=True):
+            for knode in functional._nodes_by_depth[depth]:
+                if knode.operation is None or knode.is_input or isinstance(knode.operation, L.InputLayer):
                     continue
-                ins = [env[id(t)] for t in knode.input_tensors]
-                outs = self.apply(op, ins, prefix)
-                for t, v in zip(knode.output_tensors, outs):
-                    env[id(t)] = v
-        return [env[id(t)] for t in model.outputs]
+                self.read_node(knode, env, prefix, top)
+        return [env[id(t)] for t in functional.outputs]
 
-    # -- layers -------------------------------------------------------------------------------
-    def apply(self, layer, ins: list[int], prefix: str) -> list[int]:
-        name = f"{prefix}{layer.name}"
-        if isinstance(layer, keras.Model):
-            return self.walk(layer, ins, prefix=f"{name}/")
-        if isinstance(layer, L.InputLayer):
-            return ins
-        out = self._apply_layer(layer, ins, name)
-        self.feature_value[name] = out
-        if prefix and layer.name not in self.feature_value:
-            self.feature_value[layer.name] = out
-        return [out]
+    def read_node(self, knode, env: dict, prefix: str, top: bool = False) -> None:
+        ins = [env[id(t)] for t in knode.arguments.keras_tensors]
+        outs = self.layer_call(knode.operation, knode, ins, prefix)
+        for t, v in zip(knode.outputs, outs):
+            env[id(t)] = v
+            if top:
+                self.keras_values.setdefault(v, t)
 
-    def _linear(self, layer, ins, name, op) -> int:
-        out = self.add("linear", name, layer, ins, op=op)
-        act = _activation_name(layer.activation)
+    def layer_call(self, op, knode, ins: list[int], prefix: str) -> list[int]:
+        """Read one application of ``op`` (a layer, a nested model or a ``keras.ops`` operation)."""
+        name = f"{prefix}{op.name}"
+        if isinstance(op, keras.Model):
+            return self.walk(op, ins, prefix=f"{name}/")
+        shapes = [_shape(t) for t in knode.arguments.keras_tensors]
+        out_shapes = [_shape(t) for t in knode.outputs]
+        outs = self.read_operation(op, knode.arguments, ins, name, shapes, out_shapes)
+        if isinstance(op, L.Layer):
+            self.feature_value[name] = outs[0]
+            if prefix and op.name not in self.feature_value:
+                self.feature_value[op.name] = outs[0]
+        return outs
+
+    # -- operations ---------------------------------------------------------------------------------------
+    def read_operation(self, op, arguments, ins, name, shapes, out_shapes) -> list[int]:
+        call = _replay(op, arguments)
+        kw = dict(call=call, in_shapes=shapes, out_shape=out_shapes[0])
+        reading = _registered_reading(op)
+        if reading is not None:
+            return [self.read_registered(op, reading, ins, name, kw)]
+        if isinstance(op, L.Layer) and type(op).__module__.startswith("keras.src.layers"):
+            out = self.read_layer(op, arguments, ins, name, kw)
+            if out is not None:
+                return [out]
+        elif not isinstance(op, L.Layer):
+            if len(out_shapes) == 1:
+                return [self.read_op(op, arguments, ins, name, kw)]
+        opened = self.open(op, arguments, ins, name)
+        if opened is not None:
+            return opened
+        if len(out_shapes) > 1:                           # a tuple-valued opaque node, then one item each
+            whole = self.add("opaque", name, op, ins, call=lambda v, c=call: tuple(c(v)), in_shapes=shapes)
+            return [self.add("route", f"{name}[{i}]", op, [whole], call=lambda v, i=i: v[0][i], in_shapes=[None],
+                             out_shape=s) for i, s in enumerate(out_shapes)]
+        return [self.add("opaque", name, op, ins, **kw)]
+
+    def read_registered(self, op, reading, ins, name, kw) -> int:
+        if callable(reading) and not isinstance(reading, str):
+            lin = reading(op)
+            if not isinstance(lin, LinearOp):
+                raise ExplainError(f"The reading registered for {type(op).__name__} must return a LinearOp, got "
+                                   f"{type(lin).__name__}.")
+            return self.add("linear", name, op, ins, op=lin, **{k: v for k, v in kw.items() if k != "call"})
+        if reading == "activation":
+            return self.add("activation", name, op, ins, activation=type(op).__name__.lower(), **kw)
+        return self.add(reading, name, op, ins, **kw)
+
+    def linear(self, layer, ins, name, op, kw) -> int:
+        kw = {k: v for k, v in kw.items() if k != "call"}
+        out_shape = kw.pop("out_shape", None)
+        out = self.add("linear", name, layer, ins, op=op, out_shape=out_shape, **kw)
+        fn = getattr(layer, "activation", None) if isinstance(layer, L.Layer) else None
+        act = _activation_name(fn) if fn is not None else "linear"
         if act != "linear":
-            out = self.add("activation", name, layer, [out], fn=layer.activation, activation=act)
+            out = self.add("activation", name, layer, [out], call=lambda v, f=layer.activation: f(v[0]),
+                           activation=act, in_shapes=[out_shape], out_shape=out_shape)
         return out
 
-    def _apply_layer(self, layer, ins, name) -> int:
-        cls = type(layer).__name__
+    def conv_op(self, layer, kernel, bias, kind="conv", **extra) -> LinearOp:
+        _channels_last(layer)
+        pad = _padding(layer)
+        dil = tuple(layer.dilation_rate)
+        causal = dil[0] * (layer.kernel_size[0] - 1) if layer.padding == "causal" else 0
+        return LinearOp(kind, layer, kernel, bias, strides=tuple(layer.strides), padding=pad, dilations=dil,
+                        causal_pad=causal, **extra)
+
+    def read_layer(self, layer, arguments, ins, name, kw) -> int | None:
+        """Built-in Keras layers with a known reading; ``None`` for the ones to open."""
         if isinstance(layer, L.Dense):
-            return self._linear(layer, ins, name, LinearOp("dense", layer, layer.kernel, layer.bias))
+            return self.linear(layer, ins, name, LinearOp("dense", layer, layer.kernel, layer.bias), kw)
+        if isinstance(layer, L.EinsumDense):
+            return self.linear(layer, ins, name, LinearOp("einsum", layer, layer.kernel, layer.bias,
+                                                          equation=layer.equation), kw)
         if isinstance(layer, L.SeparableConv2D):
-            self._check_conv(layer)
-            dw = LinearOp("depthwise", layer, layer.depthwise_kernel, None, strides=tuple(layer.strides),
-                          padding=_padding(layer), dilations=tuple(layer.dilation_rate), depthwise_part=True)
-            mid = self.add("linear", f"{name}[depthwise]", layer, ins, op=dw)
+            dw = self.conv_op(layer, layer.depthwise_kernel, None, kind="depthwise", depthwise_part=True)
+            mid = self.add("linear", f"{name}[depthwise]", layer, ins, op=dw, in_shapes=kw["in_shapes"])
             pw = LinearOp("conv", layer, layer.pointwise_kernel, layer.bias, strides=(1, 1), padding="VALID",
                           dilations=(1, 1))
-            return self._linear(layer, [mid], name, pw)
+            return self.linear(layer, [mid], name, pw, {**kw, "in_shapes": [None]})
         if isinstance(layer, L.DepthwiseConv2D):
-            self._check_conv(layer)
-            op = LinearOp("depthwise", layer, layer.kernel, layer.bias, strides=tuple(layer.strides),
-                          padding=_padding(layer), dilations=tuple(layer.dilation_rate))
-            return self._linear(layer, ins, name, op)
-        if isinstance(layer, _CONV):
-            self._check_conv(layer)
-            if getattr(layer, "groups", 1) != 1:
-                raise UnsupportedLayerError(f"Layer {name!r} ({cls}) uses groups={layer.groups}; grouped "
-                                            "convolutions are not supported.", name, cls)
-            op = LinearOp("conv", layer, layer.kernel, layer.bias, strides=tuple(layer.strides),
-                          padding=_padding(layer), dilations=tuple(layer.dilation_rate))
-            return self._linear(layer, ins, name, op)
+            return self.linear(layer, ins, name, self.conv_op(layer, layer.kernel, layer.bias, kind="depthwise"), kw)
+        if isinstance(layer, CONV_LAYERS) and not isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
+                                                                      L.Conv3DTranspose)):
+            op = self.conv_op(layer, layer.kernel, layer.bias, groups=int(getattr(layer, "groups", 1) or 1))
+            return self.linear(layer, ins, name, op, kw)
         if isinstance(layer, L.BatchNormalization):
-            return self.add("elementwise", name, layer, ins, scale_shift=lambda bn=layer: batchnorm_affine(bn))
+            axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+            rank = len(kw["in_shapes"][0]) + 1 if kw["in_shapes"] and kw["in_shapes"][0] is not None else None
+            last = axis == -1 or (rank is not None and axis == rank - 1)
+            if not last and rank is None:
+                return None
+            bshape = None if last else [1 if d != axis % rank else -1 for d in range(rank)]
+            return self.add("affine", name, layer, ins, affine=_reshaped(lambda bn=layer: batchnorm_affine(bn), bshape),
+                            channelwise=last, batchnorm=True, **kw)
         if isinstance(layer, L.Rescaling):
-            return self.add("elementwise", name, layer, ins,
-                            scale_shift=lambda r=layer: (tf.constant(r.scale, tf.float32),
-                                                         tf.constant(r.offset, tf.float32)))
+            return self.add("affine", name, layer, ins, channelwise=True,
+                            affine=lambda r=layer: (_as_tensor(r.scale), _as_tensor(r.offset)), **kw)
+        if isinstance(layer, L.Normalization):
+            return self.add("affine", name, layer, ins, affine=lambda n=layer: _normalization_affine(n),
+                            channelwise=_broadcasts_per_channel(layer.mean), **kw)
+        if isinstance(layer, L.LayerNormalization) or type(layer).__name__ == "RMSNormalization":
+            return self.add("layer_norm", name, layer, ins, **kw)
         if isinstance(layer, L.Activation):
-            return self.add("activation", name, layer, ins, fn=layer.activation,
-                            activation=_activation_name(layer.activation))
+            return self.add("activation", name, layer, ins, activation=_activation_name(layer.activation), **kw)
         if isinstance(layer, L.Softmax):
-            return self.add("activation", name, layer, ins, fn=_call(layer), activation="softmax")
+            return self.add("activation", name, layer, ins, activation="softmax", **kw)
         if isinstance(layer, L.ReLU):
-            return self.add("activation", name, layer, ins, fn=_call(layer), activation="relu")
+            plain = not layer.negative_slope and not layer.threshold
+            act = "relu6" if plain and layer.max_value == 6 else "relu" if plain and layer.max_value is None \
+                else "relu_variant"
+            return self.add("activation", name, layer, ins, activation=act, floor_zero=plain, **kw)
         if isinstance(layer, (L.LeakyReLU, L.ELU, L.PReLU)):
-            return self.add("activation", name, layer, ins, fn=_call(layer), activation=cls.lower())
-        if isinstance(layer, _AVG_POOLING):
-            return self.add("pool", name, layer, ins, fn=_call(layer))
-        if isinstance(layer, _MAX_POOLING + _ROUTING):
-            return self.add("route", name, layer, ins, fn=_call(layer))
-        if isinstance(layer, (L.Add, L.Average)) or cls == "Add" and type(layer).__module__.endswith("ops.numpy"):
-            fn = None if not isinstance(layer, L.Average) else (lambda xs: tf.add_n(xs) / len(xs))
-            return self.add("add", name, layer, ins, fn=fn)
-        return self.add("opaque", name, layer, ins, fn=_call(layer) if isinstance(layer, L.Layer) else
-                        (lambda xs, op=layer: op(*xs) if isinstance(xs, list) else op(xs)))
+            return self.add("activation", name, layer, ins, activation=type(layer).__name__.lower(), **kw)
+        if isinstance(layer, AVG_POOLING):
+            return self.add("fixed_linear", name, layer, ins, **kw)
+        if isinstance(layer, UPSAMPLING):
+            kind = "fixed_linear" if getattr(layer, "interpolation", "nearest") != "nearest" else "route"
+            return self.add(kind, name, layer, ins, **kw)
+        if isinstance(layer, MAX_POOLING + ROUTING_LAYERS):
+            return self.add("route", name, layer, ins, nonlinear=isinstance(layer, MAX_POOLING + (L.Maximum,
+                                                                                                  L.Minimum)), **kw)
+        if isinstance(layer, (L.Add, L.Subtract, L.Average)):
+            n = len(ins)
+            coef = [1.0] * n if isinstance(layer, L.Add) else [1.0, -1.0] if isinstance(layer, L.Subtract) \
+                else [1.0 / n] * n
+            return self.add("add", name, layer, ins, coefficients=coef, **kw)
+        if isinstance(layer, L.Multiply):
+            return self.add("product", name, layer, ins, **kw)
+        if isinstance(layer, L.Dot):
+            return self.add("contraction", name, layer, ins, **kw)
+        if isinstance(layer, L.InputLayer):
+            return ins[0]
+        return None
 
-    @staticmethod
-    def _check_conv(layer):
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise UnsupportedLayerError(
-                f"Layer {layer.name!r} ({type(layer).__name__}) uses data_format={layer.data_format!r}; "
-                "only 'channels_last' is supported.", layer.name, type(layer).__name__)
+    def read_op(self, op, arguments, ins, name, kw) -> int:
+        """A ``keras.ops`` operation recorded in the graph (``x + 3.0``, ``ops.multiply``, ``ops.einsum``...)."""
+        cls = type(op).__name__
+        tensors = arguments.keras_tensors
+        if cls in _AFFINE_OPS:
+            affine = _op_affine(cls, arguments)
+            if affine is not None:
+                return self.add("affine", name, op, ins, affine=affine[0], channelwise=affine[1],
+                                static=affine[2], **kw)
+            if len(tensors) == 2 and cls in ("Add", "Subtract"):
+                return self.add("add", name, op, ins, coefficients=[1.0, 1.0 if cls == "Add" else -1.0], **kw)
+            if len(tensors) == 2 and cls == "Multiply":
+                return self.add("product", name, op, ins, **kw)
+            if len(tensors) == 2 and cls in ("Divide", "TrueDivide") and \
+                    arguments.args[0] is tensors[0] and arguments.args[1] is tensors[1]:
+                return self.add("product", name, op, ins, divide=True, **kw)
+        if cls in ACTIVATION_OPS and len(tensors) == 1:
+            return self.add("activation", name, op, ins, activation=ACTIVATION_OPS[cls], **kw)
+        if cls in ("Maximum", "Minimum") and len(tensors) == 1:     # max(x, 0) and friends: ReLU-like
+            return self.add("activation", name, op, ins, activation=cls.lower(), **kw)
+        if cls == "DotProductAttention":
+            return self.add("attention", name, op, ins, **_attention_attrs(op, arguments), **kw)
+        weight = _constant_weight(cls, arguments)
+        if weight is not None:
+            return self.linear(op, ins, name, weight, kw)
+        if cls in CONTRACTION_OPS and len(tensors) == 2:
+            return self.add("contraction", name, op, ins, **kw)
+        if cls in FIXED_LINEAR_OPS and len(tensors) == 1:
+            return self.add("fixed_linear", name, op, ins, **kw)
+        if cls in ROUTE_OPS:
+            return self.add("route", name, op, ins, nonlinear=cls in ("MaxPool", "Max", "Amax", "Maximum",
+                                                                       "Minimum"), **kw)
+        return self.add("opaque", name, op, ins, **kw)
+
+    # -- opening layers into their operations ---------------------------------------------------------------
+    def open(self, layer, arguments, ins, name) -> list[int] | None:
+        """Read ``layer.call`` as the operations it records on symbolic inputs; ``None`` if Keras cannot.
+
+        Whatever the call records on the layer and its sublayers is removed again afterwards, so the user's
+        model keeps exactly the nodes it had.
+        """
+        if not isinstance(layer, L.Layer) or isinstance(layer, L.InputLayer):
+            return None
+        tensors = arguments.keras_tensors
+        symbolic = [keras.KerasTensor(t.shape, dtype=t.dtype) for t in tensors]
+        args, kwargs = arguments.fill_in({id(t): s for t, s in zip(tensors, symbolic)})
+        try:
+            accepted = inspect.signature(layer.call).parameters
+        except (TypeError, ValueError):
+            return None
+        kwargs = {k: v for k, v in kwargs.items() if k != "mask" or "mask" in accepted}
+        if "training" in accepted:
+            kwargs["training"] = False
+        layers = list(layer._flatten_layers(include_self=True, recursive=True))
+        sizes = [(len(x._inbound_nodes), len(x._outbound_nodes)) for x in layers]
+        try:
+            outs = keras.tree.flatten(layer.call(*args, **kwargs))
+            if not outs or not all(isinstance(o, keras.KerasTensor) for o in outs):
+                return None
+            recorded = _recorded_nodes(outs, symbolic)
+            if recorded is None:
+                return None
+            env = {id(s): v for s, v in zip(symbolic, ins)}
+            for knode in recorded:
+                self.read_node(knode, env, prefix=f"{name}/")
+            return [env[id(o)] for o in outs]
+        except Exception:                      # noqa: BLE001 - Keras cannot trace it: the layer stays opaque
+            return None
+        finally:
+            for x, (n_in, n_out) in zip(layers, sizes):
+                del x._inbound_nodes[n_in:]
+                del x._outbound_nodes[n_out:]
 
 
-def read_model(model, *, fold_batchnorm: bool = True, output: int | str | None = None) -> Graph:
-    """Read ``model`` into a :class:`Graph`.
+def _registered_reading(op):
+    for cls in type(op).__mro__:
+        if cls in LAYER_READINGS:
+            return LAYER_READINGS[cls]
+    return None
+
+
+def _reshaped(fn, shape):
+    if shape is None:
+        return fn
+    return lambda: tuple(tf.reshape(t, shape) for t in fn())
+
+
+def _broadcasts_per_channel(value) -> bool:
+    shape = tuple(getattr(value, "shape", np.shape(value)))
+    return all(d == 1 for d in shape[:-1])
+
+
+def _op_affine(cls: str, arguments):
+    """``(affine_fn, channelwise, static)`` for ``x op constant``; ``None`` when both operands are tensors.
+
+    ``static`` is ``(a, c)`` as Python floats when both are plain numbers (used to prove non-negativity).
+    """
+    if cls == "Negative":
+        if len(arguments.keras_tensors) != 1:
+            return None
+        return (lambda: (tf.constant(-1.0), tf.constant(0.0))), True, (-1.0, 0.0)
+    found = _constant_operand(arguments)
+    if found is None:
+        return None
+    pos, c = found
+    if isinstance(c, keras.KerasTensor):
+        return None
+    if cls in ("Divide", "TrueDivide") and pos == 1:      # c / x: not affine in x
+        return None
+    table = {
+        "Add": lambda k: (tf.ones_like(k), k),
+        "Subtract": (lambda k: (tf.ones_like(k), -k)) if pos == 0 else (lambda k: (-tf.ones_like(k), k)),
+        "Multiply": lambda k: (k, tf.zeros_like(k)),
+        "Divide": lambda k: (1.0 / k, tf.zeros_like(k)),
+        "TrueDivide": lambda k: (1.0 / k, tf.zeros_like(k)),
+    }
+    make = table[cls]
+    static = None
+    if isinstance(c, (int, float)) and not isinstance(c, bool):
+        a_, c_ = make(tf.constant(float(c)))
+        static = (float(a_), float(c_))
+    return (lambda: make(_as_tensor(c))), _broadcasts_per_channel(c), static
+
+
+def _constant_weight(cls: str, arguments) -> LinearOp | None:
+    """``matmul(x, W)`` / ``einsum(eq, x, W)`` with a fixed ``W`` (a variable or array): a linear layer."""
+    args = list(arguments.args)
+    if arguments.kwargs or len(arguments.keras_tensors) != 1:
+        return None
+    if cls == "Matmul" and len(args) == 2 and args[0] is arguments.keras_tensors[0] \
+            and len(getattr(args[1], "shape", ())) == 2:
+        return LinearOp("dense", None, args[1], None)
+    if cls == "Einsum" and len(args) == 3 and isinstance(args[0], str) and "..." not in args[0]:
+        spec_in, spec_out = args[0].replace(" ", "").split("->")
+        specs = spec_in.split(",")
+        if len(specs) != 2:
+            return None
+        pos = 1 if args[1] is arguments.keras_tensors[0] else 2
+        x_spec, w_spec = (specs[0], specs[1]) if pos == 1 else (specs[1], specs[0])
+        return LinearOp("einsum", None, args[3 - pos], None, equation=f"{x_spec},{w_spec}->{spec_out}")
+    return None
+
+
+def _attention_attrs(op, arguments) -> dict:
+    """Which recorded tensor is the query, key, value (bias, mask) of ``ops.dot_product_attention``."""
+    names = ("query", "key", "value", "bias", "mask", "scale")
+    bound = dict(zip(names, arguments.args))
+    bound.update(arguments.kwargs)
+    index = {id(t): j for j, t in enumerate(arguments.keras_tensors)}
+    positions = {k: index[id(v)] for k, v in bound.items() if isinstance(v, keras.KerasTensor)}
+    return {"positions": positions, "scale": bound.get("scale"), "mask": bound.get("mask"),
+            "is_causal": bool(getattr(op, "is_causal", False)),
+            "soft_cap": getattr(op, "attn_logits_soft_cap", None)}
+
+
+def _recorded_nodes(outs, symbolic) -> list | None:
+    """The Keras nodes between ``symbolic`` inputs and ``outs``, in execution order; ``None`` if a path
+    starts anywhere else (a tensor the layer made without using its inputs)."""
+    starts = {id(s) for s in symbolic}
+    order, seen, ok = [], set(), [True]
+
+    def visit(t):
+        if id(t) in starts:
+            return
+        history = getattr(t, "_keras_history", None)
+        if history is None or history.operation is None:
+            ok[0] = False
+            return
+        node = history.operation._inbound_nodes[history.node_index]
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for parent in node.arguments.keras_tensors:
+            visit(parent)
+        order.append(node)
+
+    for o in outs:
+        visit(o)
+    return order if ok[0] else None
+
+
+def read_model(model, *, output: int | str | None = None) -> Graph:
+    """Read ``model`` into a :class:`Graph` that replays it exactly (no surgery; see ``canonize.py``).
 
     Parameters
     ----------
     model : keras.Model
         A built Sequential or Functional model (nested models allowed) with one image input.
-    fold_batchnorm : bool
-        Fold BatchNormalization that directly follows a linear layer into it.
     output : int or str, optional
         Which output to explain when the model has several (index or output layer name).
 
@@ -345,109 +695,30 @@ def read_model(model, *, fold_batchnorm: bool = True, output: int | str | None =
                            "classifiers with exactly one image input.")
     reader = _Reader()
     input_id = reader.new_value()
-    outs = reader.walk(model, [input_id], prefix="")
-    if len(outs) > 1:
-        names = [getattr(t, "name", str(i)) for i, t in enumerate(model.outputs)]
-        if output is None:
-            raise ExplainError(f"Model {model.name!r} has {len(outs)} outputs ({', '.join(names)}); pass "
-                               "output=<index or name> to choose the classifier output to explain.")
-        if isinstance(output, str):
-            layer_names = [t._keras_history[0].name for t in model.outputs]
-            if output not in layer_names:
-                raise ExplainError(f"output={output!r} is not an output of the model; outputs are {layer_names}.")
-            output = layer_names.index(output)
-        if not 0 <= int(output) < len(outs):
-            raise ExplainError(f"output={output} is out of range for a model with {len(outs)} outputs.")
-        out_id = outs[int(output)]
-    else:
-        if output not in (None, 0, model.outputs[0]._keras_history[0].name):
-            raise ExplainError(f"output={output!r} does not name the model's only output.")
-        out_id = outs[0]
-
-    nodes = reader.nodes
-    producer = {n.output: i for i, n in enumerate(nodes)}
-    # Remove a final softmax.
-    softmax_removed = False
-    last = producer.get(out_id)
-    if last is not None and nodes[last].kind == "activation" and nodes[last].activation == "softmax":
-        out_id = nodes[last].inputs[0]
-        softmax_removed = True
-    nodes = _prune(nodes, out_id)
-    if fold_batchnorm:
-        nodes = _fold_batchnorm(nodes)
+    outs = reader.walk(model, [input_id], prefix="", top=True)
+    out_index = _output_index(model, len(outs), output)
+    out_id = outs[out_index]
     shape = tuple(model.inputs[0].shape[1:])
-    out_shape = model.outputs[0].shape if len(model.outputs) == 1 else model.outputs[int(output)].shape
-    graph = Graph(nodes=nodes, input_id=input_id, output_id=out_id, input_shape=shape,
-                  num_classes=int(out_shape[-1]), softmax_removed=softmax_removed,
-                  feature_value=reader.feature_value)
-    _classify(graph)
-    return graph
+    out_shape = model.outputs[out_index].shape
+    return Graph(nodes=reader.nodes, input_id=input_id, output_id=out_id, input_shape=shape,
+                 num_classes=int(out_shape[-1]), output_index=out_index, feature_value=reader.feature_value,
+                 keras_values=reader.keras_values)
 
 
-def _prune(nodes: list[Node], out_id: int) -> list[Node]:
-    """Keep only the nodes that the output depends on."""
-    needed = {out_id}
-    keep = []
-    for node in reversed(nodes):
-        if node.output in needed:
-            keep.append(node)
-            needed.update(node.inputs)
-    return keep[::-1]
-
-
-def _fold_batchnorm(nodes: list[Node]) -> list[Node]:
-    producer = {n.output: i for i, n in enumerate(nodes)}
-    uses: dict[int, int] = {}
-    for n in nodes:
-        for v in n.inputs:
-            uses[v] = uses.get(v, 0) + 1
-    drop = set()
-    for i, node in enumerate(nodes):
-        if node.kind != "elementwise" or not isinstance(node.layer, L.BatchNormalization):
-            continue
-        if not _normalizes_last_axis(node.layer):
-            continue
-        src = producer.get(node.inputs[0])
-        if src is None or nodes[src].kind != "linear" or nodes[src].op.bn is not None:
-            continue
-        if uses.get(node.inputs[0], 0) != 1:
-            continue
-        lin = nodes[src]
-        lin.op = LinearOp(**{**lin.op.__dict__, "bn": node.layer})
-        lin.output = node.output
-        drop.add(i)
-    return [n for i, n in enumerate(nodes) if i not in drop]
-
-
-def _normalizes_last_axis(bn) -> bool:
-    axis = bn.axis[0] if isinstance(bn.axis, (list, tuple)) and len(bn.axis) == 1 else bn.axis
-    if axis == -1:
-        return True
-    try:
-        return axis == len(bn.input.shape) - 1
-    except (AttributeError, ValueError):
-        return False
-
-
-def _classify(graph: Graph) -> None:
-    """Find the first linear layers and the linear layers followed by a ReLU."""
-    producer = graph.producer()
-    consumers = graph.consumers()
-    for i, node in enumerate(graph.nodes):
-        if node.kind != "linear":
-            continue
-        v = node.inputs[0]
-        while v != graph.input_id:
-            p = producer.get(v)
-            if p is None or graph.nodes[p].kind != "route" or len(graph.nodes[p].inputs) != 1 \
-                    or isinstance(graph.nodes[p].layer, _MAX_POOLING):
-                break
-            v = graph.nodes[p].inputs[0]
-        if v == graph.input_id:
-            graph.first_linear.add(i)
-        if any(graph.nodes[c].kind == "activation" and graph.nodes[c].activation in _RELU_NAMES
-               for c in consumers.get(node.output, [])):
-            graph.relu_followed.add(i)
+def _output_index(model, count: int, output) -> int:
+    names = [t._keras_history[0].name for t in model.outputs]
+    if count > 1 and output is None:
+        raise ExplainError(f"Model {model.name!r} has {count} outputs ({', '.join(names)}); pass "
+                           "output=<index or name> to choose the classifier output to explain.")
+    if output is None:
+        return 0
+    if isinstance(output, str):
+        if output not in names:
+            raise ExplainError(f"output={output!r} is not an output of the model; outputs are {names}.")
+        return names.index(output)
+    if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or not 0 <= int(output) < count:
+        raise ExplainError(f"output={output!r} is out of range for a model with {count} output(s).")
+    return int(output)
 
 
 def input_signature_check(graph: Graph, images: np.ndarray) -> None:
@@ -460,3 +731,51 @@ def input_signature_check(graph: Graph, images: np.ndarray) -> None:
         if want is not None and got != want:
             raise ExplainError(f"images have shape {images.shape}, but the model expects "
                                f"(N, {', '.join(str(d) for d in expected)}).")
+
+
+# ---- replay fidelity ------------------------------------------------------------------------------------
+
+#: Replayed and model values agree when |replay - model| <= REPLAY_RTOL * max|model| + REPLAY_ATOL.
+REPLAY_RTOL, REPLAY_ATOL = 1e-3, 1e-5
+
+
+def _agree(got: np.ndarray, want: np.ndarray) -> bool:
+    if got.shape != want.shape:
+        return False
+    return bool(np.all(np.abs(got - want) <= REPLAY_RTOL * np.max(np.abs(want), initial=0.0) + REPLAY_ATOL))
+
+
+def replay_mismatch(model, graph: Graph, x: np.ndarray, logits: np.ndarray, output=None) -> str | None:
+    """``None`` when the graph's ``logits`` for ``x`` are the model's; else a sentence naming the first layer
+    whose output differs. With the final softmax removed, log-probabilities are compared (where the model's
+    probability is not 0), which still sees every logit up to the shift softmax ignores."""
+    outs = keras.tree.flatten(model(x, training=False))
+    want = np.asarray(outs[graph.output_index], np.float64)
+    got = logits.astype(np.float64)
+    if graph.softmax_removed:
+        got = got - got.max(-1, keepdims=True)
+        got = got - np.log(np.exp(got).sum(-1, keepdims=True))
+        seen = want > 1e-30
+        want = np.where(seen, np.log(np.where(seen, want, 1.0)), got)
+    if _agree(got, want):
+        return None
+    return (f"The engine's replay of model {model.name!r} does not compute the model's function "
+            f"({_first_difference(model, graph, x)}), so its explanations would describe another function. "
+            "Please report this model; gradient methods on the model itself are unaffected by this check.")
+
+
+def _first_difference(model, graph: Graph, x: np.ndarray) -> str:
+    """Where the replay first parts from the model, comparing every top-level layer output."""
+    keep = [(v, t) for v, t in graph.keras_values.items() if v in graph.producer()]
+    try:
+        probe = keras.Model(model.inputs, [t for _, t in keep])
+        wanted = [np.asarray(a) for a in keras.tree.flatten(probe(x, training=False))]
+        _, values = graph.forward(tf.constant(x), keep=True)
+    except Exception as exc:                 # noqa: BLE001 - the diagnosis is best effort
+        return f"the layers could not be compared: {exc}"
+    order = {node.output: i for i, node in enumerate(graph.nodes)}
+    for (v, t), want in sorted(zip(keep, wanted), key=lambda item: order[item[0][0]]):
+        if not _agree(np.asarray(values[v]), want):
+            layer = t._keras_history.operation
+            return f"first difference at the output of layer {layer.name!r} ({type(layer).__name__})"
+    return "the logits differ although every layer's output agrees"

@@ -1,12 +1,16 @@
 """The method catalogue: every method with its parameters, in one registry.
 
 Each entry declares its parameters (name, type, default, range or choices, help) so that the API validates
-them and the widget builds its controls from them. Adding a method is adding one entry to ``METHODS``.
+them and the widget builds its controls from them. An LRP method is a head and a composite (data); a
+gradient or CAM method carries its own code, a function ``compute(toolbox, x, targets, params)`` over the
+gradient back end's toolbox (``gradient.py``). Adding a method is adding one entry to ``METHODS``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+import tensorflow as tf
 
 from .errors import ExplainError, suggest
 
@@ -36,6 +40,7 @@ class Method:
     composite: str | None = None   # for kind "lrp"
     head: str = "logit"            # "logit", "sglrp", "clrp", "softmax_gradient"
     params: tuple[Param, ...] = field(default=())
+    compute: Callable | None = None  # gradient/CAM: (toolbox, x rows, targets (rows, 1), params) -> rel, z, t
 
     @property
     def uses_bounds(self) -> bool:
@@ -63,6 +68,87 @@ def _eps(default: float) -> Param:
 
 def _lrp(name, label, description, *, params=(), family="LRP", head="logit", composite=None) -> Method:
     return Method(name, label, family, description, "lrp", composite or name, head, tuple(params) + (RELU,))
+
+
+# ---- gradient and CAM methods: each one's code ------------------------------------------------------------
+# ``m`` is the gradient back end's toolbox; ``x`` holds one row per (image, target) pair, ``t`` the targets
+# (rows, 1; negative = rank among the top classes). Each returns (relevance, logits, resolved targets).
+
+def _gradient(m, x, t, p):
+    g = m.gradient(x, t)
+    return g.grad, g.logits, g.targets
+
+
+def _input_x_gradient(m, x, t, p):
+    g = m.gradient(x, t)
+    return x * g.grad, g.logits, g.targets
+
+
+def _guided_backprop(m, x, t, p):
+    g = m.gradient(x, t, relu="guided")
+    return g.grad, g.logits, g.targets
+
+
+def _deconvnet(m, x, t, p):
+    g = m.gradient(x, t, relu="deconvnet")
+    return g.grad, g.logits, g.targets
+
+
+def _smoothgrad(m, x, t, p):
+    axes = tf.range(1, tf.rank(x))
+    sigma = p["noise"] * (tf.reduce_max(x, axis=axes, keepdims=True) - tf.reduce_min(x, axis=axes, keepdims=True))
+    logits = m.logits(x)
+    tt = m.resolve(logits, t)                    # targets are resolved on the clean image
+    total = tf.zeros_like(x)
+    for i in tf.range(p["n"]):
+        # One noise draw per sample, shared by every row: an image's map does not depend on the batch.
+        noise = tf.random.stateless_normal(tf.concat([[1], tf.shape(x)[1:]], 0), seed=tf.stack([p["seed"], i]))
+        total += m.gradient(x + sigma * noise, tt).grad
+    return total / float(p["n"]), logits, tt
+
+
+def _integrated_gradients(m, x, t, p):
+    base = tf.fill(tf.shape(x), tf.cast(p["baseline"], x.dtype))
+    logits = m.logits(x)
+    tt = m.resolve(logits, t)
+    total = tf.zeros_like(x)
+    for i in tf.range(1, p["steps"] + 1):        # the right Riemann sum, alpha = k / steps
+        alpha = tf.cast(i, x.dtype) / float(p["steps"])
+        total += m.gradient(base + alpha * (x - base), tt).grad
+    return (x - base) * total / float(p["steps"]), logits, tt
+
+
+def _cam_map(m, x, t, weights_of):
+    """ReLU(sum_c w_c A_c) at the feature map, upsampled bilinearly to the input: (rows, H, W, 1)."""
+    g = m.gradient(x, t, at_feature=True)
+    if g.feature.shape.rank != 4:
+        raise ExplainError(f"CAM methods need a 2-D feature map (N, h, w, c); the chosen layer gives shape "
+                           f"{g.feature.shape}.")
+    cam = tf.nn.relu(tf.reduce_sum(weights_of(g.grad, g.feature) * g.feature, axis=-1, keepdims=True))
+    return tf.image.resize(cam, tf.shape(x)[1:3], method="bilinear"), g.logits, g.targets
+
+
+def _cam(weights_of):
+    """A CAM method from its channel weighting; the map is spread over the channels as ``cam / C``."""
+    def compute(m, x, t, p):
+        cam, logits, tt = _cam_map(m, x, t, weights_of)
+        return tf.broadcast_to(cam / tf.cast(tf.shape(x)[-1], x.dtype), tf.shape(x)), logits, tt
+    return compute
+
+
+def _mean_gradient(g, a):
+    return tf.reduce_mean(g, axis=(1, 2), keepdims=True)
+
+
+def _plus_plus_weights(g, a):
+    g2, g3 = g * g, g * g * g
+    alpha = tf.math.divide_no_nan(g2, 2.0 * g2 + tf.reduce_sum(a, axis=(1, 2), keepdims=True) * g3)
+    return tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2), keepdims=True)
+
+
+def _guided_grad_cam(m, x, t, p):
+    cam, logits, tt = _cam_map(m, x, t, _mean_gradient)
+    return cam * m.gradient(x, tt, relu="guided").grad, logits, tt
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -105,28 +191,32 @@ METHODS: dict[str, Method] = {m.name: m for m in [
          params=(LOW, HIGH, _eps(1e-6), Param("gamma", "float", 0.25, "Weight of the positive part in the "
                                                 "gamma rule.", min=0.0, max=100.0))),
     Method("gradient", "Gradient", "Gradient", "The gradient of the target logit with respect to the input.",
-           "gradient", params=(RELU,)),
+           "gradient", params=(RELU,), compute=_gradient),
     Method("input_x_gradient", "Input × Gradient", "Gradient", "Input times the gradient of the target logit.",
-           "gradient", params=(RELU,)),
+           "gradient", params=(RELU,), compute=_input_x_gradient),
     Method("guided_backprop", "Guided Backprop", "Gradient", "Gradient with ReLUs passing only positive "
-           "gradients at positive inputs.", "gradient", params=(RELU,)),
+           "gradients at positive inputs.", "gradient", params=(RELU,), compute=_guided_backprop),
     Method("deconvnet", "Deconvnet", "Gradient", "Gradient with ReLUs applied to the backward signal.",
-           "gradient", params=(RELU,)),
+           "gradient", params=(RELU,), compute=_deconvnet),
     Method("smoothgrad", "SmoothGrad", "Gradient", "Mean gradient over noisy copies of the input.", "gradient",
            params=(Param("n", "int", 32, "Number of noisy samples.", min=1, max=1024),
                    Param("noise", "float", 0.1, "Noise standard deviation as a fraction of each image's "
                          "value range.", min=0.0, max=10.0),
-                   Param("seed", "int", 0, "Random seed of the noise.", min=0, max=2**31 - 1), RELU)),
+                   Param("seed", "int", 0, "Random seed of the noise.", min=0, max=2**31 - 1), RELU),
+           compute=_smoothgrad),
     Method("integrated_gradients", "Integrated Gradients", "Gradient", "Path integral of the gradient from a "
            "baseline to the input, times (input - baseline).", "gradient",
            params=(Param("steps", "int", 32, "Number of Riemann steps.", min=1, max=1024),
-                   Param("baseline", "float", 0.0, "Constant baseline value.", min=-1e6, max=1e6), RELU)),
+                   Param("baseline", "float", 0.0, "Constant baseline value.", min=-1e6, max=1e6), RELU),
+           compute=_integrated_gradients),
     Method("grad_cam", "Grad-CAM", "CAM", "Feature maps weighted by their mean gradient, then a ReLU as in the "
-           "paper (maps are never negative), upsampled bilinearly.", "cam", params=(CAM_LAYER, RELU)),
+           "paper (maps are never negative), upsampled bilinearly.", "cam", params=(CAM_LAYER, RELU),
+           compute=_cam(_mean_gradient)),
     Method("grad_cam_plus_plus", "Grad-CAM++", "CAM", "Grad-CAM with pixel-wise weights from second and third "
-           "order terms; ReLU'd like Grad-CAM.", "cam", params=(CAM_LAYER, RELU)),
+           "order terms; ReLU'd like Grad-CAM.", "cam", params=(CAM_LAYER, RELU),
+           compute=_cam(_plus_plus_weights)),
     Method("guided_grad_cam", "Guided Grad-CAM", "CAM", "Upsampled Grad-CAM times guided backprop.", "cam",
-           params=(CAM_LAYER, RELU)),
+           params=(CAM_LAYER, RELU), compute=_guided_grad_cam),
 ]}
 
 

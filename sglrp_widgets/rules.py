@@ -12,6 +12,7 @@ Formulas: ``../shared/METHODS.md``.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import tensorflow as tf
@@ -61,12 +62,12 @@ def z() -> Rule:
     return Rule("z", (Term("x", "w"),), bias="b")
 
 
-def epsilon(eps: float = 1e-7) -> Rule:
-    """``R_j = sum_k x_j w_jk R_k / (z_k + eps sign(z_k))``, bias included."""
-    if not eps >= 0:
-        raise ExplainError(f"epsilon must be >= 0, got {eps!r}.")
-    return Rule("epsilon", (Term("x", "w"),), bias="b", eps=float(eps) if eps > 0 else SAFE_EPS,
-                params={"epsilon": eps})
+def epsilon(epsilon: float = 1e-7) -> Rule:
+    """``R_j = sum_k x_j w_jk R_k / (z_k + epsilon sign(z_k))``, bias included."""
+    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not epsilon >= 0:
+        raise ExplainError(f"epsilon must be a number >= 0, got {epsilon!r}.")
+    return Rule("epsilon", (Term("x", "w"),), bias="b", eps=float(epsilon) if epsilon > 0 else SAFE_EPS,
+                params={"epsilon": epsilon})
 
 
 def z_plus() -> Rule:
@@ -92,11 +93,11 @@ def alpha_beta(alpha: float = 1.0, beta: float = 0.0, bias: bool = True) -> Rule
     return Rule("alpha_beta", parts=parts, params={"alpha": alpha, "beta": beta, "bias": bias})
 
 
-def gamma(g: float = 0.25) -> Rule:
-    """``R_j = sum_k x_j (w_jk + g w+_jk) * safe_div(R_k, sum_i x_i (w_ik + g w+_ik))``."""
-    if not g >= 0:
-        raise ExplainError(f"gamma must be >= 0, got {g!r}.")
-    return Rule("gamma", (Term("x", f"w_gamma:{float(g)!r}"),), params={"gamma": g})
+def gamma(gamma: float = 0.25) -> Rule:
+    """``R_j = sum_k x_j (w_jk + gamma w+_jk) * safe_div(R_k, sum_i x_i (w_ik + gamma w+_ik))``."""
+    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not gamma >= 0:
+        raise ExplainError(f"gamma must be a number >= 0, got {gamma!r}.")
+    return Rule("gamma", (Term("x", f"w_gamma:{float(gamma)!r}"),), params={"gamma": gamma})
 
 
 def w_square() -> Rule:
@@ -110,7 +111,26 @@ def flat() -> Rule:
 
 
 def z_box(low=None, high=None) -> Rule:
-    """Bounded Deep Taylor rule: ``(x w - l w+ - h w-)`` over its sum; ``low``/``high`` broadcast per channel."""
+    """Bounded Deep Taylor rule: ``(x w - l w+ - h w-)`` over its sum; ``low``/``high`` broadcast per channel.
+
+    Bounds given here are the values the layer's *input* can take. Without them, a first layer gets the
+    method's bounds (``low=``/``high=``, ``preprocess``, or the batch range) mapped from the model's input
+    through the affine maps before it; any other layer gets the batch range of its input.
+    """
+    if (low is None) != (high is None):
+        raise ExplainError(f"z_box needs both low and high, or neither; got low={low!r}, high={high!r}.")
+    if low is not None:
+        import numpy as np
+        try:
+            lo, hi = np.broadcast_arrays(np.asarray(low, np.float64), np.asarray(high, np.float64))
+        except (TypeError, ValueError):
+            raise ExplainError(f"z_box bounds must be numbers or one number per channel; got low={low!r}, "
+                               f"high={high!r}.") from None
+        if lo.ndim > 1 or not np.all(np.isfinite(lo)) or not np.all(np.isfinite(hi)) or not np.all(lo < hi):
+            raise ExplainError(f"z_box needs finite low < high (a number or one per channel); got low={low!r}, "
+                               f"high={high!r}.")
+        low, high = (float(lo) if lo.ndim == 0 else tuple(lo.tolist())), \
+            (float(hi) if hi.ndim == 0 else tuple(hi.tolist()))
     return Rule("z_box", (Term("x", "w"), Term("low", "w_pos", -1.0), Term("high", "w_neg", -1.0)),
                 params={"low": low, "high": high})
 
@@ -120,17 +140,31 @@ RULES = {"z": z, "epsilon": epsilon, "z_plus": z_plus, "alpha_beta": alpha_beta,
 
 
 def get_rule(spec) -> Rule:
-    """A :class:`Rule` from a Rule, a rule name (``"z_plus"``) or ``(name, kwargs)``."""
+    """A :class:`Rule` from a Rule, a rule name (``"z_plus"``) or ``(name, kwargs)``.
+
+    Rule parameters use the methods' names: ``epsilon``, ``gamma``, ``low``, ``high``, ``alpha``, ``beta``,
+    ``bias``; an unknown keyword raises an :class:`ExplainError` naming the valid ones.
+
+    Examples
+    --------
+    >>> get_rule(("epsilon", {"epsilon": 0.1}))
+    epsilon(epsilon=0.1)
+    """
     if isinstance(spec, Rule):
         return spec
     if isinstance(spec, str):
         spec = (spec, {})
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
         name, kwargs = spec
         if name not in RULES:
             raise ExplainError(f"Unknown rule {name!r}; rules are {sorted(RULES)}.{suggest(name, RULES)}")
+        valid = list(inspect.signature(RULES[name]).parameters)
+        for key in kwargs:
+            if key not in valid:
+                raise ExplainError(f"Unknown parameter {key!r} for rule {name!r}; its parameters are "
+                                   f"{', '.join(valid) or 'none'}.{suggest(key, valid)}")
         return RULES[name](**kwargs)
-    raise ExplainError(f"Cannot make a rule from {spec!r}: give a Rule, a rule name or (name, kwargs).")
+    raise ExplainError(f"Cannot make a rule from {spec!r}: give a Rule, a rule name or (name, {{parameters}}).")
 
 
 # ---- derived weights ----------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""Caches: results and per-image forward states in LRUs bounded in bytes, keyed by a fingerprint of the
+weights, so training or ``set_weights`` never serves a stale map."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import tensorflow as tf
+
+
+class ResultCache:
+    """An LRU of per-image results, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key, value, size: int | None = None) -> None:
+        size = sum(getattr(v, "nbytes", 0) for v in value) if size is None else int(size)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, old_size) = self._items.popitem(last=False)
+                self._bytes -= old_size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+RESULTS = ResultCache()
+#: Per-image forward state of LRP explainers (activations, denominators): a class switch on a cached image
+#: costs one backward pass.
+STATES = ResultCache(max_bytes=512 * 2**20)
+
+
+def digest(arr: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(arr).tobytes() + str(arr.shape).encode(), digest_size=16).digest()
+
+
+def freeze(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(freeze(v) for v in np.asarray(value).tolist()) if np.ndim(value) else float(value)
+    return value
+
+
+FULL_FINGERPRINT_SIZE = 1 << 18
+SAMPLES_PER_VARIABLE = 1 << 14
+
+
+def weights_fingerprint(variables) -> tf.Tensor:
+    """A cheap summary of the weights that changes when they change (training, ``set_weights``, assign).
+
+    Variables up to 2**18 values are summed in full (plain and position-weighted); larger ones through a
+    strided sample of about 2**14 values (plus their first and last rows), so a cached result costs
+    microseconds, not a pass over the weights. A change confined to unsampled entries of a large kernel
+    (a single assigned weight, say) is not seen: call ``Explainer.clear()`` after such surgery.
+    """
+    parts = []
+    for v in variables:
+        flat = tf.reshape(tf.convert_to_tensor(v), [-1])
+        size = int(np.prod(v.shape))
+        if size > FULL_FINGERPRINT_SIZE:
+            stride = size // SAMPLES_PER_VARIABLE + 1
+            flat = tf.concat([flat[::stride], flat[1::stride * 3 + 1], flat[:64], flat[-64:]], 0)
+        flat = tf.cast(flat, tf.float32)
+        ramp = tf.cast(tf.range(tf.size(flat)) % 1009, tf.float32) + 1.0
+        parts += [tf.reduce_sum(flat), tf.reduce_sum(flat * ramp)]
+    return tf.stack(parts) if parts else tf.zeros([0])

@@ -1,0 +1,337 @@
+"""The LRP back end: a forward pass that keeps what the rules need, then one batched backward pass.
+
+The forward pass (a ``tf.function`` per explainer) returns the logits, the *state* of the nodes that relevance
+reaches (input values the handlers read, inverse denominators, mapped z_box bounds) as a flat list, and for
+SGLRP/CLRP the dual sums ``v = B^T 1``. The backward pass (another ``tf.function``) takes a state and any
+number of heads ``(H*N, C)`` and returns the relevance at the input. Both are traced once per explainer:
+targets are runtime tensors, so a class switch on a seen image costs one backward pass.
+
+Each node kind's rule is its handler (``propagation.py``); linear layers get their rule from the composite
+(``composites.py``) with the user's ``rules=`` overrides.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import numpy as np
+import tensorflow as tf
+
+from . import composites as C
+from . import rules as R
+from .caching import STATES
+from .errors import UnsupportedLayerError
+from .graph import Graph
+from .heads import initial_relevance, resolve_targets
+from .propagation import handler
+
+
+class DerivedWeights:
+    """The modified weights (``w+``, ``w-``, ``w^2``, folded ``W`` and ``b``...) of a graph's linear layers.
+
+    One store per read model, shared by every explainer of that model, refreshed together when the model's
+    weights change (:meth:`refresh` with the weights' fingerprint).
+    """
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.slots: dict[int, dict] = {}
+        self.fingerprint: bytes | None = None
+        self._lock = threading.Lock()
+
+    def require(self, wanted: dict[int, set]) -> None:
+        """Make sure node ``i`` has the weights named in ``wanted[i]`` (computed from the current weights)."""
+        with self._lock:
+            for i, keys in wanted.items():
+                slots = self.slots.setdefault(i, {})
+                missing = [k for k in keys if k not in slots]
+                if missing:
+                    self._fill(i, missing, slots)
+
+    def refresh(self, fingerprint: bytes) -> None:
+        with self._lock:
+            if fingerprint != self.fingerprint:
+                for i, slots in self.slots.items():
+                    self._fill(i, list(slots), slots)
+                self.fingerprint = fingerprint
+
+    def _fill(self, i: int, keys, slots: dict) -> None:
+        op = self.graph.nodes[i].op
+        kernel, bias = op.params()
+        for key in keys:
+            if key in ("w", "b") and not op.folds:
+                var = op.kernel_var if key == "w" else op.bias_var
+                if var is not None:                  # the model's own variable: always current
+                    slots[key] = getattr(var, "value", var)
+                    continue
+            value = R.derive_weight(key, kernel, bias)
+            if isinstance(slots.get(key), tf.Variable) and slots[key].shape == value.shape:
+                slots[key].assign(value)
+            else:
+                slots[key] = tf.Variable(value, trainable=False)
+
+    def get(self, i: int) -> dict:
+        return self.slots[i]
+
+
+def relevance_flow(graph: Graph) -> set[int]:
+    """Indices of the nodes that relevance reaches, walking back from the output along carried inputs."""
+    receives = {graph.output_id}
+    relevant = set()
+    for i in range(len(graph.nodes) - 1, -1, -1):
+        node = graph.nodes[i]
+        if node.output not in receives:
+            continue
+        relevant.add(i)
+        for v, carried in zip(node.inputs, handler(node).carries(node)):
+            if carried:
+                receives.add(v)
+    return relevant
+
+
+def blocking_nodes(graph: Graph, relevant: set[int]) -> list:
+    """Relevant nodes no rule covers: opaque layers, and a softmax inside the network that is not a gate."""
+    return [graph.nodes[i] for i in sorted(relevant) if graph.nodes[i].kind == "opaque"
+            or (graph.nodes[i].kind == "activation" and graph.nodes[i].attrs.get("activation") == "softmax")]
+
+
+def blocking_error(method: str, nodes: list, working: list[str]) -> UnsupportedLayerError:
+    """One error naming every blocking layer (name, class, count), what would help, and what works."""
+    by_class = Counter(n.class_name for n in nodes)
+    names = ", ".join(f"{n.name!r} ({n.class_name})" for n in nodes[:8]) + (" ..." if len(nodes) > 8 else "")
+    counts = ", ".join(f"{cls} x{k}" for cls, k in by_class.items())
+    first = nodes[0]
+    softmax = any(n.kind == "activation" for n in nodes)
+    hint = ("A softmax inside the network is only explainable as a gate (a factor of a product); "
+            if softmax else "")
+    return UnsupportedLayerError(
+        f"Method {method!r} cannot explain this model: relevance would have to cross {len(nodes)} layer(s) "
+        f"without an LRP rule: {names} [{counts}]. {hint}To make LRP methods work, write these layers with "
+        "keras.ops (they are then opened into their operations) or register a rule for their class, e.g. "
+        "sglrp_widgets.register_layer(MyLayer, 'identity' | 'route' | 'fixed_linear' | <Handler>). "
+        f"Methods that work on this model: {', '.join(working)}.", first.name, first.class_name)
+
+
+def nonneg_values(graph: Graph) -> set[int]:
+    """Value ids known to be >= 0 (ReLU outputs, and pooling/routing/sums of them)."""
+    nonneg: set[int] = set()
+    for node in graph.nodes:
+        if handler(node).nonneg(node, [v in nonneg for v in node.inputs]):
+            nonneg.add(node.output)
+    return nonneg
+
+
+def assign_rules(graph: Graph, composite_name: str, params: dict, overrides) -> dict[int, R.Rule]:
+    """The rule of every linear node: the composite's, or the user's override."""
+    composite = C.with_overrides(C.get_composite(composite_name), overrides,
+                                 names=[n.name for n in graph.nodes if n.kind == "linear"])
+    rules = {}
+    for i, node in enumerate(graph.nodes):
+        if node.kind == "linear":
+            ctx = C.LayerContext(node.name, node.layer, node.op.family, i in graph.first_linear,
+                                 i in graph.relu_followed)
+            rules[i] = composite(ctx, params)
+    composite.check_used()
+    return rules
+
+
+class _Context:
+    """What handlers read while tracing: rules, weights, bounds and non-negativity per node."""
+
+    def __init__(self, backend: "LRPBackend", n, bounds: dict):
+        self.backend, self.n, self._bounds = backend, n, bounds
+
+    def rule(self, i):
+        return self.backend.rules[i]
+
+    def weights(self, i):
+        return self.backend.derived.get(i)
+
+    def bounds(self, i):
+        return self._bounds.get(i)
+
+    def input_nonneg(self, i):
+        return self.backend.graph.nodes[i].inputs[0] in self.backend.nonneg
+
+
+class LRPBackend:
+    """Rules, forward state and backward pass of one LRP method on one read model."""
+
+    def __init__(self, graph: Graph, derived: DerivedWeights, *, composite: str, params: dict, overrides,
+                 contrastive: bool, counter):
+        self.graph = graph
+        self.rules = assign_rules(graph, composite, params, overrides)
+        self.relevant = relevance_flow(graph)
+        self.order = sorted(self.relevant)
+        self.nonneg = nonneg_values(graph)
+        self.contrastive = contrastive
+        self.derived = derived
+        derived.require({i: self._weight_keys(i) for i in self.rules})
+        self._layout: list = []
+        spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
+        bspec = [tf.TensorSpec([None], tf.float32)] * 2
+        self.forward_fn = tf.function(counter(self._forward), input_signature=[spec] + bspec, autograph=False)
+        self.backward_fn = None
+        self._counter = counter
+
+    @property
+    def uses_bounds(self) -> bool:
+        return any(r.name == "z_box" for i, r in self.rules.items() if i in self.relevant)
+
+    def _weight_keys(self, i: int) -> set[str]:
+        """The parameters node ``i``'s rule reads, skipping terms on negative inputs that cannot occur."""
+        keys = {"w", "b"}
+        nonneg = self.graph.nodes[i].inputs[0] in self.nonneg
+        for _, leaf in self.rules[i].leaves():
+            keys |= {t.weights for t in leaf.terms if not (t.inputs == "x_neg" and nonneg)}
+            if leaf.bias:
+                keys.add(leaf.bias)
+        return keys
+
+    # -- bounds --------------------------------------------------------------------------------------------
+    def _node_bounds(self, values: dict, low, high) -> dict:
+        """z_box bounds at the input of each z_box layer: the rule's own; mapped from the model input for a
+        first layer; the batch range of the layer's input otherwise."""
+        graph = self.graph
+        mapped = {}
+        if any(self.rules[i].name == "z_box" and i in graph.first_linear for i in self.rules):
+            shape = tf.concat([[1], tf.shape(values[graph.input_id])[1:]], 0)
+            mapped[graph.input_id] = (tf.zeros(shape) + low, tf.zeros(shape) + high)
+            for j in graph.bounds_path:
+                node = graph.nodes[j]
+                if node.inputs[0] not in mapped:
+                    continue
+                lo, hi = mapped[node.inputs[0]]
+                if node.kind == "affine":
+                    a, c = node.attrs["affine"]()
+                    lo, hi = a * lo + c, a * hi + c
+                    lo, hi = tf.minimum(lo, hi), tf.maximum(lo, hi)
+                else:
+                    lo, hi = node.call([lo]), node.call([hi])
+                mapped[node.output] = (lo, hi)
+        bounds = {}
+        for i, rule in self.rules.items():
+            if rule.name != "z_box" or i not in self.relevant:
+                continue
+            own = rule.params.get("low"), rule.params.get("high")
+            x = values[graph.nodes[i].inputs[0]]
+            if own[0] is not None and own[1] is not None:
+                bounds[i] = tuple(tf.constant(b, tf.float32) for b in own)
+            elif i in graph.first_linear and graph.nodes[i].inputs[0] in mapped:
+                bounds[i] = mapped[graph.nodes[i].inputs[0]]
+            else:
+                bounds[i] = (tf.reduce_min(x), tf.reduce_max(x))
+        return bounds
+
+    # -- forward -------------------------------------------------------------------------------------------
+    def _forward(self, images, low, high):
+        graph = self.graph
+        n = tf.shape(images)[0]
+        params = {i: (self.derived.get(i)["w"], self.derived.get(i)["b"]) for i in self.rules}
+        logits, values = graph.forward(images, override=lambda i, node, ins: node.run(ins, params[i])
+                                       if i in params else None, keep=True)
+        ctx = _Context(self, n, self._node_bounds(values, low, high))
+        entries = {("n",): n}
+        for i in self.order:
+            node = graph.nodes[i]
+            h = handler(node)
+            xs = [values[v] for v in node.inputs]
+            for v, need in zip(node.inputs, h.needs(node)):
+                if need:
+                    entries[("v", v)] = values[v]
+            for key, t in h.state(node, i, xs, values[node.output], ctx).items():
+                entries[("s", i, key)] = t
+            for j, b in enumerate(ctx.bounds(i) or ()):
+                entries[("b", i, j)] = b
+        self._layout = list(entries)
+        state = [entries[k] for k in self._layout]
+        if not self.contrastive:
+            return logits, state, tf.zeros([0])
+        return logits, state, self._dual_sums(tf.ones_like(images), *self._unpack(state))
+
+    def _unpack(self, state):
+        entries = dict(zip(self._layout, state))
+        values = {k[1]: t for k, t in entries.items() if k[0] == "v"}
+        states: dict[int, dict] = {}
+        bounds: dict[int, list] = {}
+        for k, t in entries.items():
+            if k[0] == "s":
+                states.setdefault(k[1], {})[k[2]] = t
+            elif k[0] == "b":
+                bounds.setdefault(k[1], []).append(t)
+        return values, states, _Context(self, entries[("n",)], {i: tuple(b) for i, b in bounds.items()})
+
+    def _inputs(self, node, values):
+        return [values.get(v) if need else None for v, need in zip(node.inputs, handler(node).needs(node))]
+
+    def _dual_sums(self, ones, values, states, ctx):
+        """``v = B^T 1`` (N, C): the total input relevance one unit of relevance at each logit turns into.
+
+        The backward pass ``B`` is linear in the initial relevance, so ``sum(B(R)) = <v, R>`` for any head ``R``:
+        SGLRP/CLRP get their scaling ``s`` from ``v`` and need one backward pass per target.
+        """
+        graph = self.graph
+        u = {graph.input_id: ones}
+        for i in self.order:
+            node = graph.nodes[i]
+            h = handler(node)
+            us = [u[v] if c else None for v, c in zip(node.inputs, h.carries(node))]
+            u[node.output] = h.transpose(node, i, self._inputs(node, values), states.get(i, {}), us, ctx)
+        return u[graph.output_id]
+
+    # -- backward ------------------------------------------------------------------------------------------
+    def compile_backward(self, state) -> None:
+        specs = [tf.TensorSpec([None] * min(t.shape.rank, 1) + list(t.shape[1:]), t.dtype) for t in state]
+        heads = tf.TensorSpec([None, self.graph.num_classes], tf.float32)
+        self.backward_fn = tf.function(self._counter(self._backward), input_signature=[specs, heads],
+                                       autograph=False)
+
+    def _backward(self, state, heads):
+        graph = self.graph
+        values, states, ctx = self._unpack(state)
+        rel = {graph.output_id: heads}
+        for i in reversed(self.order):
+            node = graph.nodes[i]
+            r = rel.pop(node.output, None)
+            if r is None:
+                continue
+            h = handler(node)
+            r_in = h.backward(node, i, self._inputs(node, values), states.get(i, {}), r, ctx)
+            for v, ri in zip(node.inputs, r_in):
+                if ri is not None:
+                    rel[v] = rel[v] + ri if v in rel else ri
+        if graph.input_id in rel:
+            return rel[graph.input_id]
+        return tf.zeros(tf.concat([tf.shape(heads)[:1], graph.input_shape], 0))
+
+    # -- serving -------------------------------------------------------------------------------------------
+    def explain(self, x: np.ndarray, spec: np.ndarray, low_high, state_key, *, head: str, scaling: bool):
+        """Relevance (K, N, ...), logits (N, C) and resolved targets (N, K) for images ``x`` and targets
+        ``spec`` (negative = rank among the top classes); the image's forward state is cached in ``STATES``."""
+        entry = STATES.get(state_key)
+        if entry is None:
+            low, high = bound_args(low_high)
+            z, state, v = self.forward_fn(tf.constant(x), low, high)
+            entry = (z.numpy(), state, v.numpy())
+            STATES.put(state_key, entry, size=sum(int(np.prod(t.shape)) * t.dtype.size for t in state))
+        logits, state, dual_sums = entry
+        if self.backward_fn is None:
+            self.compile_backward(state)
+        t = resolve_targets(logits, spec)
+        heads = initial_relevance(head, logits, t, dual_sums if self.contrastive else None, scaling=scaling)
+        k, n = heads.shape[:2]
+        # LRP is linear in the heads: propagate each row at unit scale and scale the map back in float64, so
+        # the tiny heads of a confident softmax keep float32's precision instead of sinking into denormals.
+        rows = heads.reshape(k * n, -1)
+        scale = np.abs(rows).max(axis=1)
+        scale[scale == 0] = 1.0
+        rel = self.backward_fn(state, tf.constant(rows / scale[:, None], tf.float32)).numpy()
+        rel = (rel.reshape(k * n, -1) * scale[:, None]).astype(np.float32)
+        return rel.reshape((k, n) + x.shape[1:]), logits, t
+
+
+def bound_args(low_high):
+    """The forward pass's (low, high) arguments: one value or one per channel, at the model's input."""
+    if low_high is None:
+        return tf.zeros([1]), tf.zeros([1])
+    return tf.reshape(tf.constant(low_high[0]), [-1]), tf.reshape(tf.constant(low_high[1]), [-1])
