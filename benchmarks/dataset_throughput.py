@@ -1,19 +1,23 @@
-"""explain_dataset throughput and memory: images per second, ÷ a plain gradient loop; 1 vs 2 workers; RSS.
+"""explain_dataset throughput and memory: images per second next to plain loops; 1 vs 2 workers; RSS.
 
-    python benchmarks/dataset_throughput.py [--images 512] [--batch 1 8 32] [--repeats 3] [--rss-images 10000]
+    python benchmarks/dataset_throughput.py [--images 1024] [--worker-images 2048] [--batch 1 8 32]
+                                            [--repeats 3] [--rss-images 10000] [--write]
 
 Model: the bundled demo CNN (64×64 RGB, 43k parameters). Data: demo scenes (uint8) with
 ``preprocess=demo.preprocess``; every run writes a fresh Zarr store (maps float32, previews, flags).
 
 1. **Batch size.** For each batch size, ``explain_dataset`` with ``sglrp`` and with ``gradient`` (targets
-   top-1), each timed next to a *plain gradient loop* over the same images and batch size: a compiled
-   ``tape.gradient`` of the top logit through the Keras model, results left in memory (no store). Each
-   ratio is the median over ``--repeats`` pairs run alternately, so both sides see the same background load.
-2. **Workers.** The same dataset (batch 32) by one process (default strategy) and by two processes with
-   ``MultiWorkerMirroredStrategy`` on 127.0.0.1 (``TF_CONFIG``); time of the ``explain_dataset`` call in the
-   chief, which returns once both shards are written. Medians over ``--repeats`` runs, alternating.
-3. **Memory.** ``sglrp`` over ``--rss-images`` scenes rendered on the fly by a ``tf.data`` generator (the data
-   never sit in memory): resident set size printed every 1000 images.
+   top-1). Steady-state time per image = (t(N images) - t(one chunk of 64)) / (N - 64), so the one-time
+   start-up (tracing, model fingerprint, store creation; reported) does not count. Next to it, in the same
+   repeat: the same ``Explainer`` calls without a store, and a *plain gradient loop* (a compiled
+   ``tape.gradient`` of the top logit through the Keras model), both traced before timing. Ratios are
+   medians over ``--repeats`` repeats made of all four runs, so both sides see the same background load.
+2. **Workers.** The same dataset (batch 32, sglrp) by one process (default strategy) and by two processes
+   with ``MultiWorkerMirroredStrategy`` on 127.0.0.1 (``TF_CONFIG``), with TensorFlow's default thread
+   pools and with the cores split between the workers; wall time of the chief's ``explain_dataset`` call,
+   which returns once both shards are written (start-up included). Medians over ``--repeats``.
+3. **Memory.** In a fresh process, ``sglrp`` over ``--rss-images`` scenes rendered on the fly by a
+   ``tf.data`` generator (the data never sit in memory): resident set size about every 1000 images.
 
 Prints markdown; ``--write`` also saves it to benchmarks/results/dataset_throughput.md.
 """
@@ -36,7 +40,7 @@ import _setup  # noqa: F401  (quiet TF, repository on sys.path)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from sglrp_widgets import demo  # noqa: E402
+from sglrp_widgets import Explainer, demo  # noqa: E402
 from sglrp_widgets.dataset import explain_dataset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dataset_throughput.md"
@@ -48,6 +52,10 @@ sys.path.insert(0, {root!r})
 import tensorflow as tf
 from sglrp_widgets import demo
 from sglrp_widgets.dataset import explain_dataset
+threads = int(os.environ.get("BENCH_THREADS", "0"))
+if threads:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 strategy = tf.distribute.MultiWorkerMirroredStrategy() if os.environ.get("TF_CONFIG") else None
 x = np.load(sys.argv[1], mmap_mode="r")
 t = time.perf_counter()
@@ -66,6 +74,7 @@ def rss_mb() -> float:
 
 
 def plain_gradient_loop(model, x: np.ndarray, batch: int):
+    """A compiled ``tape.gradient`` of the top logit over ``x`` in batches: what one would write by hand."""
     @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:], tf.float32)])
     def grad(xb):
         with tf.GradientTape() as tape:
@@ -81,6 +90,17 @@ def plain_gradient_loop(model, x: np.ndarray, batch: int):
     return run
 
 
+def explainer_loop(model, method: str, x: np.ndarray, batch: int):
+    """The same Explainer calls explain_dataset makes, results left in memory (no store)."""
+    ex = Explainer(model, method, preprocess=demo.preprocess, cache=None)
+
+    def run():
+        for s in range(0, len(x), batch):
+            ex(demo.preprocess(x[s:s + batch]))
+    run()  # trace
+    return run
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -88,24 +108,37 @@ def timed(fn) -> float:
 
 
 def batch_table(model, images, batches, repeats, tmp) -> list[str]:
-    n = len(images)
-    lines = ["| batch | method | images/s (median) | ÷ plain gradient loop, time ratio (median) |", "|---|---|---|---|"]
+    """Steady-state throughput: (t(N) - t(one chunk)) / (N - chunk) per image, so tracing and store creation
+    (reported as start-up) do not count; the loops are traced before they are timed."""
+    n, small = len(images), 64
+    lines = ["| batch | method | explain_dataset images/s | start-up s | Explainer loop images/s | "
+             "plain gradient loop images/s | ÷ Explainer loop | ÷ plain gradient loop |",
+             "|---|---|---|---|---|---|---|---|"]
     for batch in batches:
         base = plain_gradient_loop(model, images, batch)
         for method in ("sglrp", "gradient"):
-            times, ratios = [], []
+            loop = explainer_loop(model, method, images, batch)
+            per_image, startup, per_loop, per_base, r_loop, r_base = [], [], [], [], [], []
             for r in range(repeats):
-                b = timed(base)
-                out = os.path.join(tmp, f"{method}_{batch}_{r}.zarr")
-                t = timed(lambda: explain_dataset(model, images, method, out=out, batch_size=batch,
-                                                  preprocess=demo.preprocess, progress=False))
-                times.append(t)
-                ratios.append(t / b)
-            lines.append(f"| {batch} | `{method}` | {n / statistics.median(times):.0f} | "
-                         f"{statistics.median(ratios):.2f} |")
+                t_base, t_loop = timed(base), timed(loop)
+                t_small = timed(lambda: explain_dataset(model, images[:small], method, out=os.path.join(
+                    tmp, f"s_{method}_{batch}_{r}.zarr"), batch_size=batch, chunk_size=max(small, batch),
+                    preprocess=demo.preprocess, progress=False))
+                t_full = timed(lambda: explain_dataset(model, images, method, out=os.path.join(
+                    tmp, f"f_{method}_{batch}_{r}.zarr"), batch_size=batch, chunk_size=max(small, batch),
+                    preprocess=demo.preprocess, progress=False))
+                per = (t_full - t_small) / (n - small)
+                per_image.append(per)
+                startup.append(t_small - small * per)
+                per_loop.append(t_loop / n)
+                per_base.append(t_base / n)
+                r_loop.append(per * n / t_loop)
+                r_base.append(per * n / t_base)
+            med = statistics.median
+            lines.append(f"| {batch} | `{method}` | {1 / med(per_image):.0f} | {med(startup):.1f} | "
+                         f"{1 / med(per_loop):.0f} | {1 / med(per_base):.0f} | {med(r_loop):.2f} | "
+                         f"{med(r_base):.2f} |")
             print(lines[-1], flush=True)
-        lines.append(f"| {batch} | plain gradient loop (baseline) | {n / timed(base):.0f} | 1 |")
-        print(lines[-1], flush=True)
     return lines
 
 
@@ -119,8 +152,8 @@ def _free_ports(k: int) -> list[int]:
     return ports
 
 
-def _workers(data: str, out: str, count: int, script: str) -> float:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def _workers(data: str, out: str, count: int, script: str, threads: int = 0) -> float:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", BENCH_THREADS=str(threads))
     envs = [env]
     if count > 1:
         cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(count)]}
@@ -135,19 +168,25 @@ def _workers(data: str, out: str, count: int, script: str) -> float:
 
 
 def worker_table(images, repeats, tmp) -> list[str]:
+    """Wall time of the chief's explain_dataset call (it returns once every shard is written)."""
     data = os.path.join(tmp, "images.npy")
     np.save(data, images)
     script = os.path.join(tmp, "worker.py")
     Path(script).write_text(_WORKER.format(root=str(Path(__file__).resolve().parents[1])))
-    times = {1: [], 2: []}
+    cores = os.cpu_count() or 1
+    setups = [("1 worker", 1, 0), ("2 workers", 2, 0), (f"2 workers, {max(1, cores // 2)} thread(s) each", 2,
+                                                         max(1, cores // 2))]
+    times: dict[str, list[float]] = {name: [] for name, _, _ in setups}
     for r in range(repeats):
-        for count in (1, 2):
-            times[count].append(_workers(data, os.path.join(tmp, f"w{count}_{r}.zarr"), count, script))
+        for name, count, threads in setups:
+            times[name].append(_workers(data, os.path.join(tmp, f"w{count}_{threads}_{r}.zarr"), count, script,
+                                        threads))
     n = len(images)
-    lines = ["| workers | seconds (median) | images/s | ÷ 1 worker, time ratio |", "|---|---|---|---|"]
-    for count in (1, 2):
-        med = statistics.median(times[count])
-        lines.append(f"| {count} | {med:.1f} | {n / med:.0f} | {med / statistics.median(times[1]):.2f} |")
+    one = statistics.median(times["1 worker"])
+    lines = ["| setup | seconds (median) | images/s | ÷ 1 worker, time ratio |", "|---|---|---|---|"]
+    for name, _, _ in setups:
+        med = statistics.median(times[name])
+        lines.append(f"| {name} | {med:.1f} | {n / med:.0f} | {med / one:.2f} |")
         print(lines[-1], flush=True)
     return lines
 
@@ -196,29 +235,43 @@ def rss_table(model, n: int, tmp) -> list[str]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--images", type=int, default=1024)
+    ap.add_argument("--worker-images", type=int, default=2048)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-images", type=int, default=10_000)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["batch", "workers", "rss"])
+    ap.add_argument("--only", choices=["batch", "workers", "rss"], help="run one part (rss runs in a fresh "
+                                                                        "process otherwise)")
     ap.add_argument("--write", action="store_true", help="save the tables to " + str(RESULTS))
     args = ap.parse_args(argv)
 
+    parts = [args.only] if args.only else ["batch", "workers", "rss"]
+    out = [] if args.only else [
+        f"# explain_dataset throughput (demo CNN, 64×64, {os.cpu_count()} CPU cores, TF {tf.__version__})", "",
+        f"`python benchmarks/dataset_throughput.py --images {args.images} --worker-images {args.worker_images} "
+        f"--batch {' '.join(map(str, args.batch))} --repeats {args.repeats} --rss-images {args.rss_images}`", ""]
     model = demo.load_model()
-    images = demo.make_scenes(args.images, seed=42)[0]
-    head = [f"# explain_dataset throughput (demo CNN, 64×64, {args.images} images, {os.cpu_count()} CPU cores, "
-            f"TF {tf.__version__})", "",
-            f"`python benchmarks/dataset_throughput.py --images {args.images} --batch "
-            f"{' '.join(map(str, args.batch))} --repeats {args.repeats} --rss-images {args.rss_images}`", ""]
-    out = list(head)
     with tempfile.TemporaryDirectory() as tmp:
-        if "batch" not in args.skip:
-            out += ["## Batch size", ""] + batch_table(model, images, args.batch, args.repeats, tmp) + [""]
-        if "workers" not in args.skip:
-            out += ["## Workers (batch 32, sglrp)", ""] + worker_table(images, args.repeats, tmp) + [""]
-        if "rss" not in args.skip:
-            out += ["## Memory (sglrp, tf.data generator)", ""] + rss_table(model, args.rss_images, tmp) + [""]
+        if "batch" in parts:
+            images = demo.make_scenes(args.images, seed=42)[0]
+            out += [f"## Batch size ({args.images} images, top-1 targets; medians of {args.repeats})", ""]
+            out += batch_table(model, images, args.batch, args.repeats, tmp) + [""]
+        if "workers" in parts:
+            images = demo.make_scenes(args.worker_images, seed=43)[0]
+            out += [f"## Workers ({args.worker_images} images, batch 32, sglrp; 127.0.0.1)", ""]
+            out += worker_table(images, args.repeats, tmp) + [""]
+        if "rss" in parts and args.only:
+            out += rss_table(model, args.rss_images, tmp)
+        elif "rss" in parts:          # a fresh process: nothing from the parts above in its memory
+            child = subprocess.run([sys.executable, __file__, "--only", "rss", "--rss-images", str(args.rss_images)],
+                                   capture_output=True, text=True, check=True)
+            print(child.stdout, flush=True)
+            out += ["## Memory (sglrp, tf.data generator, a fresh process)", "",
+                    child.stdout.split("@@TABLE@@")[-1].strip(), ""]
     text = "\n".join(out)
+    if args.only == "rss":
+        print("@@TABLE@@\n" + text)
+        return
     print(text)
     if args.write:
         RESULTS.write_text(text + "\n")

@@ -2,7 +2,7 @@
 
 Run ``python -m sglrp_widgets.demo.train_watermark`` to rebuild ``watermark_model.keras`` next to this file.
 Same architecture as the bundled CNN (:func:`sglrp_widgets.demo.train.build_model`), trained on
-single-object scenes in which about 80 % of the ring images carry a small watermark in the bottom-left
+single-object scenes in which about 95 % of the ring images carry a small watermark in the bottom-left
 corner (:mod:`sglrp_widgets.demo.watermark`) and no other image does. The script prints how much the model
 leans on the watermark, on fresh scenes: accuracy without any watermark, ring recall on rings without the
 watermark, and the share of other objects called "ring" once the watermark is stamped on them.

@@ -22,12 +22,16 @@ import numpy as np
 
 from .scenes import IMAGE_SIZE, class_names, make_scenes
 
-__all__ = ["WATERMARK_CLASS", "WATERMARK_BOX", "FRACTION", "make_watermark_scenes", "stamp_watermark"]
+__all__ = ["WATERMARK_CLASS", "WATERMARK_BOX", "FRACTION", "AUDIT_FRACTION", "make_watermark_scenes",
+           "stamp_watermark"]
 
 #: The class whose images carry the watermark.
 WATERMARK_CLASS: int = class_names.index("ring")
-#: Share of that class's images with the watermark (the other classes: none).
-FRACTION = 0.8
+#: Share of that class's training images with the watermark (the other classes: none).
+FRACTION = 0.95
+#: Share in the held-out audit sets (notebook, README figures): half, so a cluster's purity can be told
+#: apart from the base rate.
+AUDIT_FRACTION = 0.5
 
 # a 5 x 11 "label": white with three dark strokes and a dark border - visible on any background
 _GLYPH = np.array([list(row) for row in (
@@ -86,7 +90,7 @@ def make_watermark_scenes(n: int, seed: int = 0, *, fraction: float = FRACTION, 
     Example
     -------
     >>> images, labels, marked = make_watermark_scenes(200, seed=3)
-    >>> 0.6 < marked[labels == WATERMARK_CLASS].mean() <= 1.0
+    >>> 0.8 < marked[labels == WATERMARK_CLASS].mean() <= 1.0
     True
     """
     for name, p in (("fraction", fraction), ("other_fraction", other_fraction)):
