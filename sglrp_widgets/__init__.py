@@ -1,5 +1,8 @@
 """sglrp_widgets: explain Keras image classifiers with SGLRP, CLRP, LRP, gradient and CAM methods.
 
+What each method computes (rules, composites, heads, post-steps, the layers covered, references):
+``docs/methods.md``.
+
 Examples
 --------
 >>> from sglrp_widgets import Explainer, explain, list_methods
@@ -7,16 +10,24 @@ Examples
 """
 from __future__ import annotations
 
+from . import _quiet
+
+_quiet.install()  # before anything imports TensorFlow: keeps its C++ start-up lines off stderr
+
 __version__ = "0.1.0"
 
-__all__ = ["Explainer", "Explanation", "explain", "list_methods", "RelevanceExplorer", "ExplainError"]
+__all__ = ["Explainer", "Explanation", "explain", "list_methods", "method_support", "register_layer",
+           "RelevanceExplorer", "ExplainError"]
 
 
 def __getattr__(name):
     # Imported lazily: `import sglrp_widgets.metrics` must not pay for TensorFlow.
-    if name in ("Explainer", "Explanation", "explain"):
+    if name in ("Explainer", "Explanation", "explain", "method_support"):
         from . import engine
         return getattr(engine, name)
+    if name == "register_layer":
+        from .propagation import register_layer
+        return register_layer
     if name == "list_methods":
         from .methods import list_methods
         return list_methods

@@ -1,17 +1,24 @@
 """Command-line entry point ``sglrp-widgets``.
 
-Two sub-commands:
+Sub-commands:
 
-``sglrp-widgets demo [-o OUT.png] [--methods M ...]``
-    Explain both objects of two-object demo scenes with several methods using the bundled
-    demo model, and write a methods × classes figure (path printed on stdout).
+``sglrp-widgets demo [--model NAME] [-o OUT.png] [--methods M ...]``
+    Explain both objects of two-object demo scenes with several methods using a bundled demo model
+    (``--model``: any name in :data:`sglrp_widgets.demo.MODELS`), and write a methods x classes figure
+    (path printed on stdout).
 
-``sglrp-widgets explain --model PATH --image FILE ... --method M [--target N | --top-k K] -o OUTDIR``
-    Explain image files with any Keras classifier and write one heatmap PNG per image and
-    class (plus the raw relevance as ``.npy`` with ``--npy``).
+``sglrp-widgets explain --model PATH|NAME --image FILE ... --method M [--target T | --top-k K] -o OUTDIR``
+    Explain image files with any Keras classifier and write one heatmap PNG per image and class, named
+    ``<image>_<method>_<class>.png`` (plus the raw relevance as ``.npy`` with ``--npy``).
 
-User mistakes (missing file, unloadable model, unknown method, bad target...) end with a
-one-line ``sglrp-widgets: error: ...`` on stderr and exit status 2.
+``sglrp-widgets methods``
+    List the methods with their family and parameters.
+
+Nothing happens silently: an image of another size is resized as ``--resize`` says and a note says how;
+a missing ``--preprocess`` is guessed from the model's name and the guess is printed; a map that is all
+zero (a blank PNG) gets a warning, and ``--strict`` turns it into exit status 1. User mistakes (missing or
+wrong file, unknown method, bad target...) end with one ``sglrp-widgets: error: ...`` line on stderr and
+exit status 2. The methods are described in ``docs/methods.md``.
 
 Example
 -------
@@ -24,63 +31,33 @@ Example
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 
 from . import dataset
+from .cli_inputs import (
+    KERAS_APPLICATIONS,
+    PREPROCESSORS,
+    RESIZE_MODES,
+    CliError,
+    class_labels_for_files,
+    class_names_for,
+    guess_preprocess,
+    load_model,
+    read_image,
+    resolve_model,
+)
 
-__all__ = ["main", "PREPROCESSORS", "CliError"]
+__all__ = ["main", "PREPROCESSORS", "CliError", "resolve_method"]
 
 PROG = "sglrp-widgets"
 DEFAULT_DEMO_METHODS = ["lrp", "clrp", "sglrp", "lrp.epsilon", "gradient", "grad_cam"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy"}
-
-
-class CliError(Exception):
-    """A user mistake: reported as one line on stderr, exit status 2."""
-
-
-# ------------------------------------------------------------------ preprocessing
-def _imagenet(mode: str) -> Callable[[np.ndarray], np.ndarray]:
-    def fn(x: np.ndarray) -> np.ndarray:
-        from keras.applications import imagenet_utils
-
-        # copy: keras' preprocess_input may work in place on float32 arrays
-        arr = np.array(x, dtype=np.float32, copy=True)
-        return np.asarray(imagenet_utils.preprocess_input(arr, mode=mode), dtype=np.float32)
-
-    return fn
-
-
-def _none(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32)
-
-
-def _scale01(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32) / np.float32(255.0)
-
-
-#: ``--preprocess`` choices: raw 0..255 RGB -> model input.
-PREPROCESSORS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
-    "none": (_none, "raw 0..255 floats"),
-    "scale01": (_scale01, "x / 255 (the demo model)"),
-    "tf": (_imagenet("tf"), "x / 127.5 - 1"),
-    "caffe": (_imagenet("caffe"), "RGB->BGR, minus ImageNet channel means"),
-    "torch": (_imagenet("torch"), "x / 255, ImageNet mean/std normalization"),
-    "vgg16": (_imagenet("caffe"), "= caffe (keras.applications.vgg16.preprocess_input)"),
-    "vgg19": (_imagenet("caffe"), "= caffe"),
-    "resnet50": (_imagenet("caffe"), "= caffe"),
-    "mobilenet": (_imagenet("tf"), "= tf"),
-    "mobilenet_v2": (_imagenet("tf"), "= tf"),
-    "inception_v3": (_imagenet("tf"), "= tf"),
-    "xception": (_imagenet("tf"), "= tf"),
-    "densenet": (_imagenet("torch"), "= torch"),
-}
+EXIT_USER_ERROR = 2
+EXIT_DEGENERATE = 1
 
 
 # ------------------------------------------------------------------ progress bar
@@ -124,81 +101,61 @@ class Progress:
         self.stream.flush()
 
 
-# ------------------------------------------------------------------ helpers
-def _method_names() -> list[str]:
-    from .methods import list_methods
-
-    return [m["name"] for m in list_methods()]
-
-
-def _check_methods(methods: Sequence[str]) -> None:
-    known = _method_names()
-    for m in methods:
-        if m not in known:
-            raise CliError(f"unknown method {m!r}; choose from: {', '.join(known)}")
+# ------------------------------------------------------------------ messages
+def _note(msg: str, args: argparse.Namespace) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"{PROG}: note: {msg}", file=sys.stderr)
 
 
-def _load_model(path: str, unsafe: bool) -> Any:
-    if path == "demo":
-        from . import demo
-
-        return demo.load_model()
-    p = Path(path)
-    if not p.exists():
-        raise CliError(f"model file not found: {path!r}")
-    import keras
-
-    try:
-        return keras.saving.load_model(p, safe_mode=not unsafe)
-    except Exception as e:  # noqa: BLE001 - every loading failure is a user-facing error
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        hint = ""
-        if not unsafe and ("safe_mode" in str(e) or "lambda" in str(e).lower()):
-            hint = " (the model contains code that safe mode refuses; pass --unsafe-load only if you trust the file)"
-        raise CliError(f"cannot load model {path!r}: {type(e).__name__}: {first}{hint}") from None
-
-
-def _read_image(path: Path, size: tuple[int | None, int | None], channels: int) -> np.ndarray:
-    """Read one image as float32 raw values (0..255), resized to the model's input size."""
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except Exception as e:  # noqa: BLE001
-            raise CliError(f"cannot read image {str(path)!r}: {e}") from None
-        arr = np.asarray(arr, dtype=np.float32)
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        if arr.ndim != 3 or arr.shape[-1] != channels:
-            raise CliError(f"image {str(path)!r} has shape {arr.shape}; expected (H, W, {channels})")
-        h, w = size
-        if (h is not None and arr.shape[0] != h) or (w is not None and arr.shape[1] != w):
-            raise CliError(f"image {str(path)!r} has shape {arr.shape}; the model expects {(h, w, channels)}")
-        return arr
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            h, w = size
-            if h is not None and w is not None and im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as e:
-        raise CliError(f"cannot read image {str(path)!r}: {e}") from None
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return arr
+def _warn(msg: str) -> None:
+    print(f"{PROG}: warning: {msg}", file=sys.stderr)
 
 
 def _fail(msg: str) -> int:
     print(f"{PROG}: error: {msg}", file=sys.stderr)
-    return 2
+    return EXIT_USER_ERROR
+
+
+# ------------------------------------------------------------------ methods
+def resolve_method(name: str) -> str:
+    """The registry name for ``name``, ignoring case and treating ``-`` and spaces as ``_``.
+
+    Examples
+    --------
+    >>> resolve_method("SGLRP"), resolve_method("Grad-CAM"), resolve_method("lrp.Epsilon")
+    ('sglrp', 'grad_cam', 'lrp.epsilon')
+    """
+    from .errors import suggest
+    from .methods import METHODS
+
+    def key(s: str) -> str:
+        return "".join("_" if ch in "- " else ch for ch in s.strip().lower())
+
+    by_key = {key(m): m for m in METHODS}
+    if key(name) in by_key:
+        return by_key[key(name)]
+    hint = suggest(key(name), by_key).strip() or "Run `sglrp-widgets methods` to see them all."
+    raise CliError(f"unknown method {name!r}. {hint} Methods: {', '.join(METHODS)}")
+
+
+def _support_reason(model: Any, method: str) -> str | None:
+    from .engine import method_support
+
+    return method_support(model).get(method)
 
 
 # ------------------------------------------------------------------ sub-commands
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import list_methods
+
+    for m in list_methods():
+        params = ", ".join(f"{p['name']}={p['default']!r}" for p in m["params"] if p["name"] != "relu")
+        print(f"{m['name']:32s} {m['family']:16s} {m['description']}" + (f" [{params}]" if params else ""))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    methods = args.methods or DEFAULT_DEMO_METHODS
-    _check_methods(methods)
+    methods = [resolve_method(m) for m in args.methods] if args.methods else None
     if args.scenes < 1:
         raise CliError(f"--scenes must be >= 1, got {args.scenes}")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
@@ -212,11 +169,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     matplotlib.use("Agg", force=False)
     from . import demo
     from .engine import explain
-    from .methods import list_methods
+    from .methods import METHODS
     from .viz import plot_grid
 
-    model = demo.load_model()
-    labels_of = {m["name"]: m.get("label", m["name"]) for m in list_methods()}
+    model = demo.load_model(args.model)
+    if methods is None:   # the defaults this model supports (a ViT has no convolution for Grad-CAM)
+        methods = [m for m in DEFAULT_DEMO_METHODS if _support_reason(model, m) is None]
+    for m in methods:
+        why = _support_reason(model, m)
+        if why is not None:
+            raise CliError(f"method {m!r} cannot explain the {args.model!r} model: {why.splitlines()[0]}")
     # pick scenes where the model ranks both present classes as its top-2 (a fair showcase:
     # the figure is about explaining two correct classes, not about mistakes)
     pool, labels, _ = demo.make_scenes(40 * args.scenes, objects=2, seed=args.seed)
@@ -234,126 +196,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         res = explain(model, x, method=m, targets=targets.tolist(), preprocess=demo.preprocess)
         maps.append(np.asarray(res.heatmap()))  # (S, 2, H, W)
     maps_arr = np.stack(maps)  # (M, S, 2, H, W)
-    paths = []
     for s, idx in enumerate(chosen):
         col_labels = [f"{demo.class_names[t]}\np={probs[idx, t]:.2f}" for t in targets[s]]
         fig = plot_grid(
             pool[idx],
             maps_arr[:, s],
-            [labels_of.get(m, m) for m in methods],
+            [METHODS[m].label for m in methods],
             col_labels,
             alpha=args.alpha,
-            title=f"demo scene {idx} (seed {args.seed}): methods x classes",
+            title=f"{args.model} model, demo scene {idx} (seed {args.seed}): methods x classes",
         )
         path = out if args.scenes == 1 else out.with_name(f"{out.stem}_{s}{out.suffix or '.png'}")
         fig.savefig(path, dpi=args.dpi)
-        paths.append(path)
         print(path)
     return 0
 
 
-def _cmd_explain(args: argparse.Namespace) -> int:
-    # cheap checks first: files, method, options
-    missing = [f for f in args.image if not Path(f).is_file()]
-    if missing:
-        raise CliError(f"image file not found: {missing[0]!r}")
-    if args.model != "demo" and not Path(args.model).exists():
-        raise CliError(f"model file not found: {args.model!r}")
-    _check_methods([args.method])
-    if args.top_k is not None and args.top_k < 1:
-        raise CliError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.batch_size < 1:
-        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
-        raise CliError(f"--alpha must be in [0, 1], got {args.alpha}")
+def _parse_params(items: Sequence[str] | None, method: str, relu: bool) -> dict[str, Any]:
     params: dict[str, Any] = {}
-    for item in args.param or []:
+    for item in items or []:
         if "=" not in item:
             raise CliError(f"--param must look like NAME=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         params[k.strip()] = _parse_value(v.strip())
-    if args.relu:
+    if relu:
         params["relu"] = True
-    if args.scale < 1:
-        raise CliError(f"--scale must be >= 1, got {args.scale}")
-    from .viz import _cmap
-
-    _cmap(args.cmap)  # raises ValueError naming an unknown colormap before any work
     if params:
         from .methods import validate_params
 
-        validate_params(args.method, params)  # raises ExplainError (a ValueError) naming the bad value
-    outdir = Path(args.output)
-    if outdir.exists() and not outdir.is_dir():
-        raise CliError(f"output path exists and is not a folder: {str(outdir)!r}")
-
-    prep_name = args.preprocess or ("scale01" if args.model == "demo" else "none")
-    prep = PREPROCESSORS[prep_name][0]
-    model = _load_model(args.model, args.unsafe_load)
-    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
-    if shape is None or len(shape) != 4:
-        raise CliError(f"the model must take one image input (N, H, W, C), its input shape is {model.input_shape}")
-    _, h, w, c = shape
-    if c not in (1, 3):
-        raise CliError(f"the model expects {c} input channels; only 1 (gray) or 3 (RGB) are supported")
-    n_classes = int(model.output_shape[-1])
-    if args.target is not None and not 0 <= args.target < n_classes:
-        raise CliError(f"--target {args.target} is out of range: the model has {n_classes} classes (0..{n_classes - 1})")
-    if args.top_k is not None and args.top_k > n_classes:
-        raise CliError(f"--top-k {args.top_k} exceeds the model's {n_classes} classes")
-
-    from .engine import explain
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    names = _class_names(n_classes, args.class_names)
-    paths = [Path(f) for f in args.image]
-    stems = _unique_stems(paths)
-    progress = Progress(len(paths), stream=sys.stderr) if len(paths) > 1 else None
-    written = 0
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start : start + args.batch_size]
-        raw = np.stack([_read_image(p, (h, w), c) for p in chunk])
-        x = prep(raw)
-        if args.target is not None:
-            targets: Any = [args.target] * len(chunk)
-        else:
-            k = args.top_k or 1
-            p_ = np.asarray(model.predict(x, verbose=0))
-            targets = np.argsort(-p_, axis=1)[:, :k].tolist()
-        res = explain(model, x, method=args.method, targets=targets, preprocess=prep, **params)
-        rel = np.asarray(res.relevance)
-        heat = np.asarray(res.heatmap())
-        tg = np.asarray(res.targets)
-        probs = np.asarray(res.probabilities)
-        if rel.ndim == 4:  # one map per image -> (N, 1, ...)
-            rel, heat, tg = rel[:, None], heat[:, None], tg[:, None]
-        for i, p in enumerate(chunk):
-            stem = stems[start + i]
-            for j in range(tg.shape[1]):
-                t = int(tg[i, j])
-                # plain string joins: method names ("lrp.epsilon") and stems may contain dots
-                png_path = outdir / f"{stem}_{args.method}_{t}.png"
-                npy_path = outdir / f"{stem}_{args.method}_{t}.npy"
-                img = raw[i] if c == 3 else raw[i, ..., 0]
-                from .viz import save_heatmap_png
-
-                save_heatmap_png(
-                    png_path, heat[i, j],
-                    image=img.astype(np.uint8) if args.alpha is not None else None,
-                    alpha=args.alpha if args.alpha is not None else 0.5,
-                    cmap=args.cmap, scale=args.scale,
-                )
-                if args.npy:
-                    np.save(npy_path, rel[i, j].astype(np.float32))
-                written += 1
-                if args.verbose:
-                    print(f"{p}: class {t} ({names[t]}) p={probs[i, t]:.3f} -> {png_path}")
-        if progress:
-            progress.update(len(chunk))
-    if progress:
-        progress.close()
-    print(f"wrote {written} heatmap(s) to {outdir}")
-    return 0
+        validate_params(method, params)  # raises ExplainError (a ValueError) naming the bad value
+    return params
 
 
 def _parse_value(v: str) -> Any:
@@ -368,26 +240,165 @@ def _parse_value(v: str) -> Any:
     return v
 
 
-def _class_names(n: int, path: str | None) -> list[str]:
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise CliError(f"class names file not found: {path!r}")
-        names = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
-        if len(names) != n:
-            raise CliError(f"class names file {path!r} has {len(names)} names; the model has {n} classes")
-        return names
-    if n == 6:
+def _choose_preprocess(args: argparse.Namespace, model: Any, source: Any) -> Any:
+    """The preprocessing function: ``--preprocess``, the bundled model's, or a guess said out loud."""
+    if args.preprocess:
+        return PREPROCESSORS[args.preprocess][0]
+    if source.bundled:
         from . import demo
 
-        return list(demo.class_names)
-    if n == 1000:
-        import json
+        return demo.preprocess
+    guess = guess_preprocess(model.name)
+    if guess is not None:
+        _note(f"no --preprocess given; the model is named {model.name!r}, so using --preprocess {guess} "
+              f"({PREPROCESSORS[guess][1]}). Pass --preprocess to choose another.", args)
+        return PREPROCESSORS[guess][0]
+    _note(f"no --preprocess given and the model's name {model.name!r} is not a keras.applications one: "
+          "feeding raw 0..255 values (--preprocess none). If the model was trained on scaled inputs, pass "
+          "--preprocess scale01, tf, caffe or torch (see `sglrp-widgets explain --help`).", args)
+    return PREPROCESSORS["none"][0]
 
-        data = Path(__file__).with_name("data") / "imagenet_classes.json"
-        if data.is_file():
-            return list(json.loads(data.read_text(encoding="utf-8")))
-    return [f"class {i}" for i in range(n)]
+
+def _parse_target(value: str | None, names: Sequence[str] | None, n_classes: int) -> int | None:
+    """``--target``: a class index or (when names are known) a class name, any case."""
+    if value is None:
+        return None
+    try:
+        t = int(value)
+    except ValueError:
+        if names is None:
+            raise CliError(f"--target {value!r} is not a class index, and the model's class names are unknown "
+                           "(pass --class-names FILE to use names)") from None
+        lowered = [s.lower() for s in names]
+        if value.strip().lower() not in lowered:
+            from .errors import suggest
+
+            raise CliError(f"--target {value!r} is not a class of the model.{suggest(value, names)}")
+        return lowered.index(value.strip().lower())
+    if not 0 <= t < n_classes:
+        raise CliError(f"--target {t} is out of range: the model has {n_classes} classes (0..{n_classes - 1})")
+    return t
+
+
+def _degenerate(heat: np.ndarray) -> str | None:
+    """Why a display heatmap says nothing (a blank or broken PNG), or None."""
+    if not np.all(np.isfinite(heat)):
+        return "has NaN or infinite values"
+    if np.ptp(heat) == 0:
+        return "is all zero (the PNG is blank)" if not np.any(heat) else "is constant (the PNG is one colour)"
+    return None
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    # cheap checks first (no TensorFlow): files, method, options
+    missing = [f for f in args.image if not Path(f).is_file()]
+    if missing:
+        raise CliError(f"image file not found: {missing[0]!r}")
+    source = resolve_model(args.model)
+    method = resolve_method(args.method)
+    if args.top_k is not None and args.top_k < 1:
+        raise CliError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        raise CliError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.scale < 1:
+        raise CliError(f"--scale must be >= 1, got {args.scale}")
+    params = _parse_params(args.param, method, args.relu)
+    from .viz import _cmap
+
+    _cmap(args.cmap)  # raises ValueError naming an unknown colormap before any work
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise CliError(f"output path exists and is not a folder: {str(outdir)!r}")
+
+    model = load_model(source, args.unsafe_load)
+    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if shape is None or len(shape) != 4:
+        raise CliError(f"the model must take one image input (N, H, W, C), its input shape is {model.input_shape}")
+    _, h, w, c = shape
+    if c not in (1, 3):
+        raise CliError(f"the model expects {c} input channels; only 1 (gray) or 3 (RGB) are supported")
+    n_classes = int(model.output_shape[-1])
+    names, names_from = class_names_for(model, source, n_classes, args.class_names)
+    if args.verbose:
+        _note(f"class names: {names_from}", args)
+    target = _parse_target(args.target, names, n_classes)
+    if args.top_k is not None and args.top_k > n_classes:
+        raise CliError(f"--top-k {args.top_k} exceeds the model's {n_classes} classes")
+    prep = _choose_preprocess(args, model, source)
+
+    from .engine import explain
+    from .viz import save_heatmap_png
+
+    labels = class_labels_for_files(names, n_classes)
+    paths = [Path(f) for f in args.image]
+    stems = _unique_stems(paths)
+    progress = Progress(len(paths), stream=sys.stderr) if len(paths) > 1 else None
+    written, degenerate = 0, 0
+    outdir.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start : start + args.batch_size]
+        raw = _read_batch(chunk, (h, w), c, args)
+        x = prep(raw)
+        if target is not None:
+            targets: Any = [target] * len(chunk)
+        else:
+            p_ = np.asarray(model.predict(x, verbose=0))
+            targets = np.argsort(-p_, axis=1)[:, : args.top_k or 1].tolist()
+        res = explain(model, x, method=method, targets=targets, preprocess=prep, **params)
+        rel, heat, tg = np.asarray(res.relevance), np.asarray(res.heatmap()), np.asarray(res.targets)
+        probs = np.asarray(res.probabilities)
+        if rel.ndim == 4:  # one map per image -> (N, 1, ...)
+            rel, heat, tg = rel[:, None], heat[:, None], tg[:, None]
+        for i, p in enumerate(chunk):
+            for j in range(tg.shape[1]):
+                t = int(tg[i, j])
+                # plain string joins: method names ("lrp.epsilon") and stems may contain dots
+                base = f"{stems[start + i]}_{method}_{labels[t]}"
+                png_path = outdir / f"{base}.png"
+                img = raw[i] if c == 3 else raw[i, ..., 0]
+                save_heatmap_png(
+                    png_path, heat[i, j],
+                    image=img.astype(np.uint8) if args.alpha is not None else None,
+                    alpha=args.alpha if args.alpha is not None else 0.5,
+                    cmap=args.cmap, scale=args.scale,
+                )
+                if args.npy:
+                    np.save(outdir / f"{base}.npy", rel[i, j].astype(np.float32))
+                written += 1
+                class_text = f"class {t}" + (f" ({names[t]})" if names else "")
+                problem = _degenerate(heat[i, j])
+                if problem:
+                    degenerate += 1
+                    _warn(f"{png_path}: the {method} map of {class_text} {problem}; {method} finds no evidence "
+                          "for this class in this image (try another method, e.g. gradient, or another class)")
+                if args.verbose:
+                    print(f"{p}: {class_text} p={probs[i, t]:.3f} -> {png_path}")
+        if progress:
+            progress.update(len(chunk))
+    if progress:
+        progress.close()
+    print(f"wrote {written} heatmap(s) to {outdir}")
+    if degenerate and args.strict:
+        print(f"{PROG}: error: {degenerate} of {written} map(s) are degenerate (--strict)", file=sys.stderr)
+        return EXIT_DEGENERATE
+    return 0
+
+
+def _read_batch(chunk: Sequence[Path], size: tuple[int | None, int | None], channels: int,
+                args: argparse.Namespace) -> np.ndarray:
+    arrays = []
+    for p in chunk:
+        arr, note = read_image(p, size, channels, args.resize)
+        if note:
+            _note(note, args)
+        arrays.append(arr)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise CliError(f"the model takes images of any size, but these differ ({', '.join(map(str, shapes))}); "
+                       "pass --batch-size 1 or give images of one size")
+    return np.stack(arrays)
 
 
 def _unique_stems(paths: Sequence[Path]) -> list[str]:
@@ -405,33 +416,59 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 # ------------------------------------------------------------------ parser / main
+def _preprocess_guide() -> str:
+    families: dict[str, list[str]] = {}
+    for _pattern, name, mode in KERAS_APPLICATIONS:
+        families.setdefault(mode, []).append(name)
+    lines = ["choosing --preprocess: use what the model was trained on.",
+             "  your own model: the scaling you used in training (x/255 -> scale01; none if the model",
+             "    rescales inside, e.g. with a Rescaling layer).",
+             "  keras.applications models (the same as their preprocess_input):"]
+    lines += [f"    {mode:8s} {', '.join(names)}" for mode, names in families.items()]
+    lines += ["  without --preprocess: the bundled models' own; else a guess from the model's name",
+              "    (the list above), said on stderr; else none (raw 0..255)."]
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
+    from . import demo
+
+    bundled = ", ".join(f"{n} ({m.description})" for n, m in demo.MODELS.items())
     ap = argparse.ArgumentParser(
         prog=PROG,
-        description="Explain Keras image classifiers with SGLRP, CLRP, LRP, gradient and CAM methods.",
+        description="Explain Keras image classifiers with SGLRP, CLRP, LRP, gradient and CAM methods. "
+                    "Methods and formulas: docs/methods.md.",
     )
-    sub = ap.add_subparsers(dest="command", metavar="{demo,explain,dataset}")
+    sub = ap.add_subparsers(dest="command", metavar="{demo,explain,methods,dataset}")
     sub.required = True
 
     d = sub.add_parser("demo", help="explain two-object demo scenes and write a methods x classes figure")
+    d.add_argument("--model", default=demo.DEFAULT_MODEL, choices=list(demo.MODELS), metavar="NAME",
+                   help=f"bundled model: {bundled} (default: {demo.DEFAULT_MODEL})")
     d.add_argument("-o", "--output", default="sglrp_demo.png", help="output figure (default: sglrp_demo.png)")
-    d.add_argument("--methods", nargs="+", metavar="M", help=f"methods (default: {' '.join(DEFAULT_DEMO_METHODS)})")
+    d.add_argument("--methods", nargs="+", metavar="M",
+                   help=f"methods (default: those of {' '.join(DEFAULT_DEMO_METHODS)} the model supports)")
     d.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     d.add_argument("--scenes", type=int, default=1, help="number of scenes; >1 writes OUT_0.png, OUT_1.png, ...")
     d.add_argument("--alpha", type=float, default=None, help="draw maps over the image with this opacity")
     d.add_argument("--dpi", type=int, default=120)
 
-    e = sub.add_parser("explain", help="write heatmap PNGs for image files")
-    e.add_argument("--model", required=True, help="a .keras model file, or 'demo' for the bundled demo model")
+    e = sub.add_parser("explain", help="write heatmap PNGs for image files",
+                       epilog=_preprocess_guide(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--model", required=True, metavar="PATH|NAME",
+                   help=f"a .keras model file, or a bundled model: {bundled}")
     e.add_argument("--image", nargs="+", required=True, metavar="FILE", help="image files (PNG/JPEG/... or .npy)")
-    e.add_argument("--method", default="sglrp", help="method name (default: sglrp)")
+    e.add_argument("--method", default="sglrp", help="method name, any case (default: sglrp; list: "
+                                                     "`sglrp-widgets methods`)")
     g = e.add_mutually_exclusive_group()
-    g.add_argument("--target", type=int, help="class index to explain (default: the top-1 class)")
+    g.add_argument("--target", metavar="CLASS", help="class index or name to explain (default: the top-1 class)")
     g.add_argument("--top-k", type=int, help="explain the K most probable classes of each image")
-    e.add_argument(
-        "--preprocess", choices=sorted(PREPROCESSORS),
-        help="raw RGB 0..255 -> model input (default: scale01 for --model demo, else none)",
-    )
+    e.add_argument("--preprocess", choices=sorted(PREPROCESSORS), metavar="NAME",
+                   help="raw RGB 0..255 -> model input: " + ", ".join(sorted(PREPROCESSORS))
+                   + " (see below; default: guessed, and said)")
+    e.add_argument("--resize", choices=list(RESIZE_MODES), default="crop",
+                   help="images of another size than the model's input: "
+                   + "; ".join(f"{k}: {v}" for k, v in RESIZE_MODES.items()) + " (default: crop)")
     e.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter (repeatable)")
     e.add_argument("--npy", action="store_true", help="also save the relevance (H, W, C) as float32 .npy")
     e.add_argument("--unsafe-load", action="store_true", help="load the model with safe_mode=False (trusted files only)")
@@ -440,9 +477,17 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--relu", action="store_true", help="keep only the positive relevance (the methods' relu=True)")
     e.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNGs")
     e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--class-names", help="text file with one class name per line")
+    e.add_argument("--class-names", metavar="FILE",
+                   help="text file with one class name per line (default: the model's own names, the bundled "
+                        "model's, ImageNet's for 1000 classes, else class indices)")
+    e.add_argument("--strict", action="store_true",
+                   help=f"exit with status {EXIT_DEGENERATE} when a map is degenerate (all zero, constant or "
+                        "not finite); without it such maps only get a warning")
+    e.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr (warnings and errors remain)")
     e.add_argument("-v", "--verbose", action="store_true", help="print one line per heatmap")
     e.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
+
+    sub.add_parser("methods", help="list the methods, their family and parameters")
     dataset.add_cli_parser(sub, PREPROCESSORS)
     return ap
 
@@ -458,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 for a user error (message on stderr).
+        0 on success, 1 when ``--strict`` finds a degenerate map, 2 for a user error (message on stderr).
 
     Example
     -------
@@ -466,15 +511,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sglrp-widgets: error: image file not found: 'x.png'
     2
     """
-    # TensorFlow's C++ start-up chatter (no GPU found, oneDNN notes) is not for a command-line user;
-    # Python-level errors still surface. TF_CPP_MIN_LOG_LEVEL set by the caller wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's C++ start-up lines are kept off stderr by `import sglrp_widgets` (see _quiet.py).
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "methods":
+            return _cmd_methods(args)
         if args.command == "dataset":
-            return dataset.cli(args, _load_model, PREPROCESSORS, _parse_value)
+            return dataset.cli(args, resolve_method=resolve_method, parse_params=_parse_params,
+                               choose_preprocess=_choose_preprocess)
         return _cmd_explain(args)
     except CliError as e:
         return _fail(str(e))

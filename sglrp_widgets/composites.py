@@ -1,4 +1,4 @@
-"""Composites: which rule each linear layer gets (the tables of METHODS.md).
+"""Composites: which rule each linear layer gets (the tables of ``docs/methods.md``, "Composites").
 
 A composite is a function ``(layer: LayerContext, params: dict) -> Rule``. Users can override it per layer
 name, layer class or predicate with ``rules=`` (see :func:`with_overrides`).

@@ -922,6 +922,12 @@ def _wait_for_all(group: Any, progress: bool) -> None:
 
 # ---- command line ----------------------------------------------------------------------------------
 
+def _bundled_names() -> list[str]:
+    from . import demo
+
+    return list(demo.MODELS)
+
+
 def add_cli_parser(subparsers: Any, preprocessors: dict) -> argparse.ArgumentParser:
     """Add the ``dataset`` sub-command to the ``sglrp-widgets`` parser."""
     p = subparsers.add_parser(
@@ -929,14 +935,16 @@ def add_cli_parser(subparsers: Any, preprocessors: dict) -> argparse.ArgumentPar
         description="Explain every image of a folder (class sub-folders give labels) or of a .npy/.npz file "
                     "into a chunked Zarr store; re-running the same command resumes. With TF_CONFIG set "
                     "(MultiWorkerMirroredStrategy), run the same command in every worker.")
-    p.add_argument("--model", required=True, help="a .keras file, or a bundled demo model name (cnn, ...)")
+    p.add_argument("--model", required=True, metavar="PATH|NAME",
+                   help="a .keras file, or a bundled model (" + ", ".join(_bundled_names()) + ")")
     p.add_argument("--data", required=True, help="image folder, .npy (images) or .npz (arrays 'x'/'images' "
                                                  "and optionally 'y'/'labels')")
-    p.add_argument("--method", default="sglrp", help="method name (default: sglrp)")
+    p.add_argument("--method", default="sglrp", help="method name, any case (default: sglrp)")
     p.add_argument("--targets", default="top1",
                    help='"top1", "top3", "label" or class indices such as "3" or "2,5" (default: top1)')
-    p.add_argument("--preprocess", choices=sorted(preprocessors),
-                   help="raw RGB 0..255 -> model input (default: scale01 for a demo model, else none)")
+    p.add_argument("--preprocess", choices=sorted(preprocessors), metavar="NAME",
+                   help="raw RGB 0..255 -> model input: " + ", ".join(sorted(preprocessors))
+                   + " (default: the bundled model's, else guessed from the model's name, and said)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter (repeatable)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--chunk-size", type=int, help="images per chunk (default: a multiple of the batch near 64)")
@@ -948,53 +956,41 @@ def add_cli_parser(subparsers: Any, preprocessors: dict) -> argparse.ArgumentPar
     p.add_argument("--overwrite", action="store_true", help="replace a store made with other settings")
     p.add_argument("--spray", action="store_true", help="then run SpRAy on every class (sglrp_widgets.spray)")
     p.add_argument("--unsafe-load", action="store_true", help="load the model with safe_mode=False")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("-o", "--out", required=True, help="the Zarr store (a folder)")
     return p
 
 
-def cli(args: argparse.Namespace, load_model: Callable[[str, bool], Any], preprocessors: dict,
-        parse_value: Callable[[str], Any]) -> int:
-    """Run the ``dataset`` sub-command (``load_model``, ``preprocessors`` and ``parse_value`` from the CLI)."""
-    from . import demo
+def cli(args: argparse.Namespace, *, resolve_method: Callable[[str], str],
+        parse_params: Callable[[Any, str, bool], dict], choose_preprocess: Callable[..., Callable]) -> int:
+    """Run the ``dataset`` sub-command; the method, parameter and preprocessing helpers are the CLI's."""
+    from .cli_inputs import class_names_for, load_model, resolve_model
 
-    params = {}
-    for item in args.param or []:
-        if "=" not in item:
-            raise ExplainError(f"--param must look like NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        params[k.strip()] = parse_value(v.strip())
+    source = resolve_model(args.model)               # cheap checks first: model file, method, data
+    method = resolve_method(args.method)
+    params = parse_params(args.param, method, False)
     targets: Any = args.targets
     if re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", targets):
         targets = [int(t) for t in targets.split(",")]
-    is_demo = args.model in demo.MODELS or args.model == "demo"
-    prep_name = args.preprocess or ("scale01" if is_demo else "none")
-    names = None
-    if args.class_names:
-        p = Path(args.class_names)
-        if not p.is_file():
-            raise ExplainError(f"class names file not found: {args.class_names!r}")
-        names = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
-    elif is_demo:
-        names = list(demo.class_names)
     data = _cli_data(args.data)
-    model = demo.load_model(None if args.model == "demo" else args.model) if is_demo else \
-        load_model(args.model, args.unsafe_load)
-    store = explain_dataset(model, data, args.method, targets=targets, out=args.out, batch_size=args.batch_size,
-                            preprocess=None if prep_name == "none" else preprocessors[prep_name][0],
-                            strategy=_cli_strategy(args.strategy), chunk_size=args.chunk_size,
+    model = load_model(source, args.unsafe_load)
+    preprocess = choose_preprocess(args, model, source)
+    names, _ = class_names_for(model, source, int(model.output_shape[-1]), args.class_names)
+    store = explain_dataset(model, data, method, targets=targets, out=args.out, batch_size=args.batch_size,
+                            preprocess=preprocess, strategy=_cli_strategy(args.strategy), chunk_size=args.chunk_size,
                             channels=args.channels, dtype=args.dtype, class_names=names, overwrite=args.overwrite,
                             progress=not args.quiet, **params)
     meta = store.attrs["sglrp_widgets"]
-    if meta.get("complete"):
-        print(f"{args.out}: {meta['num_rows']} maps of {meta['num_images']} images ({args.method})")
-        if args.spray:
-            from .spray import spray
+    if not meta.get("complete"):                     # a worker other than the chief: its shard is written
+        return 0
+    print(f"{args.out}: {meta['num_rows']} maps of {meta['num_images']} images ({method})")
+    if args.spray:
+        from .spray import spray
 
-            results = spray(args.out, progress=not args.quiet)
-            for c, r in results.items():
-                print(f"class {c}: {r.n_clusters} cluster(s) by eigengap over {len(r.rows)} maps; "
-                      f"top cluster {int(np.sum(r.clusters == 0))} maps")
+        for c, r in spray(args.out, progress=not args.quiet).items():
+            name = names[c] if names else f"class {c}"
+            print(f"{name}: {len(r.rows)} maps, {r.n_clusters} cluster(s) by eigengap, sizes "
+                  f"{np.bincount(r.clusters).tolist()} (cluster 0 most coherent)")
     return 0
 
 

@@ -70,7 +70,7 @@ ACTIVATION_OPS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh"
                   "Celu": "celu", "Softmax": "softmax", "LogSoftmax": "log_softmax", "LogSigmoid": "log_sigmoid",
                   "HardTanh": "hard_tanh", "Mish": "mish", "Squareplus": "squareplus", "SparsePlus": "sparse_plus",
                   "Clip": "clip", "Erf": "erf"}
-#: Activations whose output lies in a bounded range: what makes a factor a *gate* (METHODS.md).
+#: Activations whose output lies in a bounded range: what makes a factor a *gate* (``docs/methods.md``).
 GATE_ACTIVATIONS = {"sigmoid", "hard_sigmoid", "softmax", "tanh"}
 #: Activations whose output is never negative.
 NONNEG_ACTIVATIONS = {"relu", "relu6", "sigmoid", "hard_sigmoid", "softmax", "softplus"}

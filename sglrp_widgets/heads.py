@@ -1,4 +1,4 @@
-"""Heads: the initial relevance at the logits (METHODS.md "Heads and post-steps"), in float64 on the host.
+"""Heads: the initial relevance at the logits (``docs/methods.md``, "Heads and post-steps"), in float64 on the host.
 
 For SGLRP and CLRP the dual head is folded into the target head with the scaling ``s`` computed from the dual
 sums ``v`` (``lrp.py``), so one backward pass gives ``H_target - s H_dual``.
@@ -25,7 +25,7 @@ def _softmax64(logits: np.ndarray) -> np.ndarray:
 
 def initial_relevance(head: str, logits: np.ndarray, targets: np.ndarray, dual_sums: np.ndarray | None = None,
                       scaling: bool = True) -> np.ndarray:
-    """The initial relevance at the logits, (K, N, C) float64 (METHODS.md heads).
+    """The initial relevance at the logits, (K, N, C) float64 (``docs/methods.md``, heads).
 
     For ``sglrp``/``clrp`` the dual head is folded in: ``R = R_t - s R_d`` with
     ``s = safe_div(<v, R_t>, <v, R_d>)``, where ``v`` (``dual_sums``, (N, C)) gives each logit's total input

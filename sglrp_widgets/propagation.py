@@ -14,7 +14,7 @@ A handler knows, for one kind of :class:`~sglrp_widgets.graph.Node`:
 - ``nonneg(node, inputs_nonneg)`` — whether its output is never negative (lets ``z+`` skip terms).
 
 Relevance tensors stack the heads (targets, and SGLRP's target/dual) head-major along the batch axis:
-``(H*N, ...)`` against forward values ``(N, ...)``. Formulas: docs/methods.md (METHODS.md is the contract).
+``(H*N, ...)`` against forward values ``(N, ...)``. Formulas: ``docs/methods.md``.
 A user adds a kind for their own layer class with :func:`register_layer`.
 """
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Handler:
 
 
 class Activation(Handler):
-    """Elementwise nonlinearities: the identity rule (relevance passes unchanged, METHODS.md)."""
+    """Elementwise nonlinearities: the identity rule (relevance passes unchanged, ``docs/methods.md``)."""
 
     def nonneg(self, node, inputs_nonneg):
         act = node.attrs.get("activation")

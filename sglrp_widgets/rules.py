@@ -8,7 +8,7 @@ and an optional bias modifier. With ``z' = sum_terms sign * in_mod(x) W_mod (+ b
 which covers ``z``, ``epsilon``, ``z_plus``, ``gamma``, ``w_square``, ``flat`` and ``z_box``; ``alpha_beta`` is a
 weighted sum of two such rules. ``W^T`` is the transposed linear map (the layer's input gradient), so a
 rule costs one forward map per distinct modified weight and one transposed map per distinct weight.
-Formulas: ``../shared/METHODS.md``.
+Formulas: ``docs/methods.md`` ("Rules for linear layers").
 """
 from __future__ import annotations
 

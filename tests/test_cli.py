@@ -15,6 +15,8 @@ from sglrp_widgets import cli, demo
 
 pytest.importorskip("sglrp_widgets.engine")
 
+NAMES = demo.class_names  # the bundled model's classes: file names carry them
+
 
 @pytest.fixture(scope="module")
 def scene_files(tmp_path_factory):
@@ -51,8 +53,8 @@ def test_explain_writes_pngs_and_npy(tmp_path, scene_files, capsys):
     model = demo.load_model()
     for p, lab in zip(paths, labels):
         # top-1 is the true class for these scenes; the file is named after it
-        png = out / f"{p.stem}_lrp_{lab}.png"
-        npy = out / f"{p.stem}_lrp_{lab}.npy"
+        png = out / f"{p.stem}_lrp_{NAMES[lab]}.png"
+        npy = out / f"{p.stem}_lrp_{NAMES[lab]}.npy"
         assert png.is_file() and npy.is_file()
         rel = np.load(npy)
         assert rel.shape == (64, 64, 3) and rel.dtype == np.float32
@@ -72,7 +74,7 @@ def test_explain_target_and_top_k(tmp_path, scene_files, capsys):
     rc = cli.main(["explain", "--model", "demo", "--image", str(paths[0]), "--method", "sglrp",
                    "--target", "4", "-o", str(tmp_path / "a")])
     assert rc == 0
-    assert sorted(f.name for f in (tmp_path / "a").iterdir()) == [f"{paths[0].stem}_sglrp_4.png"]
+    assert sorted(f.name for f in (tmp_path / "a").iterdir()) == [f"{paths[0].stem}_sglrp_{NAMES[4]}.png"]
     rc = cli.main(["explain", "--model", "demo", "--image", str(paths[0]), "--method", "gradient",
                    "--top-k", "3", "-o", str(tmp_path / "b"), "-v"])
     assert rc == 0
@@ -80,7 +82,7 @@ def test_explain_target_and_top_k(tmp_path, scene_files, capsys):
     assert len(files) == 3
     p = demo.load_model().predict(demo.preprocess(np.asarray(Image.open(paths[0])))[None], verbose=0)[0]
     top3 = np.argsort(-p)[:3]
-    assert files == sorted(f"{paths[0].stem}_gradient_{t}.png" for t in top3)
+    assert files == sorted(f"{paths[0].stem}_gradient_{NAMES[t]}.png" for t in top3)
     assert capsys.readouterr().out.count(" p=") == 3
 
 
@@ -92,8 +94,8 @@ def test_explain_resizes_and_reads_npy(tmp_path, capsys):
     rc = cli.main(["explain", "--model", "demo", "--image", str(tmp_path / "big.png"), str(tmp_path / "raw.npy"),
                    "--method", "grad_cam", "--target", "0", "--scale", "2", "-o", str(tmp_path / "o")])
     assert rc == 0
-    assert np.asarray(Image.open(tmp_path / "o" / "big_grad_cam_0.png")).shape == (128, 128, 3)
-    assert (tmp_path / "o" / "raw_grad_cam_0.png").is_file()
+    assert np.asarray(Image.open(tmp_path / "o" / "big_grad_cam_circle.png")).shape == (128, 128, 3)
+    assert (tmp_path / "o" / "raw_grad_cam_circle.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,10 @@ def test_explain_resizes_and_reads_npy(tmp_path, capsys):
     [
         (["--model", "demo", "--image", "nope.png"], "image file not found: 'nope.png'"),
         (["--model", "missing.keras", "--image", "IMG"], "model file not found: 'missing.keras'"),
+        (["--model", "cnnn", "--image", "IMG"], "Did you mean 'cnn'?"),
         (["--model", "demo", "--image", "IMG", "--method", "bogus"], "unknown method 'bogus'"),
+        (["--model", "demo", "--image", "IMG", "--method", "sglpr"], "unknown method 'sglpr'. Did you mean 'sglrp'?"),
+        (["--model", "demo", "--image", "IMG", "--target", "hexagon"], "--target 'hexagon' is not a class"),
         (["--model", "demo", "--image", "IMG", "--target", "6"], "--target 6 is out of range: the model has 6 classes"),
         (["--model", "demo", "--image", "IMG", "--target", "-1"], "--target -1 is out of range"),
         (["--model", "demo", "--image", "IMG", "--top-k", "7"], "--top-k 7 exceeds the model's 6 classes"),
@@ -127,7 +132,7 @@ def test_unloadable_and_unreadable_files(tmp_path, scene_files, capsys):
     bad.write_bytes(b"not a zip file")
     rc = cli.main(["explain", "--model", str(bad), "--image", str(scene_files[0][0]), "-o", str(tmp_path / "o")])
     assert rc == 2
-    assert f"cannot load model {str(bad)!r}" in _err_line(capsys)
+    assert f"{str(bad)!r} is not a Keras model file" in _err_line(capsys)
     txt = tmp_path / "notimage.png"
     txt.write_text("hello")
     rc = cli.main(["explain", "--model", "demo", "--image", str(txt), "-o", str(tmp_path / "o")])
@@ -203,14 +208,16 @@ def test_demo_command_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_subprocess_smoke(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # no TF_CPP_MIN_LOG_LEVEL: `import sglrp_widgets` keeps TensorFlow's start-up lines off stderr itself
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "SGLRP_WIDGETS_TF_LOGS")}
     out = tmp_path / "d.png"
     r = subprocess.run(
         [sys.executable, "-m", "sglrp_widgets.cli", "demo", "-o", str(out), "--methods", "lrp", "sglrp"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == str(out)
+    assert r.stderr == ""
+    assert r.stdout.strip().splitlines() == [str(out)]
     assert out.stat().st_size > 5000
     r = subprocess.run(
         [sys.executable, "-m", "sglrp_widgets.cli", "explain", "--model", "nope.keras", "--image", str(out),
@@ -218,7 +225,9 @@ def test_subprocess_smoke(tmp_path):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1] == "sglrp-widgets: error: model file not found: 'nope.keras'"
+    assert r.stderr.strip().splitlines() == [
+        "sglrp-widgets: error: model file not found: 'nope.keras' (bundled models: "
+        f"{', '.join(demo.MODELS)}; or give the path of a .keras file)"]
 
 
 def test_dotted_method_and_file_names(tmp_path, scene_files, capsys):
@@ -229,7 +238,7 @@ def test_dotted_method_and_file_names(tmp_path, scene_files, capsys):
                    "--param", "epsilon=0.01", "--target", "2", "--npy", "-o", str(tmp_path / "o")])
     assert rc == 0
     assert sorted(f.name for f in (tmp_path / "o").iterdir()) == [
-        "my.scene.v2_lrp.epsilon_2.npy", "my.scene.v2_lrp.epsilon_2.png"]
+        "my.scene.v2_lrp.epsilon_triangle.npy", "my.scene.v2_lrp.epsilon_triangle.png"]
 
 
 def test_duplicate_stems_get_unique_names(tmp_path, scene_files):
@@ -241,7 +250,7 @@ def test_duplicate_stems_get_unique_names(tmp_path, scene_files):
     rc = cli.main(["explain", "--model", "demo", "--image", str(a / "img.png"), str(b / "img.png"),
                    "--method", "gradient", "--target", "1", "-o", str(tmp_path / "o")])
     assert rc == 0
-    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["img-1_gradient_1.png", "img_gradient_1.png"]
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["img-1_gradient_square.png", "img_gradient_square.png"]
 
 
 def test_relu_keeps_positive_part(tmp_path, scene_files):
@@ -250,8 +259,8 @@ def test_relu_keeps_positive_part(tmp_path, scene_files):
         assert cli.main(["explain", "--model", "demo", "--image", src, "--method", "sglrp", "--target", "0",
                          "--npy", *flag, "-o", str(tmp_path / sub)]) == 0
     stem = scene_files[0][0].stem
-    full = np.load(tmp_path / "all" / f"{stem}_sglrp_0.npy")
-    pos = np.load(tmp_path / "pos" / f"{stem}_sglrp_0.npy")
+    full = np.load(tmp_path / "all" / f"{stem}_sglrp_circle.npy")
+    pos = np.load(tmp_path / "pos" / f"{stem}_sglrp_circle.npy")
     assert full.min() < 0 and pos.min() >= 0
     np.testing.assert_allclose(pos, np.clip(full, 0, None), rtol=1e-5, atol=1e-7)
 
@@ -271,7 +280,8 @@ def test_own_model_with_vgg16_preprocessing(tmp_path, capsys):
     rc = cli.main(["explain", "--model", str(path), "--image", str(tmp_path / "x.png"), "--method", "lrp",
                    "--preprocess", "vgg16", "--target", "7", "--npy", "-v", "-o", str(tmp_path / "o")])
     assert rc == 0
-    assert "class 7 (class 7)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert ": class 7 p=" in out  # a 10-class model of yours: no names are made up
     from sglrp_widgets.engine import explain
 
     prep = cli.PREPROCESSORS["vgg16"][0]
@@ -281,3 +291,262 @@ def test_own_model_with_vgg16_preprocessing(tmp_path, capsys):
     np.testing.assert_allclose(got, np.asarray(ref.relevance)[0], rtol=1e-4, atol=1e-6)
     # LRP (bounded Deep Taylor) conserves the target logit
     assert got.sum() == pytest.approx(float(np.asarray(ref.logits)[0, 7]), rel=1e-3, abs=1e-4)
+
+
+# ------------------------------------------------------------------ one test per surprise of issue 10
+def _save_model(path, n_classes=6, name="tiny", size=32, zero=False):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(n_classes, activation="softmax")(x)
+    model = keras.Model(inp, out, name=name)
+    if zero:  # constant logits: every gradient is exactly zero
+        model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    model.save(path)
+    return path
+
+
+def _png(path, w, h, seed=0):
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(img).save(path)
+    return img
+
+
+def test_resize_is_said_and_chosen(tmp_path, capsys):
+    """An image of another size is never resized silently; --resize picks how (or refuses)."""
+    src = _png(tmp_path / "wide.png", 451, 300)
+    base = ["explain", "--model", "cnn", "--image", str(tmp_path / "wide.png"), "--method", "gradient",
+            "--target", "0", "--npy"]
+    assert cli.main([*base, "-o", str(tmp_path / "crop")]) == 0
+    err = capsys.readouterr().err
+    assert "wide.png is 451x300, the model takes 64x64: scaled to 96x64 and centre-cropped to 64x64" in err
+    # the default keeps the aspect ratio: the map is the one of the centre crop
+    crop = np.asarray(Image.fromarray(src).resize((96, 64), Image.BILINEAR), np.float32)[:, 16:80]
+    from sglrp_widgets.engine import explain
+
+    ref = explain(demo.load_model(), demo.preprocess(crop[None]), "gradient", targets=[0]).relevance[0]
+    np.testing.assert_allclose(np.load(tmp_path / "crop" / "wide_gradient_circle.npy"), ref, rtol=1e-4, atol=1e-7)
+
+    assert cli.main([*base, "--resize", "stretch", "-o", str(tmp_path / "s")]) == 0
+    assert "stretched to 64x64 (aspect ratio not kept) (--resize stretch)" in capsys.readouterr().err
+    assert cli.main([*base, "--resize", "pad", "-o", str(tmp_path / "p")]) == 0
+    assert "scaled to 64x43 and padded with black to 64x64" in capsys.readouterr().err
+    assert cli.main([*base, "--resize", "none", "-o", str(tmp_path / "n")]) == 2
+    assert "is 451x300 (W x H) and the model takes 64x64; resize it, or pass --resize" in _err_line(capsys)
+    # an image of the right size gets no note; -q silences notes
+    assert cli.main([*base, "--resize", "stretch", "-q", "-o", str(tmp_path / "q")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_class_names_only_from_known_sources(tmp_path, capsys):
+    """A 6-class model of yours is not labelled with the demo's shapes; names come from --class-names,
+    the model's own metadata, ImageNet (1000 classes) or the bundled model itself."""
+    _png(tmp_path / "x.png", 32, 32)
+    six = _save_model(tmp_path / "six.keras", n_classes=6)
+    base = ["explain", "--image", str(tmp_path / "x.png"), "--method", "gradient", "--target", "3", "-v",
+            "--preprocess", "scale01"]
+    assert cli.main([*base, "--model", str(six), "-o", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert ": class 3 p=" in out and "cross" not in out
+    assert [f.name for f in (tmp_path / "a").iterdir()] == ["x_gradient_3.png"]
+
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(["ant", "bee", "cat", "sea lion", "dog", "eel"]))
+    assert cli.main([*base, "--model", str(six), "--class-names", str(names), "-o", str(tmp_path / "b")]) == 0
+    assert "class 3 (sea lion)" in capsys.readouterr().out
+    assert [f.name for f in (tmp_path / "b").iterdir()] == ["x_gradient_sea_lion.png"]
+
+    # the model's own names: a "class_names" list in the .keras archive's metadata.json
+    import json
+    import zipfile
+
+    own = tmp_path / "own.keras"
+    with zipfile.ZipFile(six) as zin, zipfile.ZipFile(own, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "metadata.json":
+                data = json.dumps({**json.loads(data), "class_names": list("ABCDEF")}).encode()
+            zout.writestr(item, data)
+    assert cli.main([*base, "--model", str(own), "-o", str(tmp_path / "c")]) == 0
+    assert "class 3 (D)" in capsys.readouterr().out
+    # ... and --target takes a name too, in any case
+    assert cli.main([*base[:-5], "--target", "d", "-v", "--preprocess", "scale01", "--model", str(own),
+                     "-o", str(tmp_path / "c2")]) == 0
+    assert [f.name for f in (tmp_path / "c2").iterdir()] == ["x_gradient_D.png"]
+
+    thousand = _save_model(tmp_path / "big.keras", n_classes=1000)
+    assert cli.main([*base[:-5], "--target", "0", "-v", "--preprocess", "scale01", "--model", str(thousand),
+                     "-o", str(tmp_path / "d")]) == 0
+    assert "class 0 (tench)" in capsys.readouterr().out
+    assert [f.name for f in (tmp_path / "d").iterdir()] == ["x_gradient_tench.png"]
+
+
+def test_file_labels_stay_unique():
+    import json
+
+    from sglrp_widgets.cli_inputs import class_labels_for_files
+
+    names = json.loads((demo.MODEL_PATH.parents[1] / "data" / "imagenet_classes.json").read_text(encoding="utf-8"))
+    labels = class_labels_for_files(names, len(names))
+    assert len(set(labels)) == 1000
+    assert labels[2] == "great_white_shark" and labels[134] == "crane-134" and labels[517] == "crane-517"
+    assert all("/" not in s and " " not in s for s in labels)
+
+
+@pytest.mark.parametrize("spelling", ["SGLRP", "Sglrp", "Grad-CAM", "LRP.Epsilon"])
+def test_method_names_ignore_case(tmp_path, scene_files, spelling, capsys):
+    rc = cli.main(["explain", "--model", "demo", "--image", str(scene_files[0][0]), "--method", spelling,
+                   "--target", "1", "-o", str(tmp_path / "o")])
+    assert rc == 0
+    canonical = cli.resolve_method(spelling)
+    assert [f.name for f in (tmp_path / "o").iterdir()] == [f"{scene_files[0][0].stem}_{canonical}_square.png"]
+
+
+@pytest.mark.parametrize(
+    "name, content, msg",
+    [
+        ("x.keras", b"just some text\n", "is not a Keras model file: a .keras file is a zip archive"),
+        ("x.h5", b"just some text\n", "is not a Keras model file: an .h5 file is an HDF5 file"),
+        ("x.zip", None, "Keras loads files ending in .keras (or legacy .h5) (it is a .keras archive: rename"),
+        ("x.txt", b"hello", "Keras loads files ending in .keras (or legacy .h5)"),
+        ("folder", "dir", "it is a folder"),
+    ],
+)
+def test_not_a_model_file_is_said_at_once(tmp_path, scene_files, capsys, name, content, msg):
+    path = tmp_path / name
+    if content == "dir":
+        path.mkdir()
+    elif content is None:
+        path.write_bytes(demo.MODEL_PATH.read_bytes())  # a real .keras archive under another suffix
+    else:
+        path.write_bytes(content)
+    rc = cli.main(["explain", "--model", str(path), "--image", str(scene_files[0][0]), "-o", str(tmp_path / "o")])
+    assert rc == 2
+    assert f"{str(path)!r} " in (line := _err_line(capsys)) and msg in line
+
+
+def test_not_a_model_file_needs_no_tensorflow(tmp_path, scene_files):
+    """The check reads the file's first bytes; TensorFlow is never imported (so it takes well under 11 s)."""
+    bad = tmp_path / "x.keras"
+    bad.write_text("not a model")
+    code = ("import sys; from sglrp_widgets.cli import main; "
+            f"rc = main(['explain', '--model', {str(bad)!r}, '--image', {str(scene_files[0][0])!r}, '-o', 'o']); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "is not a Keras model file" in r.stderr
+
+
+def test_degenerate_maps_warn_and_strict_fails(tmp_path, capsys):
+    _png(tmp_path / "x.png", 32, 32)
+    zero = _save_model(tmp_path / "zero.keras", zero=True)
+    argv = ["explain", "--model", str(zero), "--image", str(tmp_path / "x.png"), "--method", "gradient",
+            "--target", "0", "--preprocess", "scale01", "-o", str(tmp_path / "o")]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "x_gradient_0.png: the gradient map of class 0 is all zero (the PNG is blank)" in err
+    assert cli.main([*argv, "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "error: 1 of 1 map(s) are degenerate (--strict)" in err
+    # a normal map gets no warning, and --strict passes
+    _png(tmp_path / "y.png", 32, 32)
+    ok = _save_model(tmp_path / "ok.keras")
+    assert cli.main([*argv[:2], str(ok), *argv[3:], "--strict"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_preprocess_guessed_from_the_model_name_and_said(tmp_path, capsys):
+    img = _png(tmp_path / "x.png", 32, 32)
+    vgg = _save_model(tmp_path / "v.keras", n_classes=10, name="vgg16")
+    base = ["explain", "--image", str(tmp_path / "x.png"), "--method", "gradient", "--target", "1", "--npy"]
+    assert cli.main([*base, "--model", str(vgg), "-o", str(tmp_path / "g")]) == 0
+    assert "the model is named 'vgg16', so using --preprocess vgg16" in capsys.readouterr().err
+    assert cli.main([*base, "--model", str(vgg), "--preprocess", "vgg16", "-o", str(tmp_path / "e")]) == 0
+    assert "note" not in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "g" / "x_gradient_1.npy"),
+                                  np.load(tmp_path / "e" / "x_gradient_1.npy"))
+    other = _save_model(tmp_path / "o.keras", n_classes=10, name="my_classifier")
+    assert cli.main([*base, "--model", str(other), "-o", str(tmp_path / "n")]) == 0
+    assert "model's name 'my_classifier' is not a keras.applications one: feeding raw 0..255 values" in \
+        capsys.readouterr().err
+    import keras
+
+    from sglrp_widgets.engine import explain
+
+    ref = explain(keras.saving.load_model(other), img[None].astype(np.float32), "gradient", targets=[1])
+    np.testing.assert_allclose(np.load(tmp_path / "n" / "x_gradient_1.npy"), ref.relevance[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "model_name, expected",
+    [("vgg16", "vgg16"), ("resnet50", "resnet50"), ("resnet50v2", "resnet_v2"), ("mobilenetv2_1.00_224", "mobilenet_v2"),
+     ("mobilenet_1.00_224", "mobilenet"), ("MobileNetV3Small", "mobilenet_v3"), ("efficientnetb0", "efficientnet"),
+     ("efficientnetv2-b0", "efficientnet_v2"), ("convnext_tiny", "convnext"), ("densenet121", "densenet"),
+     ("inception_v3", "inception_v3"), ("inception_resnet_v2", "inception_resnet_v2"), ("xception", "xception"),
+     ("nasnet_mobile", "nasnet"), ("resnet-rs-50", "resnet_rs"), ("functional", None), ("sequential", None)],
+)
+def test_preprocess_guess_table(model_name, expected):
+    from sglrp_widgets.cli_inputs import guess_preprocess
+
+    assert guess_preprocess(model_name) == expected
+
+
+def test_keras_applications_modes_match_their_preprocess_input():
+    """The guide's modes are what each family's own preprocess_input does."""
+    import keras
+
+    x = np.array([[[[0.0, 127.5, 255.0]]]], np.float32)
+    families = {"vgg16": keras.applications.vgg16, "resnet50": keras.applications.resnet50,
+                "resnet_v2": keras.applications.resnet_v2, "mobilenet_v2": keras.applications.mobilenet_v2,
+                "mobilenet_v3": keras.applications.mobilenet_v3, "densenet": keras.applications.densenet,
+                "efficientnet": keras.applications.efficientnet, "convnext": keras.applications.convnext,
+                "inception_v3": keras.applications.inception_v3, "xception": keras.applications.xception}
+    for name, module in families.items():
+        np.testing.assert_allclose(cli.PREPROCESSORS[name][0](x), module.preprocess_input(x.copy()), atol=1e-4,
+                                   err_msg=name)
+
+
+def test_bundled_models_by_name(tmp_path, scene_files, monkeypatch, capsys):
+    """--model takes any name of demo.MODELS (new entries appear without CLI changes)."""
+    from dataclasses import replace
+
+    extra = replace(demo.MODELS["cnn"], name="cnn_copy")
+    monkeypatch.setitem(demo.MODELS, "cnn_copy", extra)
+    assert cli.main(["explain", "--model", "cnn_copy", "--image", str(scene_files[0][0]), "--method", "lrp",
+                     "--target", "star", "-o", str(tmp_path / "o")]) == 0
+    assert [f.name for f in (tmp_path / "o").iterdir()] == [f"{scene_files[0][0].stem}_lrp_star.png"]
+    assert "note" not in capsys.readouterr().err  # a bundled model's preprocessing is known
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    assert "cnn_copy" in capsys.readouterr().out
+    out = tmp_path / "d.png"
+    assert cli.main(["demo", "--model", "cnn_copy", "-o", str(out), "--methods", "SGLRP"]) == 0
+    assert out.is_file()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "--model", "nope", "-o", str(out)])
+    assert e.value.code == 2
+
+
+def test_methods_command(capsys):
+    assert cli.main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    from sglrp_widgets.methods import METHODS
+
+    assert [ln.split()[0] for ln in lines] == list(METHODS)
+    assert any(ln.startswith("lrp.epsilon ") and "epsilon=1e-07" in ln for ln in lines)
+
+
+def test_method_the_model_cannot_use_is_one_line(tmp_path, capsys):
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    out = keras.layers.Dense(4)(keras.layers.Flatten()(inp))
+    keras.Model(inp, out).save(tmp_path / "dense.keras")
+    _png(tmp_path / "x.png", 8, 8)
+    rc = cli.main(["explain", "--model", str(tmp_path / "dense.keras"), "--image", str(tmp_path / "x.png"),
+                   "--method", "grad_cam", "--preprocess", "scale01", "-o", str(tmp_path / "o")])
+    assert rc == 2
+    assert "convolutional layer" in _err_line(capsys)

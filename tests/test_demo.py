@@ -99,6 +99,40 @@ def test_variety_of_backgrounds_sizes_positions():
     assert len({tuple(c) for c in colours}) >= 100
 
 
+def _hue_degrees(rgb: np.ndarray) -> np.ndarray:
+    import matplotlib.colors
+
+    return matplotlib.colors.rgb_to_hsv(rgb / 255.0)[..., 0] * 360.0
+
+
+@pytest.mark.parametrize("objects", [1, 2])
+def test_scene_colours_avoid_the_red_and_blue_of_the_relevance_colormaps(objects):
+    s = demo.render_scenes(150, objects=objects, seed=8)
+    pixels = s.images.reshape(-1, 3).astype(np.float64)
+    chroma = pixels.max(axis=1) - pixels.min(axis=1)
+    coloured = pixels[chroma >= 40]  # greys and near-greys have no meaningful hue
+    assert len(coloured) > 0.2 * len(pixels)  # the scenes are not all grey
+    hue = _hue_degrees(coloured)
+    # red and magenta below 30 / above 300 degrees, blue and purple from 190 to 300: none of them
+    assert hue.min() >= 30 and hue.max() <= 165, (hue.min(), hue.max())
+    # both warm (browns, ochres, yellows) and cool (olives, greens) colours occur
+    objects_hue = _hue_degrees(np.array([s.images[i][s.masks[i, 0]][0] for i in range(150)], float))
+    assert np.mean(objects_hue < 65) > 0.25 and np.mean(objects_hue >= 65) > 0.25
+
+
+def test_colour_is_no_cue_to_the_class():
+    """A nearest-class-mean classifier on an object's colour does no better than chance (1/6)."""
+    def object_colours(seed):
+        s = demo.render_scenes(600, objects=1, seed=seed)
+        return np.array([s.images[i][s.masks[i, 0]].mean(axis=0) for i in range(600)]), s.labels[:, 0]
+
+    colours, labels = object_colours(31)
+    means = np.stack([colours[labels == k].mean(axis=0) for k in range(len(demo.class_names))])
+    test_colours, test_labels = object_colours(32)
+    guess = np.argmin(((test_colours[:, None] - means[None]) ** 2).sum(axis=-1), axis=1)
+    assert np.mean(guess == test_labels) < 0.25
+
+
 def test_preprocess_values():
     x = np.array([[0, 51, 255]], dtype=np.uint8)
     y = demo.preprocess(x)

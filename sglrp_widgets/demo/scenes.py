@@ -1,7 +1,8 @@
 """Deterministic synthetic scenes of simple shapes for the embedded demo model.
 
 Each scene is a 64x64 RGB image with one or two flat-coloured shapes on a plain,
-linear-gradient or noisy background. Everything is drawn from a per-image random
+linear-gradient or noisy background, in greens, yellows, ochres, browns and greys only, so
+that the red/blue relevance colormaps overlaid on a scene never meet colours of their own. Everything is drawn from a per-image random
 generator seeded by ``(seed, objects, index)``, so image ``i`` of
 ``make_scenes(n, objects, seed)`` does not depend on ``n``.
 
@@ -125,6 +126,19 @@ def _shape_mask(cls: int, cy: float, cx: float, r: float, angle: float) -> np.nd
 
 
 # ----------------------------------------------------------------------- colours
+# The relevance colormaps are red/blue diverging ("seismic" by default): scenes use only hues that
+# collide with neither: half the colours are warm (browns, ochres, yellows: 35-65 degrees), half
+# cool (olives and greens: 65-150 degrees), at any lightness and any saturation up to
+# PALETTE_MAX_SATURATION (saturation 0 gives greys). Colours are drawn independently of the class,
+# so colour is never a cue to it.
+#: Hue ranges (degrees) of the scene colours, each drawn equally often; greys have no hue.
+PALETTE_HUES = ((35.0, 65.0), (65.0, 150.0))
+#: Highest HSV saturation of a scene colour (0.85 keeps yellows and greens, avoids neon tones).
+PALETTE_MAX_SATURATION = 0.85
+#: Least RGB (L2) distance between an object's colour and its background's mean colour.
+MIN_CONTRAST = 120.0
+
+
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     i = int(h * 6.0) % 6
     f = h * 6.0 - int(h * 6.0)
@@ -133,33 +147,45 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array(rgb) * 255.0
 
 
+def _palette_colour(
+    rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]
+) -> np.ndarray:
+    """An RGB colour (0..255 floats) with a palette hue and the given HSV saturation and value ranges."""
+    hue = rng.uniform(*PALETTE_HUES[int(rng.integers(len(PALETTE_HUES)))]) / 360.0
+    return _hsv_to_rgb(hue, rng.uniform(*saturation), rng.uniform(*value))
+
+
+def _background_colour(rng: np.random.Generator) -> np.ndarray:
+    # muted: greys, beiges, olives, dull greens, at any lightness
+    return _palette_colour(rng, saturation=(0.0, 0.5), value=(0.08, 0.95))
+
+
 def _background(rng: np.random.Generator) -> np.ndarray:
     kind = _BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]
-    base = rng.uniform(0, 255, size=3)
+    base = _background_colour(rng)
     if kind == "plain":
         bg = np.broadcast_to(base, (IMAGE_SIZE, IMAGE_SIZE, 3)).copy()
     elif kind == "gradient":
-        other = rng.uniform(0, 255, size=3)
+        other = _background_colour(rng)
         a = rng.uniform(0, 2 * np.pi)
         t = (np.cos(a) * (_XX - 32) + np.sin(a) * (_YY - 32)) / 64.0 + 0.5
         t = np.clip(t, 0, 1)[..., None]
         bg = (1 - t) * base + t * other
     else:
-        bg = base + rng.normal(0, rng.uniform(8, 30), size=(IMAGE_SIZE, IMAGE_SIZE, 3))
+        # luminance noise (the same offset in every channel) keeps each pixel's hue
+        noise = rng.normal(0, rng.uniform(8, 30), size=(IMAGE_SIZE, IMAGE_SIZE, 1))
+        bg = base + noise
     return np.clip(np.rint(bg), 0, 255).astype(np.uint8)
 
 
 def _object_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.ndarray:
-    """A colour well separated from the background mean (L2 distance >= 120)."""
+    """A palette colour well separated from the background mean (L2 distance >= MIN_CONTRAST)."""
     for _ in range(100):
-        c = _hsv_to_rgb(rng.uniform(), rng.uniform(0.3, 1.0), rng.uniform(0.25, 1.0))
-        if np.linalg.norm(c - bg_mean) >= 120:
+        c = _palette_colour(rng, saturation=(0.0, PALETTE_MAX_SATURATION), value=(0.12, 1.0))
+        if np.linalg.norm(c - bg_mean) >= MIN_CONTRAST:
             return c
-    # fall back on the complement of the background (always far enough unless mid-grey)
-    c = 255.0 - bg_mean
-    if np.linalg.norm(c - bg_mean) < 120:
-        c = np.where(bg_mean > 127, 0.0, 255.0)
-    return c
+    # fall back on black or white, whichever is farther from the background (always far enough)
+    return np.full(3, 0.0 if bg_mean.mean() > 127.5 else 255.0)
 
 
 def _box_of(mask: np.ndarray) -> np.ndarray:

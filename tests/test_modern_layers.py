@@ -1,0 +1,451 @@
+"""The layers of modern classifiers (METHODS.md), each rule against a naive numpy reference on a small model:
+affine maps and keras.ops constants, gated products, products of two signals, contractions, LayerNorm with
+sigma held constant, attention with its weights held constant, grouped/dilated/1-D/3-D convolutions,
+EinsumDense, Dense on N-D inputs, scaled sums, layers opened into their operations."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+import reference as ref
+from reference import randomize
+from sglrp_widgets import Explainer
+from sglrp_widgets.canonize import canonize
+from sglrp_widgets.errors import ExplainError
+from sglrp_widgets.graph import read_model
+
+L = keras.layers
+EPS = ref.EPS
+
+
+def npy(t):
+    return np.asarray(t, np.float64)
+
+
+def dense_w(layer):
+    return npy(layer.kernel), npy(layer.bias) if layer.bias is not None else 0.0
+
+
+def eps_rule(x, W, b, R):
+    return ref.rule_epsilon(x, W, b, R, EPS)
+
+
+def explain_eps(model, x, t):
+    return Explainer(model, "lrp.epsilon", cache=None)(x, t)
+
+
+# ---- affine maps: keras.ops with a constant ------------------------------------------------------------
+
+CONSTANT_OPS = {              # op -> (a, c) with y = a x + c
+    "x + 3.0": (lambda h: h + 3.0, 1.0, 3.0),
+    "x - 1.5": (lambda h: h - 1.5, 1.0, -1.5),
+    "2.0 - x": (lambda h: 2.0 - h, -1.0, 2.0),
+    "x * 2.5": (lambda h: h * 2.5, 2.5, 0.0),
+    "x / 4.0": (lambda h: h / 4.0, 0.25, 0.0),
+    "-x": (lambda h: -h, -1.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", list(CONSTANT_OPS))
+def test_keras_ops_constants_are_replayed_and_get_the_affine_epsilon_rule(name):
+    fn, a, c = CONSTANT_OPS[name]
+    inp = keras.Input((6, 6, 2))
+    h = L.Conv2D(4, 3, activation="relu")(inp)
+    y = fn(h)
+    model = randomize(keras.Model(inp, L.Dense(3)(L.Flatten()(y))), 21)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 6, 6, 2)).astype("float32")
+    out = explain_eps(model, x, [0, 2])
+    np.testing.assert_allclose(out.logits, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)  # not dropped
+    conv, dense = model.layers[1], model.layers[-1]
+    W1 = ref.explicit_matrix(lambda t: tf.nn.convolution(t, tf.cast(conv.kernel, t.dtype)), (6, 6, 2))
+    b1 = np.tile(npy(conv.bias), 16)
+    W2, b2 = dense_w(dense)
+    for n, t in enumerate([0, 2]):
+        xn = x[n].reshape(-1).astype(np.float64)
+        hn = np.maximum(xn @ W1 + b1, 0)
+        yn = a * hn + c
+        z = yn @ W2 + b2
+        Ry = eps_rule(yn, W2, b2, np.eye(3)[t] * z[t])
+        Rh = a * hn / ref.stab(a * hn + c) * Ry
+        Rx = eps_rule(xn, W1, b1, Rh)
+        np.testing.assert_allclose(out.relevance[n].reshape(-1), Rx, rtol=1e-4, atol=1e-6 * np.abs(Rx).max())
+
+
+def test_the_x_plus_3_model_of_the_issue_gives_the_models_logits():
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, activation="relu")(inp)
+    x = x + 3.0
+    model = keras.Model(inp, L.Dense(3)(L.Flatten()(x)))
+    images = np.random.default_rng(1).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    for method in ("sglrp", "gradient", "lrp.epsilon"):
+        out = Explainer(model, method, cache=None)(images)
+        np.testing.assert_allclose(out.logits, model.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_bounds_are_mapped_through_affine_preprocessing_layers():
+    """z_box bounds given at the model input reach the first conv through Rescaling and '2 - x' (a < 0)."""
+    inp = keras.Input((5, 5, 2))
+    h = 2.0 - L.Rescaling(1 / 255.0)(inp)          # input [0, 255] -> [1, 2] at the conv
+    h = L.Conv2D(3, 2, activation="relu", name="conv")(h)
+    model = randomize(keras.Model(inp, L.Dense(2, name="top")(L.Flatten()(h))), 22)
+    x = np.random.default_rng(2).uniform(0, 255, (1, 5, 5, 2)).astype("float32")
+    out = Explainer(model, "deep_taylor.bounded", low=0.0, high=255.0, cache=None)(x, 1)
+    conv, dense = model.get_layer("conv"), model.get_layer("top")
+    W1 = ref.explicit_matrix(lambda t: tf.nn.convolution(t, tf.cast(conv.kernel, t.dtype)), (5, 5, 2))
+    b1 = np.tile(npy(conv.bias), 16)
+    W2, b2 = dense_w(dense)
+    xc = 2.0 - x[0].reshape(-1).astype(np.float64) / 255.0
+    h1 = np.maximum(xc @ W1 + b1, 0)
+    z = h1 @ W2 + b2
+    Rh = ref.rule_z_plus(h1, W2, b2, np.eye(2)[1] * z[1])
+    Rc = ref.rule_z_box(xc, W1, b1, Rh, 1.0, 2.0)
+    Rx = (xc - 2.0) / ref.stab(xc) * Rc              # the affine maps (x/255, then 2 - r) back to the input
+    np.testing.assert_allclose(out.relevance[0].reshape(-1), Rx, rtol=2e-4, atol=1e-6 * np.abs(Rx).max())
+
+
+# ---- products ---------------------------------------------------------------------------------------
+
+def test_gated_product_holds_the_gate_constant():
+    """Squeeze-excitation: h * sigmoid(dense(h)); the gate branch gets no relevance, h gets R."""
+    inp = keras.Input((5,))
+    h = L.Dense(4, activation="relu")(inp)
+    g = L.Dense(4, activation="sigmoid")(h)
+    y = L.Multiply()([h, g])
+    model = randomize(keras.Model(inp, L.Dense(3)(y)), 23)
+    x = np.random.default_rng(3).normal(size=(1, 5)).astype("float32")
+    out = explain_eps(model, x, 2)
+    d1, dg, d3 = (model.get_layer(n) for n in (model.layers[1].name, model.layers[2].name, model.layers[-1].name))
+    W1, b1 = dense_w(d1)
+    Wg, bg = dense_w(dg)
+    W3, b3 = dense_w(d3)
+    xn = x[0].astype(np.float64)
+    hn = np.maximum(xn @ W1 + b1, 0)
+    yn = hn * (1 / (1 + np.exp(-(hn @ Wg + bg))))
+    z = yn @ W3 + b3
+    Ry = eps_rule(yn, W3, b3, np.eye(3)[2] * z[2])
+    Rx = eps_rule(xn, W1, b1, Ry)                    # R_h = R_y: the gate is held constant
+    np.testing.assert_allclose(out.relevance[0], Rx, rtol=1e-4, atol=1e-7)
+
+
+def test_swish_written_as_a_product_is_a_gate_and_hard_sigmoid_pattern_too():
+    inp = keras.Input((5,))
+    h = L.Dense(4)(inp)
+    swish = ops.multiply(h, ops.sigmoid(h))
+    hard = L.Multiply()([swish, L.ReLU(6.0)(swish + 3.0) * (1.0 / 6.0)])   # MobileNetV3's hard-swish
+    model = randomize(keras.Model(inp, L.Dense(2)(hard)), 24)
+    graph = canonize(read_model(model), fold=True)
+    held = [n.attrs["held"] for n in graph.nodes if n.kind == "product"]
+    assert held == [(1,), (1,)]
+    x = np.random.default_rng(4).normal(size=(1, 5)).astype("float32")
+    out = explain_eps(model, x, 1)
+    W1, b1 = dense_w(model.layers[1])
+    W2, b2 = dense_w(model.layers[-1])
+    xn = x[0].astype(np.float64)
+    hn = xn @ W1 + b1
+    s = hn / (1 + np.exp(-hn))
+    y = s * np.clip(s + 3, 0, 6) / 6
+    z = y @ W2 + b2
+    Rx = eps_rule(xn, W1, b1, eps_rule(y, W2, b2, np.eye(2)[1] * z[1]))   # both gates held: R passes
+    np.testing.assert_allclose(out.relevance[0], Rx, rtol=1e-4, atol=1e-7)
+
+
+def test_product_of_two_signals_splits_relevance_equally():
+    inp = keras.Input((5,))
+    a = L.Dense(4, name="a")(inp)
+    b = L.Dense(4, name="b")(inp)
+    model = randomize(keras.Model(inp, L.Dense(3, name="top")(L.Multiply()([a, b]))), 25)
+    x = np.random.default_rng(5).normal(size=(1, 5)).astype("float32")
+    out = explain_eps(model, x, 0)
+    (Wa, ba), (Wb, bb), (W3, b3) = (dense_w(model.get_layer(n)) for n in ("a", "b", "top"))
+    xn = x[0].astype(np.float64)
+    an, bn = xn @ Wa + ba, xn @ Wb + bb
+    y = an * bn
+    z = y @ W3 + b3
+    Ry = eps_rule(y, W3, b3, np.eye(3)[0] * z[0])
+    Rx = eps_rule(xn, Wa, ba, Ry / 2) + eps_rule(xn, Wb, bb, Ry / 2)
+    np.testing.assert_allclose(out.relevance[0], Rx, rtol=1e-4, atol=1e-7)
+
+
+def test_matmul_of_two_signals_gets_half_of_each_epsilon_rule():
+    inp = keras.Input((6,))
+    a = L.Reshape((2, 3))(L.Dense(6, name="a")(inp))
+    b = L.Reshape((3, 2))(L.Dense(6, name="b")(inp))
+    y = L.Flatten()(ops.matmul(a, b))
+    model = randomize(keras.Model(inp, L.Dense(3, name="top")(y)), 26)
+    x = np.random.default_rng(6).normal(size=(1, 6)).astype("float32")
+    out = explain_eps(model, x, 1)
+    (Wa, ba), (Wb, bb), (W3, b3) = (dense_w(model.get_layer(n)) for n in ("a", "b", "top"))
+    xn = x[0].astype(np.float64)
+    A, B = (xn @ Wa + ba).reshape(2, 3), (xn @ Wb + bb).reshape(3, 2)
+    Y = A @ B
+    z = Y.reshape(-1) @ W3 + b3
+    S = (eps_rule(Y.reshape(-1), W3, b3, np.eye(3)[1] * z[1]) / ref.stab(Y.reshape(-1))).reshape(2, 2)
+    RA, RB = 0.5 * A * (S @ B.T), 0.5 * B * (A.T @ S)
+    Rx = eps_rule(xn, Wa, ba, RA.reshape(-1)) + eps_rule(xn, Wb, bb, RB.reshape(-1))
+    np.testing.assert_allclose(out.relevance[0], Rx, rtol=1e-4, atol=1e-7)
+
+
+# ---- normalisation and attention -----------------------------------------------------------------------
+
+def test_layer_norm_holds_sigma_and_gets_the_epsilon_rule_of_what_remains():
+    inp = keras.Input((6,))
+    h = L.Dense(5, name="d1")(inp)
+    y = L.LayerNormalization(name="ln")(h)
+    model = randomize(keras.Model(inp, L.Dense(3, name="d2")(y)), 27)
+    ln = model.get_layer("ln")
+    ln.gamma.assign(np.random.default_rng(0).uniform(0.5, 1.5, 5).astype("float32"))
+    x = np.random.default_rng(7).normal(size=(1, 6)).astype("float32")
+    out = explain_eps(model, x, 2)
+    (W1, b1), (W2, b2) = dense_w(model.get_layer("d1")), dense_w(model.get_layer("d2"))
+    gamma, beta = npy(ln.gamma), npy(ln.beta)
+    xn = x[0].astype(np.float64)
+    hn = xn @ W1 + b1
+    sigma = np.sqrt(hn.var() + ln.epsilon)
+    M = (np.eye(5) - 1 / 5) @ np.diag(gamma / sigma)      # y = h M + beta (inputs x outputs), sigma fixed
+    yn = hn @ M + beta
+    z = yn @ W2 + b2
+    Rh = eps_rule(hn, M, beta, eps_rule(yn, W2, b2, np.eye(3)[2] * z[2]))
+    Rx = eps_rule(xn, W1, b1, Rh)
+    np.testing.assert_allclose(out.relevance[0], Rx, rtol=2e-4, atol=1e-7)
+
+
+def test_multi_head_attention_holds_the_attention_weights():
+    inp = keras.Input((4, 6))
+    mha = L.MultiHeadAttention(2, 3, name="mha")
+    y = mha(inp, inp)
+    model = randomize(keras.Model(inp, L.Dense(3, name="top")(L.Flatten()(y))), 28, scale=0.7)
+    x = np.random.default_rng(8).normal(size=(1, 4, 6)).astype("float32")
+    out = explain_eps(model, x, 1)
+    q_d, k_d, v_d, o_d = mha._query_dense, mha._key_dense, mha._value_dense, mha._output_dense
+    X = x[0].astype(np.float64)
+    q = np.einsum("td,dnh->tnh", X, npy(q_d.kernel)) + npy(q_d.bias)
+    k = np.einsum("td,dnh->tnh", X, npy(k_d.kernel)) + npy(k_d.bias)
+    v = np.einsum("td,dnh->tnh", X, npy(v_d.kernel)) + npy(v_d.bias)
+    s = np.einsum("tnh,snh->nts", q, k) / np.sqrt(3)
+    A = np.exp(s - s.max(-1, keepdims=True))
+    A /= A.sum(-1, keepdims=True)
+    o = np.einsum("nts,snh->tnh", A, v)
+    Wo = npy(o_d.kernel).reshape(6, 6)               # (n*h) x d
+    Y = o.reshape(4, 6) @ Wo + npy(o_d.bias)
+    W3, b3 = dense_w(model.get_layer("top"))
+    z = Y.reshape(-1) @ W3 + b3
+    RY = eps_rule(Y.reshape(-1), W3, b3, np.eye(3)[1] * z[1]).reshape(4, 6)
+    Ro = np.stack([eps_rule(o.reshape(4, 6)[t], Wo, npy(o_d.bias), RY[t]) for t in range(4)]).reshape(4, 2, 3)
+    Rv = v * np.einsum("nts,tnh->snh", A, Ro / ref.stab(o))           # A @ V with A held: epsilon rule
+    Wv = npy(v_d.kernel).reshape(6, 6)
+    Rx = np.stack([eps_rule(X[s_], Wv, npy(v_d.bias).reshape(-1), Rv[s_].reshape(-1)) for s_ in range(4)])
+    np.testing.assert_allclose(out.relevance[0], Rx, rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(out.logits[0], z, rtol=1e-4, atol=1e-5)
+
+
+# ---- linear layers of every shape -----------------------------------------------------------------------
+
+def _relu_net(layer, in_shape):
+    inp = keras.Input(in_shape)
+    h = L.ReLU()(layer(inp))
+    return randomize(keras.Model(inp, L.Dense(3)(L.Flatten()(h))), 29)
+
+
+LINEAR_LAYERS = {
+    "grouped conv (2 channels per group)": (lambda: L.Conv2D(6, 3, groups=2, padding="same"), (5, 5, 4)),
+    "grouped conv (depthwise-like)": (lambda: L.Conv2D(8, 3, groups=4), (5, 5, 4)),
+    "dilated conv": (lambda: L.Conv2D(3, 3, dilation_rate=2, padding="same"), (7, 7, 2)),
+    "Conv1D causal": (lambda: L.Conv1D(3, 3, padding="causal", dilation_rate=2), (9, 2)),
+    "Conv3D": (lambda: L.Conv3D(2, 2, strides=(1, 2, 2)), (3, 4, 4, 2)),
+    "depthwise strided": (lambda: L.DepthwiseConv2D(3, strides=2, depth_multiplier=2, padding="same"), (6, 6, 3)),
+    "separable": (lambda: L.SeparableConv2D(4, 3, padding="same"), (5, 5, 3)),
+    "Dense on N-D": (lambda: L.Dense(4), (3, 5, 2)),
+    "EinsumDense": (lambda: L.EinsumDense("abc,cd->abd", output_shape=(3, 4), bias_axes="d"), (3, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(LINEAR_LAYERS))
+def test_linear_layers_replay_and_lrp0_is_input_times_gradient(name):
+    make, shape = LINEAR_LAYERS[name]
+    model = _relu_net(make(), shape)
+    x = np.random.default_rng(9).normal(size=(2,) + shape).astype("float32")
+    out = Explainer(model, "lrp.z", cache=None)(x, [0, 2])
+    np.testing.assert_allclose(out.logits, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        z = model(xt)
+        score = tf.reduce_sum(tf.gather(z, [[0], [2]], batch_dims=1))
+    expected = (xt * tape.gradient(score, xt)).numpy()       # a ReLU net: LRP-0 = input x gradient
+    np.testing.assert_allclose(out.relevance, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", ["grouped conv (2 channels per group)", "grouped conv (depthwise-like)"])
+def test_grouped_convolution_z_plus_matches_the_explicit_matrix(name):
+    make, shape = LINEAR_LAYERS[name]
+    layer = make()
+    inp = keras.Input(shape)
+    model = randomize(keras.Model(inp, L.Dense(2)(L.Flatten()(L.ReLU()(layer(inp))))), 30)
+    x = np.random.default_rng(10).uniform(0, 1, (1,) + shape).astype("float32")
+    out = Explainer(model, "lrp.z_plus", cache=None)(x, 1)
+    W1 = ref.explicit_matrix(lambda t: layer(tf.cast(t, tf.float32)) - layer.bias, shape)
+    out_shape = layer.compute_output_shape((1,) + shape)[1:]
+    b1 = np.broadcast_to(npy(layer.bias), out_shape).reshape(-1)
+    W2, b2 = dense_w(model.layers[-1])
+    xn = x[0].reshape(-1).astype(np.float64)
+    h = np.maximum(xn @ W1 + b1, 0)
+    Rx = ref.rule_z_plus(xn, W1, b1, ref.rule_z_plus(h, W2, b2, np.eye(2)[1] * (h @ W2 + b2)[1]))
+    np.testing.assert_allclose(out.relevance[0].reshape(-1), Rx, rtol=1e-3, atol=1e-6 * np.abs(Rx).max())
+
+
+# ---- user layers -------------------------------------------------------------------------------------
+
+class ScaledSum(L.Layer):
+    """InceptionResNet's CustomScaleLayer: ``x + s * f(x)`` written with keras.ops."""
+
+    def __init__(self, scale, **kw):
+        super().__init__(**kw)
+        self.scale = scale
+
+    def call(self, inputs):
+        return inputs[0] + inputs[1] * self.scale
+
+
+class SmallBlock(L.Layer):
+    """A user layer with a sublayer and a variable: opened into a Dense, an affine add and an activation."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.inner = L.Dense(4)
+
+    def build(self, shape):
+        self.offset = self.add_weight(shape=(4,), initializer="ones", name="offset")
+
+    def call(self, x):
+        return ops.relu(self.inner(x) + self.offset)
+
+
+def test_scaled_sum_conserves_like_add():
+    inp = keras.Input((6,))
+    a = L.Dense(4, use_bias=False, activation="relu")(inp)
+    b = L.Dense(4, use_bias=False, activation="relu")(a)
+    y = ScaledSum(0.3)([a, b])
+    model = randomize(keras.Model(inp, L.Dense(3, use_bias=False)(y)), 31)
+    kinds = [n.kind for n in canonize(read_model(model), fold=True).nodes]
+    assert "opaque" not in kinds and "add" in kinds
+    x = np.abs(np.random.default_rng(11).normal(size=(2, 6))).astype("float32")
+    out = Explainer(model, "lrp.z", cache=None)(x, [0, 1])             # no biases: LRP-0 conserves
+    np.testing.assert_allclose(out.relevance.sum(-1), out.logits[[0, 1], [0, 1]], rtol=1e-4)
+
+
+def test_user_layers_are_opened_and_the_model_is_left_untouched():
+    inp = keras.Input((5,))
+    block = SmallBlock(name="block")
+    model = randomize(keras.Model(inp, L.Dense(3)(block(inp))), 32)
+    before = (len(block._inbound_nodes), len(block.inner._inbound_nodes), len(block.inner._outbound_nodes))
+    graph = canonize(read_model(model), fold=True)
+    assert [n.kind for n in graph.nodes] == ["linear", "activation", "linear"]   # the offset folded in
+    assert (len(block._inbound_nodes), len(block.inner._inbound_nodes), len(block.inner._outbound_nodes)) == before
+    x = np.random.default_rng(12).normal(size=(2, 5)).astype("float32")
+    out = Explainer(model, "lrp.z", cache=None)(x, [1, 2])
+    np.testing.assert_allclose(out.logits, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert model.get_layer("block").output is not None           # still one inbound node: .output works
+
+
+class RawTFLayer(L.Layer):
+    def call(self, x):
+        return tf.nn.relu(x) * 1.0
+
+
+class WrongLinear(L.Layer):
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], 3), name="w")
+
+    def call(self, x):
+        return tf.matmul(x, self.w)
+
+
+def test_register_layer_makes_a_raw_tensorflow_layer_explainable():
+    from sglrp_widgets import register_layer
+    inp = keras.Input((5,))
+    model = randomize(keras.Model(inp, L.Dense(3)(RawTFLayer(name="raw")(L.Dense(4)(inp)))), 33)
+    x = np.random.default_rng(13).normal(size=(1, 5)).astype("float32")
+    with pytest.raises(ExplainError, match="'raw' \\(RawTFLayer\\)"):
+        Explainer(model, "lrp.z", cache=None)(x, 0)
+    register_layer(RawTFLayer, "identity")
+    try:
+        fresh = keras.Model(model.inputs, model.outputs)             # a new model object: read afresh
+        out = Explainer(fresh, "lrp.z", cache=None)(x, 0)
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            score = fresh(xt)[0, 0]
+        np.testing.assert_allclose(out.relevance, (xt * tape.gradient(score, xt)).numpy(), rtol=1e-4, atol=1e-6)
+    finally:
+        register_layer(RawTFLayer, None)
+
+
+def test_a_reading_that_changes_the_function_is_refused_naming_the_layer():
+    from sglrp_widgets import register_layer
+    from sglrp_widgets.graph import LinearOp
+    inp = keras.Input((5,))
+    layer = WrongLinear(name="wrong")
+    model = randomize(keras.Model(inp, L.Dense(2)(L.ReLU()(layer(inp)))), 34)
+    register_layer(WrongLinear, lambda lay: LinearOp("dense", lay, lay.w * 2.0, None))   # a buggy reading
+    try:
+        with pytest.raises(ExplainError, match="first difference at the output of layer 'wrong' \\(WrongLinear\\)"):
+            Explainer(model, "lrp.z", cache=None)(np.ones((1, 5), "float32"), 0)
+    finally:
+        register_layer(WrongLinear, None)
+
+
+# ---- rules= ------------------------------------------------------------------------------------------
+
+def _small():
+    inp = keras.Input((6, 6, 2))
+    h = L.Conv2D(3, 3, activation="relu", name="conv")(inp)
+    return randomize(keras.Model(inp, L.Dense(2, name="top")(L.Flatten()(h))), 35)
+
+
+def test_a_rule_given_per_layer_uses_its_own_bounds():
+    from sglrp_widgets.rules import z_box
+    model = _small()
+    x = np.random.default_rng(14).uniform(0.2, 0.8, (1, 6, 6, 2)).astype("float32")
+    out = Explainer(model, "lrp.epsilon", rules={"conv": z_box(0.0, 1.0)}, cache=None)(x, 1)
+    conv, top = model.get_layer("conv"), model.get_layer("top")
+    W1 = ref.explicit_matrix(lambda t: tf.nn.convolution(t, tf.cast(conv.kernel, t.dtype)), (6, 6, 2))
+    b1 = np.tile(npy(conv.bias), 16)
+    W2, b2 = dense_w(top)
+    xn = x[0].reshape(-1).astype(np.float64)
+    h = np.maximum(xn @ W1 + b1, 0)
+    Rh = eps_rule(h, W2, b2, np.eye(2)[1] * (h @ W2 + b2)[1])
+    expected = ref.rule_z_box(xn, W1, b1, Rh, 0.0, 1.0)               # not the batch range [0.2, 0.8]
+    np.testing.assert_allclose(out.relevance[0].reshape(-1), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_rules_keys_matching_no_layer_and_unknown_rule_keywords_are_clear_errors():
+    from sglrp_widgets import explain
+    model = _small()
+    x = np.ones((1, 6, 6, 2), "float32")
+    with pytest.raises(ExplainError, match="'cnov' match no linear layer.*'conv'.*Did you mean 'conv'"):
+        Explainer(model, "lrp.epsilon", rules={"cnov": "z_plus"})(x, 0)
+    with pytest.raises(ExplainError, match="Unknown parameter 'eps' for rule 'epsilon'.*Did you mean 'epsilon'"):
+        Explainer(model, "lrp.epsilon", rules={"conv": ("epsilon", {"eps": 0.1})})
+    with pytest.raises(ExplainError, match="Unknown parameter 'g' for rule 'gamma'; its parameters are gamma"):
+        explain(model, x, "lrp.epsilon", rules={"conv": ("gamma", {"g": 0.5})})
+    a = explain(model, x, "lrp.epsilon", targets=0, rules={"conv": ("gamma", {"gamma": 0.5})})
+    b = explain(model, x, "lrp.epsilon", targets=0)
+    assert not np.allclose(a.relevance, b.relevance)                   # explain() takes rules= and uses them
+
+
+def test_the_new_rules_conserve_relevance_without_biases():
+    """Gates, two-signal products, attention (weights held) and LayerNorm (sigma held, no beta) pass on exactly
+    the relevance they receive: with LRP-0 and no biases anywhere the input relevance sums to the logit."""
+    inp = keras.Input((4, 6))
+    x = L.Dense(6, use_bias=False, activation="relu")(inp)
+    gate = L.Dense(6, use_bias=False, activation="sigmoid")(L.GlobalAveragePooling1D(keepdims=True)(x))
+    x = L.Multiply()([x, gate])                                              # squeeze-excitation
+    x = L.Add()([x, L.MultiHeadAttention(2, 3, use_bias=False)(x, x)])       # attention, weights held
+    x = L.LayerNormalization(center=False)(x)                               # sigma held, no beta
+    a, b = L.Dense(5, use_bias=False)(x), L.Dense(5, use_bias=False)(x)
+    x = L.Multiply()([a, b])                                                 # two signals: R/2 each
+    model = randomize(keras.Model(inp, L.Dense(3, use_bias=False)(L.Flatten()(x))), 36)
+    images = np.random.default_rng(15).normal(size=(2, 4, 6)).astype("float32")
+    out = Explainer(model, "lrp.z", cache=None)(images, [0, 2])
+    np.testing.assert_allclose(out.relevance.sum(axis=(1, 2)), out.logits[[0, 1], [0, 2]], rtol=1e-4)
