@@ -21,20 +21,21 @@ Store layout (Zarr v3 group; every per-row array is chunked along rows with the 
 One *row* is one explanation: an image and one target class (``targets="top3"`` gives three rows per
 image, next to each other). ``N`` = rows, ``R`` = rows per chunk, ``t`` = preview size (at most 64).
 
-=================  =================================  =========================================================
-array              shape, dtype                       content
-=================  =================================  =========================================================
-``relevance``      (N, H, W, C) or (N, H, W), f32/f16  the maps (``channels="sum"`` stores the channel sum)
-``logits``         (N, classes) float32               the model's logits for the row's image
-``targets``        (N,) int64                         the explained class
-``ids``            (N,) int64                         the image's position in the data (0-based)
-``labels``         (N,) int64                         the true label when the data carry one, else -1
-``heatmaps``       (N, t, t') int8                    channel-summed map, area-downsampled, ``/ scale * 127``
-``heatmap_scale``  (N,) float32                       ``max |map|`` of each small heatmap (int8 -> float)
-``thumbnails``     (N, t, t', 3) uint8                the image as displayed, downsampled
-``files``          (N,) str                           path relative to the folder (image-folder data only)
-``done``           (chunks,) bool, one per chunk file  chunk ``c`` (rows ``c*R .. c*R+R-1``) is complete
-=================  =================================  =========================================================
+=================  ====================================  ======================================================
+array              shape, dtype                          content
+=================  ====================================  ======================================================
+``relevance``      (N, H, W, C) or (N, H, W), f32 / f16  the maps (``channels="sum"`` stores the channel sum)
+``logits``         (N, classes) float32                  the model's logits for the row's image
+``targets``        (N,) int64                            the explained class
+``ids``            (N,) int64                            the image's position in the data (0-based)
+``labels``         (N,) int64                            the true label when the data carry one, else -1
+``heatmaps``       (N, t, t') int8                       channel-summed map, area-downsampled; the value is
+                                                         ``heatmaps / 127 * heatmap_scale``
+``heatmap_scale``  (N,) float32                          ``max |map|`` of each small heatmap
+``thumbnails``     (N, t, t', 3) uint8                   the image as displayed, downsampled
+``files``          (N,) str                              path relative to the folder (image-folder data only)
+``done``           (chunks,) bool, one file per chunk    chunk ``c`` (rows ``c*R`` to ``c*R+R-1``) is complete
+=================  ====================================  ======================================================
 
 ``heatmaps``/``heatmap_scale`` are what a browser gallery needs (the int8 format of the RelevanceExplorer);
 group attributes ``attrs["sglrp_widgets"]`` describe the run (method, parameters, targets, model
@@ -98,16 +99,18 @@ class DatasetTargets:
 
     @classmethod
     def parse(cls, targets: Any, num_classes: int | None = None, top_k: int | None = None) -> "DatasetTargets":
-        hint = ('targets must be "top1", "topK" (e.g. "top3"), "label" (the true label from the data), a class '
-                "index or a list of class indices explained for every image")
+        hint = ('targets must be "top1", "topK" (e.g. "top3"; "topk" with top_k=K), "label" (the true label from '
+                "the data), a class index or a list of class indices explained for every image")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+            raise ExplainError(f"top_k must be a positive integer, got {top_k!r}.")
+        if targets is None:
+            targets = "top1"
         if isinstance(targets, str):
             word = targets.strip().lower()
             if word == "label":
                 return cls("label")
-            if word == "topk":
-                if top_k is None:
-                    raise ExplainError('targets="topk" needs top_k=K (or write targets="top3").')
-                word = f"top{top_k}"
+            if word == "topk":        # top_k, else the widget's default of 5 (at most every class)
+                word = f"top{top_k if top_k is not None else min(5, num_classes or 5)}"
             m = re.fullmatch(r"top(\d+)", word)
             if not m or int(m.group(1)) < 1:
                 raise ExplainError(f"{hint}; got {targets!r}.")
@@ -491,17 +494,23 @@ def open_store(path: str | os.PathLike, mode: str = "r") -> Any:
     return group
 
 
-def _store_info(path: str) -> dict | None:
-    """The run description of an existing store, ``{}`` for a folder that is not one, None if absent."""
+def _store_state(path: str) -> tuple[str, dict]:
+    """What is at ``path``: ``("absent", {})`` (nothing, or an empty folder), ``("store", run description)``,
+    ``("partial", {})`` (a store whose creation was cut short: our arrays, no description yet) or
+    ``("foreign", {})`` (anything else)."""
     import zarr
 
-    if isinstance(path, str) and "://" not in path and not os.path.exists(path):
-        return None
+    local = "://" not in path
+    if local and (not os.path.exists(path) or (os.path.isdir(path) and not any(os.scandir(path)))):
+        return "absent", {}
     try:
         group = zarr.open_group(path, mode="r")
-    except Exception:  # noqa: BLE001 - a folder or file that is not a Zarr group
-        return {} if os.path.exists(path) else None
-    return dict(group.attrs.get("sglrp_widgets", {}))
+    except Exception:  # noqa: BLE001 - a file, or a folder that is not a Zarr group
+        return ("foreign", {}) if local else ("absent", {})
+    if "sglrp_widgets" in group.attrs:
+        return "store", dict(group.attrs["sglrp_widgets"])
+    ours = set(_ROW_ARRAYS) | {"done"}
+    return ("partial", {}) if set(group.array_keys()) <= ours and not list(group.group_keys()) else ("foreign", {})
 
 
 def _preview_shape(h: int, w: int, size: int) -> tuple[int, int]:
@@ -619,7 +628,8 @@ def explain_dataset(model: Any, data: Any, method: str = "sglrp", *, targets: An
     method : str
         A method from :func:`~sglrp_widgets.list_methods`; its parameters go in ``**params``.
     targets : str, int or list of int
-        ``"top1"`` (default), ``"topK"`` (e.g. ``"top3"``, or ``"topk"`` with ``top_k=K``), ``"label"``
+        ``"top1"`` (default; also ``None``), ``"topK"`` (e.g. ``"top3"``, or ``"topk"`` with ``top_k=K``,
+        default 5), ``"label"``
         (the data's labels), or a class index / list of classes explained for every image. With K targets
         per image every image takes K consecutive rows.
     out : path
@@ -772,38 +782,27 @@ def _model_input(raw: np.ndarray, preprocess: Callable | None) -> np.ndarray:
 
 
 def _resolve_store(path: str, config: dict, overwrite: bool, place: _Placement) -> dict | None:
-    """The existing run description to resume, or None when this process must create the store."""
+    """The existing run description to resume, or None when this process (the chief) must create the store.
+
+    Other workers wait until the chief has created it."""
     deadline = time.monotonic() + WORKER_WAIT_S
     while True:
-        info = _store_info(path)
-        if info is None or (not info and not place.is_chief):
-            if place.is_chief:
-                return None
-        elif info == {}:
-            if place.is_chief and not overwrite:
-                raise ExplainError(f"{path!r} exists and is not a dataset store; choose another out= path.")
-            if place.is_chief:
-                _check_removable(path)
-                return None
-        elif info.get("key") == config["key"]:
+        state, info = _store_state(path)
+        if state == "foreign":
+            raise ExplainError(f"{path!r} exists and is not a dataset store: not touching it; choose another out= "
+                               "path (or delete it).")
+        if state == "store" and info.get("key") == config["key"]:
             return info
-        elif "key" in info:
-            if overwrite and place.is_chief:
-                return None
+        if state == "store" and not (overwrite and place.is_chief):
             raise ExplainError(f"the store at {path!r} was made with other settings "
                                f"({_difference(info, config)}); pass overwrite=True to replace it, or "
                                "choose another out= path.")
-        if place.is_chief:          # a group without run attributes: a creation cut short
+        if place.is_chief:          # absent, cut short while being created, or to be overwritten
             return None
         if time.monotonic() > deadline:
             raise ExplainError(f"worker {place.index} waited {WORKER_WAIT_S:.0f} s for the chief to create the "
                                f"store at {path!r}; is the chief (task 0) running with the same settings?")
         time.sleep(0.2)
-
-
-def _check_removable(path: str) -> None:
-    if os.path.isfile(path) or (os.path.isdir(path) and any(os.scandir(path))):
-        raise ExplainError(f"{path!r} exists and is not a dataset store: not overwriting it; choose another path.")
 
 
 def _difference(info: dict, config: dict) -> str:

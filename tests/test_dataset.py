@@ -321,6 +321,20 @@ def test_clear_errors(model, scenes, tmp_path):
     assert (other / "keep.txt").read_text() == "mine"
 
 
+def test_empty_folder_and_a_creation_cut_short_are_written(model, scenes, tmp_path):
+    x = scenes[0][:4]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store = explain_dataset(model, x, "gradient", targets="topk", top_k=2, out=empty, preprocess=demo.preprocess,
+                            progress=False)
+    assert store["relevance"].shape[0] == 8
+    cut = zarr.open_group(str(tmp_path / "cut.zarr"), mode="w")     # arrays made, no run description yet
+    cut.create_array("relevance", shape=(4,), dtype="float32")
+    store = explain_dataset(model, x, "gradient", targets=None, out=tmp_path / "cut.zarr",
+                            preprocess=demo.preprocess, progress=False)
+    assert store.attrs["sglrp_widgets"]["complete"] and store["relevance"].shape == (4, 64, 64, 3)
+
+
 def test_a_store_with_other_settings_is_kept_unless_overwrite(model, scenes, tmp_path):
     x = scenes[0][:8]
     out = tmp_path / "s.zarr"
