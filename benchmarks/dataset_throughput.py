@@ -191,7 +191,7 @@ def worker_table(images, repeats, tmp) -> list[str]:
     return lines
 
 
-def rss_table(model, n: int, tmp) -> list[str]:
+def rss_table(model, method: str, n: int, tmp) -> list[str]:
     block = 500
 
     def scenes():
@@ -201,7 +201,7 @@ def rss_table(model, n: int, tmp) -> list[str]:
     ds = tf.data.Dataset.from_generator(scenes, output_signature=tf.TensorSpec((64, 64, 3), tf.uint8))
     ds = ds.apply(tf.data.experimental.assert_cardinality(n))
     out = os.path.join(tmp, "rss.zarr")
-    samples: list[tuple[int, float]] = []
+    samples: list[tuple[str, float]] = [("model loaded", rss_mb())]
     stop = threading.Event()
 
     def watch():
@@ -214,23 +214,20 @@ def rss_table(model, n: int, tmp) -> list[str]:
                 done = int(zarr.open_group(out, mode="r")["done"][...].sum()) * 64
             except Exception:  # noqa: BLE001 - not created yet
                 continue
-            if done // 1000 != last // 1000 or last < 0:
-                samples.append((done, rss_mb()))
-                print(f"  {done:>6} images: RSS {samples[-1][1]:.0f} MB", flush=True)
+            if last < 0 or done // 1000 != last // 1000:
+                samples.append((str(done) if done else "store created", rss_mb()))
+                print(f"  {samples[-1][0]:>13}: RSS {samples[-1][1]:.0f} MB", flush=True)
                 last = done
 
-    samples.append((0, rss_mb()))
     th = threading.Thread(target=watch, daemon=True)
     th.start()
-    t = timed(lambda: explain_dataset(model, ds, "sglrp", out=out, batch_size=32, chunk_size=64,
+    t = timed(lambda: explain_dataset(model, ds, method, out=out, batch_size=32, chunk_size=64,
                                       preprocess=demo.preprocess, progress=False))
     stop.set()
     th.join()
-    samples.append((n, rss_mb()))
-    lines = [f"{n} images in {t:.0f} s ({n / t:.0f} images/s), chunks of 64:", "",
-             "| images done | RSS MB |", "|---|---|"]
-    lines += [f"| {d} | {m:.0f} |" for d, m in samples]
-    return lines
+    samples.append((f"{n} (returned)", rss_mb()))
+    return [f"`{method}`: {n} images in {t:.0f} s ({n / t:.0f} images/s), chunks of 64", "",
+            "| images done | RSS MB |", "|---|---|"] + [f"| {d} | {m:.0f} |" for d, m in samples]
 
 
 def main(argv=None) -> None:
@@ -240,6 +237,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-images", type=int, default=10_000)
+    ap.add_argument("--rss-methods", nargs="+", default=["sglrp", "gradient"])
     ap.add_argument("--only", choices=["batch", "workers", "rss"], help="run one part (rss runs in a fresh "
                                                                         "process otherwise)")
     ap.add_argument("--write", action="store_true", help="save the tables to " + str(RESULTS))
@@ -249,7 +247,8 @@ def main(argv=None) -> None:
     out = [] if args.only else [
         f"# explain_dataset throughput (demo CNN, 64×64, {os.cpu_count()} CPU cores, TF {tf.__version__})", "",
         f"`python benchmarks/dataset_throughput.py --images {args.images} --worker-images {args.worker_images} "
-        f"--batch {' '.join(map(str, args.batch))} --repeats {args.repeats} --rss-images {args.rss_images}`", ""]
+        f"--batch {' '.join(map(str, args.batch))} --repeats {args.repeats} --rss-images {args.rss_images}`", "",
+        "Shared 2-core machine (other jobs running): medians; read the ratios, not single numbers.", ""]
     model = demo.load_model()
     with tempfile.TemporaryDirectory() as tmp:
         if "batch" in parts:
@@ -261,13 +260,16 @@ def main(argv=None) -> None:
             out += [f"## Workers ({args.worker_images} images, batch 32, sglrp; 127.0.0.1)", ""]
             out += worker_table(images, args.repeats, tmp) + [""]
         if "rss" in parts and args.only:
-            out += rss_table(model, args.rss_images, tmp)
-        elif "rss" in parts:          # a fresh process: nothing from the parts above in its memory
-            child = subprocess.run([sys.executable, __file__, "--only", "rss", "--rss-images", str(args.rss_images)],
-                                   capture_output=True, text=True, check=True)
-            print(child.stdout, flush=True)
-            out += ["## Memory (sglrp, tf.data generator, a fresh process)", "",
-                    child.stdout.split("@@TABLE@@")[-1].strip(), ""]
+            out += rss_table(model, args.rss_methods[0], args.rss_images, tmp)
+        elif "rss" in parts:          # fresh processes: nothing from the parts above in their memory
+            out += [f"## Memory ({args.rss_images} scenes from a tf.data generator, batch 32, a fresh process "
+                    "per method)", ""]
+            for method in args.rss_methods:
+                child = subprocess.run([sys.executable, __file__, "--only", "rss", "--rss-images",
+                                        str(args.rss_images), "--rss-methods", method],
+                                       capture_output=True, text=True, check=True)
+                print(child.stdout, flush=True)
+                out += [child.stdout.split("@@TABLE@@")[-1].strip(), ""]
     text = "\n".join(out)
     if args.only == "rss":
         print("@@TABLE@@\n" + text)

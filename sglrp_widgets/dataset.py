@@ -551,17 +551,22 @@ def _create_store(path: str, config: dict, layout: dict, source: "_Source", per_
 
 
 def _chunk_previews(raw: np.ndarray, heat: np.ndarray, preview: tuple[int, int]):
-    """int8 heatmaps + scales and uint8 thumbnails at ``preview`` size."""
-    import tensorflow as tf
-
+    """int8 heatmaps + scales and uint8 thumbnails at ``preview`` size (area-downsampled when smaller)."""
     from .viz import image_to_float
 
-    small = tf.image.resize(heat[..., None].astype(np.float32), preview, method="area").numpy()[..., 0]
+    small = _shrink(heat[..., None].astype(np.float32), preview)[..., 0]
     scale = np.abs(small).reshape(len(small), -1).max(axis=1).astype(np.float32)
     q = np.rint(small / np.where(scale > 0, scale, 1)[:, None, None] * 127).astype(np.int8)
-    shown = np.stack([image_to_float(im) for im in raw]).astype(np.float32)
-    thumbs = tf.image.resize(shown, preview, method="area").numpy()
-    return q, scale, np.clip(np.rint(thumbs * 255), 0, 255).astype(np.uint8)
+    shown = _shrink(np.stack([image_to_float(im) for im in raw]).astype(np.float32), preview)
+    return q, scale, np.clip(np.rint(shown * 255), 0, 255).astype(np.uint8)
+
+
+def _shrink(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if batch.shape[1:3] == tuple(size):
+        return batch
+    import tensorflow as tf
+
+    return tf.image.resize(batch, size, method="area").numpy()
 
 
 def _remove_partial_files(path: str) -> None:

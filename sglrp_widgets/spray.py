@@ -2,8 +2,9 @@
 
 For each class of a store written by :func:`~sglrp_widgets.dataset.explain_dataset`: the maps explaining
 that class are downsampled and scaled to unit length, joined in a k-nearest-neighbour affinity graph, and the
-smallest eigenvalues of its normalised Laplacian are computed. The largest *eigengap* suggests how many
-well-separated groups of maps - strategies - the class has; spectral clustering (k-means on the normalised
+smallest eigenvalues of its normalised Laplacian are computed. The *eigengap* - the first eigenvalue that is a
+large multiple of the one before (:func:`choose_clusters`) - suggests how many well-separated groups of maps -
+strategies - the class has; spectral clustering (k-means on the normalised
 eigenvectors, scikit-learn) splits the maps for every number of clusters up to ``max_clusters``, and t-SNE
 (scikit-learn) places them in 2-D. Clusters are ranked by *coherence*, the length of their mean unit map
 (1 = every map in the cluster lights up the same pixels, 0 = no shared pattern): an artifact such as a
@@ -44,10 +45,12 @@ import numpy as np
 from .errors import ExplainError
 
 __all__ = ["spray", "load_spray", "ClassAnalysis", "map_features", "knn_affinity", "laplacian_spectrum",
-           "cluster_spectral", "rank_clusters", "analyse_maps", "default_neighbors"]
+           "cluster_spectral", "rank_clusters", "analyse_maps", "default_neighbors", "choose_clusters"]
 
 #: Up to this many maps per class the Laplacian is decomposed densely; above, ARPACK finds the few needed.
 DENSE_MAX = 2000
+#: An eigenvalue this many times the one before marks a cluster boundary (see :func:`choose_clusters`).
+GAP_RATIO = 2.0
 
 
 @dataclass
@@ -65,7 +68,7 @@ class ClassAnalysis:
 
     @property
     def eigengaps(self) -> np.ndarray:
-        """``eigenvalues[k] - eigenvalues[k - 1]``: a large gap after k values suggests k clusters."""
+        """``eigenvalues[k] - eigenvalues[k - 1]`` (k = 1, 2, ...), for plots."""
         return np.diff(self.eigenvalues)
 
     @property
@@ -195,23 +198,52 @@ def default_neighbors(n: int) -> int:
     return max(5, int(np.ceil(np.log2(max(n, 2)))))
 
 
+def choose_clusters(eigenvalues: np.ndarray, max_clusters: int, gap_ratio: float = GAP_RATIO) -> int:
+    """The eigengap's number of clusters: the k (2..max_clusters) after which the next eigenvalue is the
+    largest multiple of the k-th, ``(λ_{k+1} + ε) / (λ_k + ε)`` with ε = 1e-3; 1 (no structure) when no
+    eigenvalue is ``gap_ratio`` times the one before.
+
+    k groups joined by few edges give k eigenvalues near 0 and a jump after them; a relative gap tells such a
+    jump from the steady rise of the eigenvalues of one continuous group, which an absolute gap confuses
+    with it (the larger eigenvalues are also farther apart).
+
+    Example
+    -------
+    >>> choose_clusters(np.array([0, 0.01, 0.2, 0.25, 0.3]), 3), choose_clusters(np.array([0, .1, .15, .2]), 2)
+    (2, 1)
+    """
+    values = np.asarray(eigenvalues, np.float64)
+    ks = np.arange(2, min(max_clusters, len(values) - 1) + 1)
+    if not len(ks):
+        return 1
+    ratios = (values[ks] + 1e-3) / (values[ks - 1] + 1e-3)
+    best = int(np.argmax(ratios))
+    return int(ks[best]) if ratios[best] >= gap_ratio else 1
+
+
 def analyse_maps(features: np.ndarray, *, n_neighbors: int | None = None, max_clusters: int = 8,
-                 n_eigenvalues: int = 16, embedding: str = "tsne", seed: int = 0) -> dict:
+                 n_eigenvalues: int = 16, gap_ratio: float = GAP_RATIO, embedding: str = "tsne",
+                 seed: int = 0) -> dict:
     """SpRAy on unit feature vectors of one class: eigenvalues, clusterings for 1..max_clusters, embedding."""
+    from threadpoolctl import threadpool_limits
+
     n = len(features)
     n_neighbors = default_neighbors(n) if n_neighbors is None else n_neighbors
     max_clusters = max(1, min(max_clusters, n - 1))
     m = min(n, max(n_eigenvalues, max_clusters + 1))
-    values, vectors = laplacian_spectrum(knn_affinity(features, n_neighbors), m, seed)
-    gaps = np.diff(values[:max_clusters + 1])
-    n_clusters = int(np.argmax(gaps)) + 1 if len(gaps) else 1
-    clusterings = np.zeros((max_clusters, n), np.int16)
-    coherence = np.full((max_clusters, max_clusters), np.nan, np.float32)
-    for k in range(1, max_clusters + 1):
-        labels, coh = rank_clusters(features, cluster_spectral(vectors, k, seed))
-        clusterings[k - 1], coherence[k - 1, :len(coh)] = labels, coh
-    return {"eigenvalues": values, "clusterings": clusterings, "coherence": coherence,
-            "embedding": _embed(vectors, embedding, seed), "n_clusters": n_clusters}
+    # one thread for a class of a few thousand maps: the work is milliseconds, and OpenMP/BLAS thread pools
+    # on a busy machine made it 10-100x slower (measured); large classes keep every core
+    with threadpool_limits(1 if n <= DENSE_MAX else None):
+        values, vectors = laplacian_spectrum(knn_affinity(features, n_neighbors), m, seed)
+        n_clusters = choose_clusters(values, max_clusters, gap_ratio)
+        clusterings = np.zeros((max_clusters, n), np.int16)
+        coherence = np.full((max_clusters, max_clusters), np.nan, np.float32)
+        for k in range(1, max_clusters + 1):
+            labels, coh = rank_clusters(features, cluster_spectral(vectors, k, seed))
+            clusterings[k - 1], coherence[k - 1, :len(coh)] = labels, coh
+        embedded = _embed(vectors, embedding, seed)
+    return {"eigenvalues": values, "clusterings": clusterings, "coherence": coherence, "embedding": embedded,
+            "n_clusters": n_clusters}
 
 
 # ---- over a store ------------------------------------------------------------------------------------
@@ -227,8 +259,9 @@ def _open(store: Any, mode: str) -> Any:
 
 
 def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_neighbors: int | None = None,
-          max_clusters: int = 8, n_eigenvalues: int = 16, embedding: str = "tsne", positive: bool = False,
-          min_maps: int = 10, seed: int = 0, progress: bool = True) -> dict[int, ClassAnalysis]:
+          max_clusters: int = 8, n_eigenvalues: int = 16, gap_ratio: float = GAP_RATIO, embedding: str = "tsne",
+          positive: bool = False, min_maps: int = 10, seed: int = 0,
+          progress: bool = True) -> dict[int, ClassAnalysis]:
     """Run SpRAy on every class (or ``classes``) of a complete store and save the results in it.
 
     Parameters
@@ -245,6 +278,9 @@ def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_nei
         Clusterings are computed for 1..max_clusters clusters; the eigengap chooses among them.
     n_eigenvalues : int
         Eigenvalues kept for the eigengap plot (at least ``max_clusters + 1``).
+    gap_ratio : float
+        How many times the k-th eigenvalue the next must be to mark k clusters (:func:`choose_clusters`);
+        below it everywhere, the class counts as one group.
     embedding : {"tsne", "spectral"}
         2-D coordinates: t-SNE on the spectral embedding, or its first two non-trivial eigenvectors.
     positive : bool
@@ -285,8 +321,11 @@ def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_nei
     present, counts = np.unique(targets, return_counts=True)
     if classes is None:
         classes = [int(c) for c, n in zip(present, counts) if n >= min_maps]
+    if isinstance(gap_ratio, bool) or not isinstance(gap_ratio, (int, float)) or not gap_ratio >= 1:
+        raise ExplainError(f"gap_ratio must be a number >= 1, got {gap_ratio!r}.")
     params = {"size": size, "n_neighbors": n_neighbors, "max_clusters": max_clusters,
-              "n_eigenvalues": n_eigenvalues, "embedding": embedding, "positive": positive, "seed": seed}
+              "n_eigenvalues": n_eigenvalues, "gap_ratio": float(gap_ratio), "embedding": embedding,
+              "positive": positive, "seed": seed}
     root = group.require_group("spray")
     root.attrs.update({"store_key": meta["key"], "params": params})
     results = {}
@@ -297,7 +336,8 @@ def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_nei
         q = group["heatmaps"].oindex[rows].astype(np.float32)
         maps = q * (group["heatmap_scale"].oindex[rows] / 127.0)[:, None, None]
         found = analyse_maps(map_features(maps, size, positive), n_neighbors=n_neighbors,
-                             max_clusters=max_clusters, n_eigenvalues=n_eigenvalues, embedding=embedding, seed=seed)
+                             max_clusters=max_clusters, n_eigenvalues=n_eigenvalues, gap_ratio=gap_ratio,
+                             embedding=embedding, seed=seed)
         result = ClassAnalysis(cls=int(c), rows=rows.astype(np.int64), ids=group["ids"].oindex[rows], **found)
         _save(root, result, params)
         results[int(c)] = result

@@ -129,3 +129,13 @@ def test_spray_errors(store, tmp_path):
     g.attrs["sglrp_widgets"] = meta
     with pytest.raises(ExplainError, match="not complete.*1 of 2"):
         spray(out)
+
+
+def test_choose_clusters_reads_a_relative_gap():
+    from sglrp_widgets.spray import choose_clusters
+
+    assert choose_clusters(np.array([0, 0, 0, 0.6, 0.7, 0.8]), 4) == 3          # three components
+    assert choose_clusters(np.array([0, 0.015, 0.1, 0.13, 0.15, 0.36]), 5) == 2  # not the larger late gap
+    assert choose_clusters(np.array([0, 0.06, 0.074, 0.094, 0.145, 0.18]), 4) == 1   # a steady rise
+    assert choose_clusters(np.array([0, 0.06, 0.074, 0.094, 0.145, 0.18]), 4, gap_ratio=1.5) == 4
+    assert choose_clusters(np.array([0, 0.5]), 8) == 1
