@@ -382,7 +382,8 @@ def test_cli_dataset_command(tmp_path, capsys):
     np.testing.assert_array_equal(store["targets"][...], labels[:, 0])
     assert store.attrs["sglrp_widgets"]["params"]["epsilon"] == 0.2
     assert store.attrs["sglrp_widgets"]["class_names"] == demo.class_names
-    assert cli.main(argv) == 0                      # a finished store: nothing to do
+    assert cli.main(argv + ["--spray"]) == 0        # a finished store: nothing to explain; SpRAy runs
+    assert "spray" in open_store(out)
     assert cli.main(["dataset", "--model", "cnn", "--data", str(tmp_path / "nope"), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sglrp-widgets: error: data not found")
