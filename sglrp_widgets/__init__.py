@@ -17,7 +17,7 @@ _quiet.install()  # before anything imports TensorFlow: keeps its C++ start-up l
 __version__ = "0.1.0"
 
 __all__ = ["Explainer", "Explanation", "explain", "list_methods", "method_support", "register_layer",
-           "RelevanceExplorer", "ExplainError"]
+           "RelevanceExplorer", "ExplainError", "explain_dataset"]
 
 
 def __getattr__(name):
@@ -34,6 +34,9 @@ def __getattr__(name):
     if name == "ExplainError":
         from .errors import ExplainError
         return ExplainError
+    if name == "explain_dataset":
+        from .dataset import explain_dataset
+        return explain_dataset
     if name == "RelevanceExplorer":
         from .widget import RelevanceExplorer
         return RelevanceExplorer

@@ -38,6 +38,7 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
+from . import dataset
 from .cli_inputs import (
     KERAS_APPLICATIONS,
     PREPROCESSORS,
@@ -438,7 +439,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Explain Keras image classifiers with SGLRP, CLRP, LRP, gradient and CAM methods. "
                     "Methods and formulas: docs/methods.md.",
     )
-    sub = ap.add_subparsers(dest="command", metavar="{demo,explain,methods}")
+    sub = ap.add_subparsers(dest="command", metavar="{demo,explain,methods,dataset}")
     sub.required = True
 
     d = sub.add_parser("demo", help="explain two-object demo scenes and write a methods x classes figure")
@@ -487,6 +488,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
 
     sub.add_parser("methods", help="list the methods, their family and parameters")
+    dataset.add_cli_parser(sub, PREPROCESSORS)
     return ap
 
 
@@ -516,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args)
         if args.command == "methods":
             return _cmd_methods(args)
+        if args.command == "dataset":
+            return dataset.cli(args, resolve_method=resolve_method, parse_params=_parse_params,
+                               choose_preprocess=_choose_preprocess)
         return _cmd_explain(args)
     except CliError as e:
         return _fail(str(e))

@@ -53,6 +53,9 @@ MODELS: dict[str, DemoModel] = {
                      "small vision transformer (conv stem, 8x8-pixel patch tokens, 4 pre-norm "
                      "MultiHeadAttention + MLP blocks)",
                      "sglrp_widgets.demo.train_vit"),
+    "watermark": DemoModel("watermark", "watermark_model.keras",
+                           "the same CNN trained on scenes where most rings carry a small watermark "
+                           "(the Clever-Hans demo)", "sglrp_widgets.demo.train_watermark"),
 }
 DEFAULT_MODEL = "cnn"
 
