@@ -218,7 +218,8 @@ export function spectrumView(env) {
     const values = ov.eigenvalues || [];
     el.hidden = !values.length;
     if (!values.length) return;
-    const width = Math.max(200, Math.min(env.width * 0.5, 460)), height = Math.round(width * 0.5);
+    const width = Math.max(200, Math.min(env.width * 0.5, 440)), height = Math.round(width * 0.5);
+    el.style.width = `${width}px`;            // the help text wraps to the plot's width
     const ctx = fitCanvas(canvas, width, height);
     geom = spectrumGeometry(values.length, width, height);
     const { fg, grid } = themeColors(env.el);
@@ -237,15 +238,15 @@ export function spectrumView(env) {
       ctx.fillRect(x - 3, y(values[i]) - 3, 6, 6);
       if (values.length <= 20 || i % 2 === 0) { ctx.fillStyle = fg; ctx.fillText(String(i + 1), x, height - 6); }
     }
-    const mark = (k, dash, label) => {
+    const mark = (k, dash, label, row) => {
       const x = geom.left + geom.step * k;
       ctx.strokeStyle = fg; ctx.setLineDash(dash); ctx.beginPath();
       ctx.moveTo(x, geom.top); ctx.lineTo(x, geom.top + geom.height); ctx.stroke();
       ctx.setLineDash([]);
-      ctx.fillStyle = fg; ctx.textAlign = "left"; ctx.fillText(label, x + 3, geom.top + 12);
+      ctx.fillStyle = fg; ctx.textAlign = "left"; ctx.fillText(label, x + 3, geom.top + 12 + 14 * row);
     };
-    mark(ov.k, [], `k = ${ov.k}`);
-    if (ov.eigengap_k !== ov.k) mark(ov.eigengap_k, [3, 3], "eigengap");
+    mark(ov.k, [], `k = ${ov.k}`, 0);
+    if (ov.eigengap_k !== ov.k) mark(ov.eigengap_k, [3, 3], "eigengap", 1);
     canvas.dataset.k = String(ov.k);
   }
   function update() {
@@ -289,7 +290,8 @@ export function scatterView(env) {
     const pts = ov.points || [];
     el.hidden = !pts.length;
     if (!pts.length) return;
-    const size = Math.max(200, Math.min(env.width * 0.45, 420));
+    const size = Math.max(200, Math.min(env.width * 0.4, 360));
+    el.style.width = `${size}px`;
     const ctx = fitCanvas(canvas, size, size);
     pos = scatterPositions(pts, size, size);
     const { grid, fg } = themeColors(env.el);
