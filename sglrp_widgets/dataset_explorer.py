@@ -196,8 +196,8 @@ class DatasetExplorer(anywidget.AnyWidget):
                 params["low"], params["high"] = bounds    # the maps in the store used the dataset's range
             self.relevance_explorer = RelevanceExplorer(
                 self._model, [image], preprocess=self._preprocess, class_names=self._browser.class_names,
-                method=method, params={k: v for k, v in params.items() if v is not None}, compute_initial=False)
-            self.relevance_explorer.target = target
+                method=method, params={k: v for k, v in params.items() if v is not None}, target=target,
+                compute_initial=False)
         else:
             self.relevance_explorer.set_images([image], target=target)
         image_id = int(self._browser.ids[row])

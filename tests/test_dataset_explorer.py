@@ -269,3 +269,17 @@ def test_incomplete_store_is_refused_with_what_to_do(store, tmp_path):
     g.attrs["sglrp_widgets"] = {**g.attrs["sglrp_widgets"], "complete": False}
     with pytest.raises(ExplainError, match="not complete"):
         DatasetExplorer(path)
+
+
+def test_relevance_explorer_set_images_refuses_bad_values_and_keeps_its_images(scenes, model):
+    from sglrp_widgets import RelevanceExplorer
+
+    images, _ = scenes
+    rel = RelevanceExplorer(model, images[:2], preprocess=demo.preprocess, compute_initial=False, prefetch=False)
+    with pytest.raises(ValueError, match="out of range"):
+        rel.set_images(images[2:4], index=5)
+    assert rel.n_images == 2 and rel._images.display(1).tobytes() == images[1].tobytes()
+    rel.set_images(images[5:8], index=2, target=3)
+    assert rel.wait(120) and rel.n_images == 3 and rel.current == {**rel.current, "index": 2, "target": 3}
+    np.testing.assert_array_equal(rel._images.display(2), images[7])
+    rel.close()
