@@ -26,6 +26,8 @@ from .graph import Graph, input_signature_check, read_model, replay_mismatch
 from .lrp import DerivedWeights, LRPBackend, blocking_error, blocking_nodes
 from .methods import METHODS, Method, get_method, validate_params
 
+STALE = b"stale"        # a fingerprint no weights have: the derived weights are rewritten on the next call
+
 __all__ = ["Explainer", "Explanation", "ResultCache", "explain", "get_explainer", "method_support"]
 
 
@@ -322,7 +324,7 @@ class Explainer:
         if self._cache is not None:
             self._cache.clear()
         if isinstance(self._backend, LRPBackend):
-            self._backend.derived.fingerprint = None
+            self._backend.derived.fingerprint = STALE
 
     # -- building ----------------------------------------------------------------------------------
     def _build(self):

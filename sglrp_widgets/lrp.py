@@ -49,8 +49,12 @@ class DerivedWeights:
                     self._fill(i, missing, slots)
 
     def refresh(self, fingerprint: bytes) -> None:
+        """Re-derive every slot if the weights changed since the last call. The first call adopts the
+        fingerprint: :meth:`require` has just derived the slots from the current weights."""
         with self._lock:
-            if fingerprint != self.fingerprint:
+            if self.fingerprint is None:
+                self.fingerprint = fingerprint
+            elif fingerprint != self.fingerprint:
                 for i, slots in self.slots.items():
                     self._fill(i, list(slots), slots)
                 self.fingerprint = fingerprint
@@ -65,11 +69,13 @@ class DerivedWeights:
                     slots[key] = getattr(var, "value", var)
                     continue
             source = bias if key.startswith("b") else kernel
+            derive = ((lambda rows: R.derive_weight(key, kernel, rows)) if key.startswith("b")
+                      else (lambda rows: R.derive_weight(key, rows, bias)))
             var = slots.get(key)
-            if not (isinstance(var, tf.Variable) and var.shape == source.shape):
-                var = slots[key] = tf.Variable(tf.zeros_like(source), trainable=False)
-            _assign_in_slices(var, lambda rows: R.derive_weight(key, kernel, rows) if key.startswith("b")
-                              else R.derive_weight(key, rows, bias), source)
+            if isinstance(var, tf.Variable) and var.shape == source.shape:
+                _assign_in_slices(var, derive, source)          # new weights: rewrite in place
+            else:                                               # the variable takes the derived tensor's buffer
+                slots[key] = tf.Variable(derive(source), trainable=False)
 
     def get(self, i: int) -> dict:
         return self.slots[i]
@@ -79,15 +85,19 @@ SLICE_VALUES = 1 << 22
 
 
 def _assign_in_slices(var: tf.Variable, derive, source: tf.Tensor) -> None:
-    """``var = derive(source)`` (an elementwise map), written slice by slice along the first axis so that a
-    large kernel (VGG16's fc6: 411 MB) never exists twice: peak memory grows by the variable and one slice."""
+    """``var = derive(source)`` (an elementwise map), written in place slice by slice along the first axis so
+    that a large kernel (VGG16's fc6: 411 MB) never exists twice: peak memory grows by one slice. The raw op
+    writes through the variable's handle (``var[a:b].assign`` would read the whole variable per slice)."""
     rows = int(source.shape[0]) if source.shape.rank else 1
     step = max(1, SLICE_VALUES // max(1, int(np.prod(source.shape[1:])))) if source.shape.rank else 1
     if step >= rows:
         var.assign(derive(source))
         return
+    rest = [int(d) for d in source.shape[1:]]
     for start in range(0, rows, step):
-        var[start:start + step].assign(derive(source[start:start + step]))
+        stop = min(start + step, rows)
+        tf.raw_ops.ResourceStridedSliceAssign(ref=var.handle, begin=[start] + [0] * len(rest), end=[stop] + rest,
+                                              strides=[1] * (1 + len(rest)), value=derive(source[start:stop]))
 
 
 def relevance_flow(graph: Graph) -> set[int]:
