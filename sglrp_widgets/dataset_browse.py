@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import ExplainError
 
-__all__ = ["StoreBrowser", "checked_int", "PAGE_SIZE"]
+__all__ = ["PAGE_SIZE", "StoreBrowser", "checked_int"]
 
 #: Gallery images per page (one binary message each).
 PAGE_SIZE = 24
@@ -157,9 +157,9 @@ class StoreBrowser:
                      "coherence": None if not np.isfinite(coherence[c]) else round(float(coherence[c]), 4)}
                     for c in range(k)]
         return {"cls": int(a.cls), "name": self.class_names[a.cls], "k": k, "eigengap_k": int(a.n_clusters),
-                "max_k": int(len(a.clusterings)), "eigenvalues": [float(v) for v in a.eigenvalues],
+                "max_k": len(a.clusterings), "eigenvalues": [float(v) for v in a.eigenvalues],
                 "points": np.round(unit, 4).ravel().tolist(), "labels": [int(v) for v in labels],
-                "rows": [int(r) for r in a.rows], "clusters": clusters, "count": int(len(a.rows))}
+                "rows": [int(r) for r in a.rows], "clusters": clusters, "count": len(a.rows)}
 
     # -- gallery -------------------------------------------------------------------------------------
     def members(self, cls: Any, k: Any, cluster: Any) -> np.ndarray:
@@ -182,7 +182,7 @@ class StoreBrowser:
                   "label": None if lab < 0 else self.class_names[int(lab)] if lab < self.num_classes else int(lab)}
                  for p, r, i, lab in zip(part, rows, a.ids[part], labels)]
         meta = {"cls": int(a.cls), "k": int(k), "cluster": int(cluster), "page": page, "pages": pages,
-                "total": int(len(members)), "height": int(thumbs.shape[1]), "width": int(thumbs.shape[2]),
+                "total": len(members), "height": int(thumbs.shape[1]), "width": int(thumbs.shape[2]),
                 "items": items}
         return meta, (np.ascontiguousarray(thumbs, np.uint8).tobytes(), np.ascontiguousarray(heat, np.int8).tobytes())
 

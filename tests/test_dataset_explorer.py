@@ -12,10 +12,10 @@ pytest.importorskip("sklearn")
 pytest.importorskip("zarr")
 pytest.importorskip("anywidget")
 
-from sglrp_widgets import DatasetExplorer, ExplainError, demo  # noqa: E402
-from sglrp_widgets.dataset import explain_dataset  # noqa: E402
-from sglrp_widgets.dataset_browse import StoreBrowser, checked_int  # noqa: E402
-from sglrp_widgets.spray import load_spray, spray  # noqa: E402
+from sglrp_widgets import DatasetExplorer, ExplainError, demo
+from sglrp_widgets.dataset import explain_dataset
+from sglrp_widgets.dataset_browse import StoreBrowser, checked_int
+from sglrp_widgets.spray import load_spray, spray
 
 ANALYSED = (2, 4)      # classes with SpRAy results in the shared store; the others have none
 
@@ -182,7 +182,7 @@ def test_export_puts_the_ids_in_python_and_a_line_that_reproduces_them(store):
 
 
 def test_clicking_an_image_opens_it_in_one_reused_relevance_explorer(store, scenes, model):
-    images, labels = scenes
+    images, _ = scenes
     ex = DatasetExplorer(store, model, preprocess=demo.preprocess, images=images, cls=ANALYSED[0])
     assert ex.can_open == ""
     wire = Wire(ex)
@@ -261,6 +261,7 @@ def test_store_browser_checks(store, scenes):
 
 def test_incomplete_store_is_refused_with_what_to_do(store, tmp_path):
     import shutil
+
     import zarr
 
     path = str(tmp_path / "partial.zarr")

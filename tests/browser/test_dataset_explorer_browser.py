@@ -76,7 +76,7 @@ def test_dataset_explorer_in_browser(browser, dataset_server):
     page = context.new_page()
     console = []
     page.on("pageerror", lambda e: console.append(f"error: {e}"))
-    loc = lambda role, extra="": page.locator(f"{ROOT} [data-role={role}]{extra}").first  # noqa: E731
+    loc = lambda role, extra="": page.locator(f"{ROOT} [data-role={role}]{extra}").first
 
     def shot(name):
         path = ARTIFACTS / f"dataset-{kind}-{name}.png"
