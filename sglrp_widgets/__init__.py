@@ -17,7 +17,7 @@ _quiet.install()  # before anything imports TensorFlow: keeps its C++ start-up l
 __version__ = "0.1.0"
 
 __all__ = ["Explainer", "Explanation", "explain", "list_methods", "method_support", "register_layer",
-           "RelevanceExplorer", "ExplainError", "explain_dataset"]
+           "RelevanceExplorer", "ExplainError", "explain_dataset", "DatasetExplorer"]
 
 
 def __getattr__(name):
@@ -37,6 +37,9 @@ def __getattr__(name):
     if name == "explain_dataset":
         from .dataset import explain_dataset
         return explain_dataset
+    if name == "DatasetExplorer":
+        from .dataset_explorer import DatasetExplorer
+        return DatasetExplorer
     if name == "RelevanceExplorer":
         from .widget import RelevanceExplorer
         return RelevanceExplorer

@@ -280,6 +280,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
 
         in_shape = tuple(getattr(model, "input_shape", (None, None, None, None)) or ())
         size = (int(in_shape[1]), int(in_shape[2])) if len(in_shape) == 4 and in_shape[1] and in_shape[2] else None
+        self._size = size
         self._images = ImageSet(images, preprocess=preprocess, size=size, boxes=boxes, box_labels=box_labels,
                                 masks=masks)
         self._n_classes = int(model.output_shape[-1])
@@ -679,6 +680,36 @@ class RelevanceExplorer(anywidget.AnyWidget):
         return f"Explainer(model, {', '.join(args)})({self._images.code(index)}, targets=[{target}]).heatmap()[0]"
 
     # -- Python API --------------------------------------------------------------------------------
+    def set_images(self, images: Any, *, index: int = 0, target: int = -1, boxes: Any = None,
+                   box_labels: Any = None, masks: Any = None) -> None:
+        """Show other images of the same model in this explorer (e.g. one picked in a ``DatasetExplorer``):
+        the old images' maps are forgotten, and the map of ``index`` for ``target`` (-1: top class) is requested
+        with the current method and parameters.
+
+        Example
+        -------
+        >>> explorer.set_images(more_images, index=2, target=4)   # doctest: +SKIP
+        """
+        new = ImageSet(images, preprocess=self._preprocess, size=self._size, boxes=boxes, box_labels=box_labels,
+                       masks=masks)  # raises before anything changes
+        if not 0 <= int(index) < len(new) or not -1 <= int(target) < self._n_classes:
+            raise ValueError(f"index {index} / target {target} out of range: use 0..{len(new) - 1} / "
+                             f"-1..{self._n_classes - 1}")
+        self._cancel_compare()
+        with self._lock:
+            self._scheduler.cancel()
+            self._images, self._current = new, None
+            self._probs.clear()
+            self._prefetched.clear()
+            self._ready = False
+            try:
+                with self.hold_sync():
+                    self.image_meta, self.compare_grid, self.n_images = {}, {}, len(new)
+                    self.index, self.target = int(index), int(target)
+            finally:
+                self._ready = True
+        self._request()
+
     def wait(self, timeout: float | None = 60) -> bool:
         """Block until the requested map and the background work are done (scripts and tests)."""
         return self._scheduler.wait(timeout)

@@ -23,6 +23,10 @@ def test_an_editable_checkout_loads_js_directly():
         assert _front_end("widget.js") == ROOT / "js" / "widget.js"
     assert str(RelevanceExplorer._esm) == _front_end("widget.js").read_text()
     assert str(RelevanceExplorer._css) == _front_end("widget.css").read_text()
+    from sglrp_widgets.dataset_explorer import DatasetExplorer
+
+    assert str(DatasetExplorer._esm) == _front_end("dataset_explorer.js").read_text()
+    assert str(DatasetExplorer._css) == _front_end("dataset_explorer.css").read_text()
 
 
 def test_the_wheel_ships_the_front_end_demo_model_and_class_names(tmp_path):
@@ -31,7 +35,7 @@ def test_the_wheel_ships_the_front_end_demo_model_and_class_names(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     wheel = next(tmp_path.glob("sglrp_widgets-*.whl"))
     with zipfile.ZipFile(wheel) as zf:
-        for name in ("widget.js", "widget.css"):
+        for name in ("widget.js", "widget.css", "dataset_explorer.js", "dataset_explorer.css"):
             assert zf.read(f"sglrp_widgets/static/{name}") == (ROOT / "js" / name).read_bytes()
         names = zf.namelist()
     assert "sglrp_widgets/demo/demo_model.keras" in names
@@ -53,8 +57,9 @@ def test_the_sdist_builds_the_same_wheel_contents(tmp_path):
 
 
 def test_module_has_no_runtime_dependencies():
-    src = (ROOT / "js" / "widget.js").read_text()
-    assert not [line for line in src.splitlines() if line.startswith("import ")]
+    for name in ("widget.js", "dataset_explorer.js"):
+        src = (ROOT / "js" / name).read_text()
+        assert not [line for line in src.splitlines() if line.startswith("import ")], name
     pkg = json.loads((ROOT / "js" / "package.json").read_text())
     assert not pkg.get("dependencies"), "the widget module must not need runtime npm packages"
 

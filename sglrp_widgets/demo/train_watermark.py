@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from .scenes import class_names, make_scenes, preprocess
-from .train import WEIGHT_SEED, build_model
+from .train import build_model
+from .training import WEIGHT_SEED
 from .watermark import FRACTION, WATERMARK_CLASS, make_watermark_scenes, stamp_watermark
 
 # seeds of the generated data; the evaluation seeds are never used for training

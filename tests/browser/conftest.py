@@ -87,8 +87,10 @@ def _write_settings(folder: Path, settings: dict) -> None:
 class Server:
     """One front end serving ``root`` on 127.0.0.1 (a free port), stopped with its kernels by ``stop()``."""
 
-    def __init__(self, kind: str, root: Path, log: Path, python: str = sys.executable, checkout: bool = True):
-        """``checkout``: import sglrp_widgets from this checkout (PYTHONPATH); False: from ``python``'s install."""
+    def __init__(self, kind: str, root: Path, log: Path, python: str = sys.executable, checkout: bool = True,
+                 code: str = NOTEBOOK_CODE):
+        """``checkout``: import sglrp_widgets from this checkout (PYTHONPATH); False: from ``python``'s install.
+        ``code``: the notebook's one cell (default: a RelevanceExplorer of the demo model)."""
         self.kind, self.root = kind, root
         self.port, self.token = _free_port(), secrets.token_hex(16)
         env = dict(os.environ)
@@ -100,12 +102,12 @@ class Server:
         if kind == "marimo":
             self.app = "explorer.py"
             (root / self.app).write_text(MARIMO_APP.format(code="\n".join(
-                "    " + line if line else "" for line in NOTEBOOK_CODE.splitlines())))
+                "    " + line if line else "" for line in code.splitlines())))
             cmd = [python, "-m", "marimo", "run", self.app, "--headless", "--host", "127.0.0.1",
                    "--port", str(self.port), "--token-password", self.token, "--no-sandbox", "--no-check"]
         else:
             self.app = "explorer.ipynb"
-            write_notebook(root / self.app)
+            write_notebook(root / self.app, code)
             settings = root / ".settings"
             _write_settings(settings, {**LAB_SETTINGS, **(DARK_SETTINGS if kind == "lab-dark" else {})})
             env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
