@@ -255,7 +255,10 @@ def _open(store: Any, mode: str) -> Any:
         return open_store(store, mode)
     import zarr
 
-    return zarr.open_group(store.store, path=store.path, mode=mode)
+    backing = store.store                   # explain_dataset returns its store opened read-only
+    if mode != "r" and backing.read_only:
+        backing = backing.with_read_only(False)
+    return zarr.open_group(backing, path=store.path, mode=mode)
 
 
 def spray(store: Any, *, classes: list[int] | None = None, size: int = 32, n_neighbors: int | None = None,

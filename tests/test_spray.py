@@ -10,7 +10,7 @@ pytest.importorskip("sklearn")
 zarr = pytest.importorskip("zarr")
 
 from sglrp_widgets import ExplainError, demo  # noqa: E402
-from sglrp_widgets.dataset import explain_dataset  # noqa: E402
+from sglrp_widgets.dataset import explain_dataset, open_store  # noqa: E402
 from sglrp_widgets.spray import (  # noqa: E402
     analyse_maps, knn_affinity, laplacian_spectrum, load_spray, map_features, rank_clusters, spray,
 )
@@ -105,6 +105,9 @@ def test_spray_stores_results_next_to_the_maps(store):
         assert back.n_clusters == r.n_clusters
     again = spray(path, classes=[present[0]], min_maps=4, max_clusters=3, embedding="tsne", progress=False)
     np.testing.assert_array_equal(again[present[0]].embedding, results[present[0]].embedding)  # deterministic
+    group = open_store(path)                                    # read-only, as explain_dataset returns it
+    again = spray(group, classes=[present[0]], min_maps=4, max_clusters=3, embedding="tsne", progress=False)
+    np.testing.assert_array_equal(load_spray(group, present[0]).clusters, again[present[0]].clusters)
 
 
 def test_spray_errors(store, tmp_path):
