@@ -93,19 +93,27 @@ SAMPLES_PER_VARIABLE = 1 << 14
 def weights_fingerprint(variables) -> tf.Tensor:
     """A cheap summary of the weights that changes when they change (training, ``set_weights``, assign).
 
-    Variables up to 2**18 values are summed in full (plain and position-weighted); larger ones through a
-    strided sample of about 2**14 values (plus their first and last rows), so a cached result costs
-    microseconds, not a pass over the weights. A change confined to unsampled entries of a large kernel
-    (a single assigned weight, say) is not seen: call ``Explainer.clear()`` after such surgery.
+    Variables up to 2**18 values are summed in full, all of them concatenated into one vector (plain and
+    position-weighted sums: a few ops per variable, so that tracing stays quick on models with hundreds of
+    variables); larger ones through a strided sample of about 2**14 values (plus their first and last rows),
+    so a cached result costs microseconds, not a pass over the weights. A change confined to unsampled
+    entries of a large kernel (a single assigned weight, say) is not seen: call ``Explainer.clear()`` after
+    such surgery.
     """
-    parts = []
+    def flat(v):
+        t = tf.reshape(tf.convert_to_tensor(v), [-1])
+        return t if t.dtype == tf.float32 else tf.cast(t, tf.float32)
+
+    def sums(t):
+        ramp = tf.cast(tf.range(tf.size(t)) % 1009, tf.float32) + 1.0
+        return [tf.reduce_sum(t), tf.reduce_sum(t * ramp)]
+
+    small = [flat(v) for v in variables if int(np.prod(v.shape)) <= FULL_FINGERPRINT_SIZE]
+    parts = sums(tf.concat(small, 0)) if small else []
     for v in variables:
-        flat = tf.reshape(tf.convert_to_tensor(v), [-1])
         size = int(np.prod(v.shape))
         if size > FULL_FINGERPRINT_SIZE:
             stride = size // SAMPLES_PER_VARIABLE + 1
-            flat = tf.concat([flat[::stride], flat[1::stride * 3 + 1], flat[:64], flat[-64:]], 0)
-        flat = tf.cast(flat, tf.float32)
-        ramp = tf.cast(tf.range(tf.size(flat)) % 1009, tf.float32) + 1.0
-        parts += [tf.reduce_sum(flat), tf.reduce_sum(flat * ramp)]
+            t = flat(v)
+            parts += sums(tf.concat([t[::stride], t[1::stride * 3 + 1], t[:64], t[-64:]], 0))
     return tf.stack(parts) if parts else tf.zeros([0])

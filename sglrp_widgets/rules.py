@@ -194,21 +194,29 @@ def derive_weight(key: str, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
 
 def stabilize(z: tf.Tensor, eps: float) -> tf.Tensor:
     """``z + eps * sign(z)`` with ``sign(0) = 1``."""
-    return z + eps * tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
+    return z + tf.where(z >= 0, tf.constant(eps, z.dtype), tf.constant(-eps, z.dtype))
 
 
 def safe_div(a: tf.Tensor, b: tf.Tensor, eps: float = SAFE_EPS) -> tf.Tensor:
     return a / stabilize(b, eps)
 
 
+def _dims(t: tf.Tensor, start: int) -> list | tf.Tensor:
+    """The sizes of ``t``'s axes from ``start`` on: Python ints when known while tracing (fewer graph ops)."""
+    static = t.shape[start:]
+    return list(static) if static.is_fully_defined() else tf.shape(t)[start:]
+
+
 def by_head(r: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
     """(H*N, ...) -> (H, N, ...): heads are stacked head-major along the batch axis."""
-    return tf.reshape(r, tf.concat([[-1, n], tf.shape(r)[1:]], 0))
+    rest = _dims(r, 1)
+    return tf.reshape(r, [-1, n] + rest if isinstance(rest, list) else tf.concat([[-1, n], rest], 0))
 
 
 def flat_heads(r: tf.Tensor) -> tf.Tensor:
     """(H, N, ...) -> (H*N, ...)."""
-    return tf.reshape(r, tf.concat([[-1], tf.shape(r)[2:]], 0))
+    rest = _dims(r, 2)
+    return tf.reshape(r, [-1] + rest if isinstance(rest, list) else tf.concat([[-1], rest], 0))
 
 
 def modified_inputs(key: str, x: tf.Tensor, bounds) -> tf.Tensor:
@@ -290,7 +298,9 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
     if inv is None:
         inv = forward_terms(rule, op, x, weights, bounds, nonneg, z_forward)[0]
     n = tf.shape(x)[0]
-    in_shape = tf.concat([tf.shape(r_out)[:1], tf.shape(x)[1:]], 0)
+    rest = _dims(x, 1)
+    in_shape = tf.stack([tf.shape(r_out)[0]] + rest) if isinstance(rest, list) else \
+        tf.concat([tf.shape(r_out)[:1], rest], 0)
     total = None
     for (coef, leaf), iz in zip(rule.leaves(), inv):
         if iz is None:

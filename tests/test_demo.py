@@ -191,7 +191,8 @@ def test_model_structure(model):
 
 # least quality on a small fresh sample (n=200 of each kind: the figures of the full evaluation,
 # demo/README.md, less a margin for the sample)
-QUALITY_FLOORS = {"cnn": (0.95, 0.80), "vit": (0.90, 0.70)}
+# The watermark model is trained on single-object scenes only (its two-object top-2 is 64 % here).
+QUALITY_FLOORS = {"cnn": (0.95, 0.80), "vit": (0.90, 0.70), "watermark": (0.90, 0.50)}
 
 
 @pytest.mark.parametrize("name", list(demo.MODELS))

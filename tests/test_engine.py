@@ -565,3 +565,26 @@ def test_derived_weights_written_in_slices_equal_the_whole(monkeypatch):
     sliced_model.set_weights(model.get_weights())               # ... then rewritten in place, slice by slice
     for e, w in zip(explainers, whole):
         np.testing.assert_array_equal(e(IMAGES, [1, 2]).relevance, w)
+
+
+def test_weights_fingerprint_sees_a_changed_or_moved_value():
+    from sglrp_widgets.caching import FULL_FINGERPRINT_SIZE, weights_fingerprint
+    rng = np.random.default_rng(0)
+    small = tf.Variable(rng.normal(size=(3, 4)).astype("float32"))
+    big = tf.Variable(rng.normal(size=(FULL_FINGERPRINT_SIZE + 7,)).astype("float32"))   # sampled
+    counter = tf.Variable(3, dtype=tf.int64)
+    fingerprint = lambda: weights_fingerprint([small, counter, big]).numpy()       # noqa: E731
+    before = fingerprint()
+    small[1, 2].assign(small[1, 2] + 1e-3)
+    changed = fingerprint()
+    assert not np.array_equal(changed, before)
+    values = small.numpy()
+    values[0, 0], values[2, 3] = values[2, 3], values[0, 0]
+    small.assign(values)                                    # the same values, two of them swapped
+    assert not np.array_equal(fingerprint(), changed)
+    moved = fingerprint()
+    counter.assign(4)
+    assert not np.array_equal(fingerprint(), moved)
+    moved = fingerprint()
+    big[:8].assign(big[:8] * 2)
+    assert not np.array_equal(fingerprint(), moved)
