@@ -272,14 +272,14 @@ class Explainer:
         with self._lock:
             start = time.perf_counter()
             backend = self.backend
+            entry = _entry(self.model)
+            fp = entry.fingerprint()
+            if isinstance(backend, LRPBackend):         # right after building: its first call adopts fp
+                backend.derived.refresh(fp)
             graph = backend.graph
             x = _check_images(images, graph)
             spec, nested = parse_targets(targets, top_k, x.shape[0], graph.num_classes)
             low_high = self._bounds(x)
-            entry = _entry(self.model)
-            fp = entry.fingerprint()
-            if isinstance(backend, LRPBackend):
-                backend.derived.refresh(fp)
             base_key = (fp, self._structure, self._key, None if low_high is None else freeze(low_high))
             n, k = spec.shape
             keyed = self._cache is not None or isinstance(backend, LRPBackend)

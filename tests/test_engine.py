@@ -588,3 +588,17 @@ def test_weights_fingerprint_sees_a_changed_or_moved_value():
     moved = fingerprint()
     big[:8].assign(big[:8] * 2)
     assert not np.array_equal(fingerprint(), moved)
+
+
+def test_derived_weights_follow_weights_changed_after_a_failed_first_call():
+    """The modified weights are derived when the explainer is built; a first call that fails on its input
+    must not let a later weight change go unseen."""
+    model = residual_net(with_bias=True)
+    ex = Explainer(model, "lrp.alpha_2_beta_1", cache=None)
+    with pytest.raises(ExplainError):
+        ex(np.zeros((1, 3), "float32"))                     # wrong shape: fails after building
+    model.set_weights([w * 1.5 if w.ndim > 1 else w for w in model.get_weights()])
+    fresh = Explainer(keras.models.clone_model(model), "lrp.alpha_2_beta_1", cache=None)
+    fresh.model.set_weights(model.get_weights())
+    np.testing.assert_allclose(ex(IMAGES, [1, 2]).relevance, fresh(IMAGES, [1, 2]).relevance, rtol=1e-5,
+                               atol=1e-7)
