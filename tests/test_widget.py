@@ -314,9 +314,10 @@ def test_cancel_hides_the_result_and_says_so(model, images):
 
 
 def test_prefetch_computes_the_top_k_ahead_in_the_background(model, images):
-    w, wire = _explorer(model, images, top_k=4, prefetch=True)
+    w, wire = _explorer(model, images, top_k=4, prefetch=True, compute_initial=False)
     try:
-        gate = Gate(w, -99)
+        gate = Gate(w, -99)                 # wraps the engine call before anything runs (no race)
+        wire.request(index=0, target=-1)
         assert w.wait(T)
         batched = [t for m, t in gate.calls if t is not None]
         # one class first (to measure), then the rest in units of about prefetch_budget
