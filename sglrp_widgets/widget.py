@@ -201,7 +201,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         A region for the metrics (any class).
     opacity, colormap, positive_only, norm, layout, show_boxes
         Initial view settings (changed in the browser without the kernel). ``colormap``: any matplotlib
-        name; ``norm``: ``"percentile"`` (99.5th percentile of |relevance|) or ``"max"``; ``layout``:
+        name; ``norm``: ``"percentile"`` (99.5th percentile of the absolute relevance) or ``"max"``; ``layout``:
         ``"overlay"`` or ``"side"`` (image | map | overlay).
     colormaps : list of str, optional
         Colormaps in the menu (default :data:`MENU_COLORMAPS`).
