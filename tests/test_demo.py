@@ -357,3 +357,30 @@ def test_training_scripts_reject_bad_options_before_any_work(argv, message, caps
         with pytest.raises(SystemExit):
             script.main(argv)
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("train", ["--single", "48", "--double", "16"]),
+    ("train_vit", ["--single", "48", "--double", "16"]),
+    ("train_watermark", ["--scenes", "64"]),
+])
+def test_training_scripts_train_evaluate_and_save(module, argv, tmp_path, capsys):
+    """Each bundled model's script end to end on a handful of scenes: a loadable model and its figures."""
+    import importlib
+
+    main = importlib.import_module(f"sglrp_widgets.demo.{module}").main
+    out = tmp_path / "model.keras"
+    figures = main(argv + ["--epochs", "1", "--batch-size", "16", "--eval", "16", "--out", str(out)])
+    assert figures and all(0.0 <= v <= 1.0 for k, v in figures.items() if k not in ("seconds", "bytes"))
+    assert demo.load_model(out).output_shape[-1] == len(demo.class_names)
+    assert "saved" in capsys.readouterr().out
+
+
+def test_watermark_script_refuses_bad_numbers(capsys):
+    from sglrp_widgets.demo import train_watermark
+
+    for argv in (["--scenes", "0"], ["--epochs", "x"], ["--fraction", "1.5"]):
+        with pytest.raises(SystemExit) as e:
+            train_watermark.main(argv)
+        assert e.value.code == 2
+        assert "error:" in capsys.readouterr().err

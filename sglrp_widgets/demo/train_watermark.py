@@ -15,8 +15,6 @@ Example
 from __future__ import annotations
 
 import argparse
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import numpy as np
 
 from .scenes import class_names, make_scenes, preprocess
 from .train import build_model
-from .training import WEIGHT_SEED
+from .training import WEIGHT_SEED, Recipe, _number, run
 from .watermark import FRACTION, WATERMARK_CLASS, make_watermark_scenes, stamp_watermark
 
 # seeds of the generated data; the evaluation seeds are never used for training
@@ -81,41 +79,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(prog="python -m sglrp_widgets.demo.train_watermark",
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).with_name("watermark_model.keras")))
-    ap.add_argument("--scenes", type=int, default=6000, help="single-object training scenes")
-    ap.add_argument("--fraction", type=float, default=FRACTION, help="share of ring images with the watermark")
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--eval", type=int, default=1000, help="evaluation scenes")
+    ap.add_argument("--scenes", type=_number(int, 1), default=6000, help="single-object training scenes")
+    ap.add_argument("--fraction", type=_number(float, 0.0), default=FRACTION, help="share of ring images with the watermark")
+    ap.add_argument("--epochs", type=_number(int, 1), default=8)
+    ap.add_argument("--batch-size", type=_number(int, 1), default=64)
+    ap.add_argument("--eval", type=_number(int, 1), default=1000, help="evaluation scenes")
     args = ap.parse_args(argv)
+    if args.fraction > 1:
+        ap.error(f"--fraction is a share of the ring images, in [0, 1]; got {args.fraction}")
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(WEIGHT_SEED)
-    tf.config.experimental.enable_op_determinism()
-
-    t0 = time.perf_counter()
-    x, y = training_data(args.scenes, args.fraction)
-    print(f"generated {len(x)} training scenes in {time.perf_counter() - t0:.1f} s", flush=True)
-    model = build_model()
-    steps = args.epochs * int(np.ceil(len(x) / args.batch_size))
-    lr = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
-                  metrics=["categorical_accuracy"])
-    t1 = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, verbose=2)
-    print(f"training took {time.perf_counter() - t1:.1f} s", flush=True)
-
-    figures = evaluate(model, n=args.eval)
-    for name, value in figures.items():
-        print(f"{name}: {value:.4f} (n={args.eval}, seed={EVAL_SEED})")
-    out = Path(args.out)
-    export = build_model()                      # uncompiled copy: no optimizer state in the file
-    export.set_weights(model.get_weights())
-    export.save(out)
-    print(f"saved {out} ({out.stat().st_size / 1024:.0f} KiB); total {time.perf_counter() - t0:.1f} s")
-    return figures
+    recipe = Recipe(single=args.scenes, double=0, epochs=args.epochs, batch_size=args.batch_size)
+    return run(build_model, recipe, Path(args.out), data=lambda: training_data(args.scenes, args.fraction),
+               assess=lambda model: evaluate(model, n=args.eval))
 
 
 if __name__ == "__main__":
