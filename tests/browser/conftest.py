@@ -204,22 +204,28 @@ def browser():
             b.close()
 
 
-@pytest.fixture(params=KINDS, scope="module")
-def server(request, tmp_path_factory):
-    reason = skip_reason(request.param)
+def serve(kind: str, tmp_path_factory, prefix: str = "", code: str = NOTEBOOK_CODE):
+    """A running server of ``kind`` whose notebook holds ``code`` (a generator for a fixture); artifacts are
+    named ``<prefix><kind>-*`` and an earlier run's are removed first."""
+    reason = skip_reason(kind)
     if reason:
         pytest.skip(reason)
-    root = tmp_path_factory.mktemp(f"front-end-{request.param}")
+    root = tmp_path_factory.mktemp(f"{prefix}front-end-{kind}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob(f"{request.param}-*"):  # screenshots of an earlier run
+    for old in ARTIFACTS.glob(f"{prefix}{kind}-*"):  # screenshots of an earlier run
         old.unlink()
-    srv = Server(request.param, root, ARTIFACTS / f"{request.param}-server.log")
+    srv = Server(kind, root, ARTIFACTS / f"{prefix}{kind}-server.log", code=code)
     try:
         srv.wait_ready()
         yield srv
     finally:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=KINDS, scope="module")
+def server(request, tmp_path_factory):
+    yield from serve(request.param, tmp_path_factory)
 
 
 def pytest_terminal_summary(terminalreporter):

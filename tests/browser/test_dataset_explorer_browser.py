@@ -8,18 +8,17 @@ Run: ``tests/browser/run.sh -k dataset``. Screenshots: ``artifacts/browser/datas
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from test_explorer_browser import CONTRAST, _open, _run_all
+from test_explorer_browser import CONTRAST, _open, _run_all, poll
 
 # the harness by path: "conftest" is also the name of tests/conftest.py
 _spec = importlib.util.spec_from_file_location("sglrp_browser_harness", Path(__file__).with_name("conftest.py"))
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)
-ARTIFACTS, Server, skip_reason = harness.ARTIFACTS, harness.Server, harness.skip_reason
+ARTIFACTS = harness.ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
@@ -41,33 +40,12 @@ explorer"""
 
 @pytest.fixture(params=["lab-light", "lab-dark"], scope="module")
 def dataset_server(request, tmp_path_factory):
-    reason = skip_reason(request.param)
-    if reason:
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp(f"dataset-{request.param}")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob(f"dataset-{request.param}-*"):
-        old.unlink()
-    srv = Server(request.param, root, ARTIFACTS / f"dataset-{request.param}-server.log", code=CODE)
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from harness.serve(request.param, tmp_path_factory, prefix="dataset-", code=CODE)
 
 
 def _wait(pred, what, page, timeout_ms=LONG):
-    deadline = time.time() + timeout_ms / 1000
-    while time.time() < deadline:
-        try:
-            if pred():
-                return
-        except Exception:  # noqa: BLE001 - the element may be re-rendering
-            pass
-        time.sleep(0.1)
     err = page.locator(f"{ROOT} [data-role=error]")
-    raise AssertionError(f"timed out waiting for {what}; error={err.first.text_content() if err.count() else ''!r}")
+    poll(pred, what, lambda: f"error={err.first.text_content() if err.count() else ''!r}", timeout_ms)
 
 
 def test_dataset_explorer_in_browser(browser, dataset_server):

@@ -54,6 +54,20 @@ CONTRAST = """(el) => {
 }"""
 
 
+def poll(pred, what, detail, timeout_ms=LONG):
+    """Wait until ``pred()`` holds (exceptions count as not yet: the element may be re-rendering); on timeout
+    fail with ``what`` and ``detail()``, what the page shows."""
+    deadline = time.time() + timeout_ms / 1000
+    while time.time() < deadline:
+        try:
+            if pred():
+                return
+        except Exception:  # noqa: BLE001
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; {detail()}")
+
+
 class Explorer:
     """The widget on a page, through locators."""
 
@@ -71,16 +85,8 @@ class Explorer:
         return self.canvas.get_attribute("data-map") or ""
 
     def wait(self, pred, what, timeout_ms=LONG):
-        deadline = time.time() + timeout_ms / 1000
-        while time.time() < deadline:
-            try:
-                if pred():
-                    return
-            except Exception:  # noqa: BLE001 - the element may be re-rendering
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; drawn={self.drawn()!r}, "
-                             f"status={self.text('status')!r}, error={self.text('error')!r}")
+        poll(pred, what, lambda: f"drawn={self.drawn()!r}, status={self.text('status')!r}, "
+                                 f"error={self.text('error')!r}", timeout_ms)
 
     def wait_map(self, pred, what):
         self.wait(lambda: self.drawn() and pred(self.drawn().split("|")), what)
