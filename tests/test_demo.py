@@ -360,8 +360,7 @@ def test_training_scripts_reject_bad_options_before_any_work(argv, message, caps
 
 
 @pytest.mark.parametrize("module, argv", [
-    ("train", ["--single", "48", "--double", "16"]),
-    ("train_vit", ["--single", "48", "--double", "16"]),
+    ("train", ["--single", "48", "--double", "16"]),          # the ViT's script: the determinism test
     ("train_watermark", ["--scenes", "64"]),
 ])
 def test_training_scripts_train_evaluate_and_save(module, argv, tmp_path, capsys):

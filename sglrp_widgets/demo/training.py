@@ -218,9 +218,15 @@ def run(build_model: Callable[[], Any], recipe: Recipe, out: Path, n_eval: int =
     model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=True, verbose=2)
     print(f"training took {time.perf_counter() - t1:.1f} s", flush=True)
 
-    figures = assess(model) if assess is not None else evaluate(model, n=n_eval)
-    for name, value in figures.items():
-        print(f"{name}: {value:.4f}")
+    if assess is not None:
+        figures = assess(model)
+        for name, value in figures.items():
+            print(f"{name}: {value:.4f}")
+    else:
+        figures = evaluate(model, n=n_eval)
+        print(f"single-object top-1 accuracy: {figures['single_accuracy']:.4f} (n={n_eval}, seed={EVAL_SEED})")
+        print(f"two-object top-2 = both present classes: {figures['pair_top2']:.4f} "
+              f"(n={n_eval}, seed={EVAL_SEED + 1})")
     export = build_model()
     export.set_weights(model.get_weights())
     export.save(out)
