@@ -19,9 +19,10 @@ import tensorflow as tf
 
 from . import composites as C
 from . import rules as R
+from .background import Background
 from .caching import STATES
 from .errors import UnsupportedLayerError
-from .graph import Graph
+from .graph import Graph, flip_kernel
 from .heads import initial_relevance, resolve_targets
 from .propagation import handler
 
@@ -40,9 +41,12 @@ class DerivedWeights:
         self._lock = threading.Lock()
 
     def require(self, wanted: dict[int, set]) -> None:
-        """Make sure node ``i`` has the weights named in ``wanted[i]`` (computed from the current weights)."""
+        """Make sure node ``i`` has the weights named in ``wanted[i]`` (computed from the current weights), and
+        their flipped forms where the layer runs flipped (``rules.FLIPPED``)."""
         with self._lock:
             for i, keys in wanted.items():
+                if self.graph.nodes[i].op.runs_flipped:
+                    keys = set(keys) | {R.FLIPPED + k for k in keys if not k.startswith("b")} | {R.FLIPPED + "model"}
                 slots = self.slots.setdefault(i, {})
                 missing = [k for k in keys if k not in slots]
                 if missing:
@@ -62,7 +66,19 @@ class DerivedWeights:
     def _fill(self, i: int, keys, slots: dict) -> None:
         op = self.graph.nodes[i].op
         kernel, bias = op.params()
-        for key in keys:
+        for key in sorted(keys, key=lambda k: k != R.FLIPPED + "model"):
+            if key.startswith(R.FLIPPED):                # small conv kernels: derived whole, then flipped
+                base = key[len(R.FLIPPED):]
+                if base == "w" and not op.folds:         # the layer's own kernel: one copy
+                    slots[key] = slots[R.FLIPPED + "model"]
+                    continue
+                own = tf.convert_to_tensor(op.kernel_var)
+                value = flip_kernel(own if base == "model" else R.derive_weight(base, kernel, bias))
+                if isinstance(slots.get(key), tf.Variable):
+                    slots[key].assign(value)
+                else:
+                    slots[key] = tf.Variable(value, trainable=False)
+                continue
             if key in ("w", "b") and not op.folds:
                 var = op.kernel_var if key == "w" else op.bias_var
                 if var is not None:                  # the model's own variable: always current
@@ -270,9 +286,11 @@ class LRPBackend:
         ctx = _Context(self, entries[("n",)], {}, ones)
         for i, node in enumerate(graph.nodes):
             xs = [values[v] for v in node.inputs]
-            y = values[node.output] = node.run(xs)
             if i not in self.relevant:
+                values[node.output] = node.run(xs)
                 continue
+            y = values[node.output] = node.op.forward(xs[0], self.derived.get(i).get(R.FLIPPED + "model")) \
+                if node.kind == "linear" else node.run(xs)
             bounds = self._bounds_at(i, xs[0] if xs else None, mapped)
             if bounds is not None:
                 ctx.set_bounds(i, bounds)
@@ -340,7 +358,14 @@ class LRPBackend:
         entry = STATES.get(state_key)
         if entry is None:
             low, high = bound_args(low_high)
-            z, state, v = self.forward_fn(tf.constant(x), low, high)
+            images = tf.constant(x)
+            tracing = None
+            if self.backward_fn is None:       # trace the backward pass while the first forward pass runs
+                self.compile_backward(self.forward_fn.get_concrete_function(images, low, high).structured_outputs[1])
+                tracing = Background(self.backward_fn.get_concrete_function)
+            z, state, v = self.forward_fn(images, low, high)
+            if tracing is not None:
+                tracing.result()
             entry = (z.numpy(), state, v.numpy())
             STATES.put(state_key, entry, size=sum(int(np.prod(t.shape)) * t.dtype.size for t in state))
         logits, state, dual_sums = entry

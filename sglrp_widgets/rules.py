@@ -173,6 +173,17 @@ def get_rule(spec) -> Rule:
 _PART = {"": lambda t: t, "pos": lambda t: tf.maximum(t, 0.0), "neg": lambda t: tf.minimum(t, 0.0)}
 
 
+#: Prefix of a kernel kept in ``graph.flip_kernel`` form (``"flipped:w_pos"``): a layer that
+#: :attr:`~sglrp_widgets.graph.LinearOp.runs_flipped` applies it as a transposed convolution. ``"flipped:model"`` is
+#: the layer's own (unfolded) kernel, for its output.
+FLIPPED = "flipped:"
+
+
+def apply_weights(op, x: tf.Tensor, weights: dict, key: str) -> tf.Tensor:
+    """``op`` applied to ``x`` with the modified kernel ``weights[key]``, the fastest way the layer allows."""
+    return op.apply(x, weights[key], flipped=weights.get(FLIPPED + key))
+
+
 def derive_weight(key: str, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     """The modified parameter named ``key`` computed from the layer's (kernel, bias).
 
@@ -192,8 +203,11 @@ def derive_weight(key: str, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
 
 # ---- the backward step ----------------------------------------------------------------------------
 
-def stabilize(z: tf.Tensor, eps: float) -> tf.Tensor:
-    """``z + eps * sign(z)`` with ``sign(0) = 1``."""
+def stabilize(z: tf.Tensor, eps: float, nonneg: bool = False) -> tf.Tensor:
+    """``z + eps * sign(z)`` with ``sign(0) = 1``; ``nonneg`` says ``z >= 0`` is known (then it is ``z + eps``, the
+    same bits without the comparison and the select)."""
+    if nonneg:
+        return z + tf.constant(eps, z.dtype)
     return z + tf.where(z >= 0, tf.constant(eps, z.dtype), tf.constant(-eps, z.dtype))
 
 
@@ -234,6 +248,23 @@ def _active_terms(leaf: Rule, nonneg: bool) -> list[Term]:
     return [t for t in leaf.terms if not (nonneg and t.inputs == "x_neg")]
 
 
+_NONNEG_WEIGHTS = ("w_pos", "w_sq", "ones", "b_pos")
+
+
+def _nonneg_sum(leaf: Rule, terms: list[Term], nonneg: bool) -> bool:
+    """Whether the part's denominator is a sum of products of non-negative factors (z+ on ReLU outputs...)."""
+    return all(t.sign > 0 and t.weights in _NONNEG_WEIGHTS and
+               (t.inputs in ("x_pos", "ones") or (t.inputs == "x" and nonneg)) for t in terms) and \
+        leaf.bias in (None, "b_pos")
+
+
+def _signed_add(total: tf.Tensor | None, sign: float, t: tf.Tensor) -> tf.Tensor:
+    """``total + sign * t`` (``sign * t`` when ``total`` is None) without multiplying by +-1."""
+    if total is None:
+        return t if sign == 1.0 else -t if sign == -1.0 else sign * t
+    return total + t if sign == 1.0 else total - t if sign == -1.0 else total + sign * t
+
+
 def _term_input(key: str, x: tf.Tensor, bounds, nonneg: bool) -> tf.Tensor:
     return x if nonneg and key == "x_pos" else modified_inputs(key, x, bounds)
 
@@ -247,7 +278,8 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
     ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z')``, so its transpose is
     ``u_out = sum_t sign_t W_t (in_t * u) / z'``: forward maps only, on the same kernels as the denominator
     ``z' = sum_t sign_t W_t in_t (+ bias)``. Both are computed by one call per term on ``[in_t; in_t * u]``
-    (a kernel read once, a larger batch). ``z_forward`` (the layer's own output ``x W + b``) is the
+    (a kernel read once, a larger batch), or by two calls where the layer runs flipped (``FLIPPED``: as fast
+    one image at a time, and no concatenated copy). ``z_forward`` (the layer's own output ``x W + b``) is the
     denominator of the z and epsilon rules and reused; with ``u_is_ones`` (``u`` is the all-ones input) the
     transpose is the denominator without its bias. ``None`` marks a part without active terms.
     """
@@ -261,24 +293,25 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
         if z_forward is not None and leaf.bias == "b" and \
                 [(t.inputs, t.weights, t.sign) for t in terms] == [("x", "w", 1.0)]:
             zs = z_forward
-            zt = None if u is None else (z_forward - bias if u_is_ones else op.apply(x * u, weights["w"]))
+            zt = None if u is None else (z_forward - bias if u_is_ones else apply_weights(op, x * u, weights, "w"))
         else:
             zs, zt = None, None
             for t in terms:
-                inp, w = _term_input(t.inputs, x, bounds, nonneg), weights[t.weights]
+                inp = _term_input(t.inputs, x, bounds, nonneg)
                 if u is None or u_is_ones:
-                    d = op.apply(inp, w)
+                    d = apply_weights(op, inp, weights, t.weights)
                     tr = d if u_is_ones else None
-                elif t.inputs in ("x", "x_pos", "x_neg"):       # per image: one call on [in; in * u]
-                    d, tr = tf.split(op.apply(tf.concat([inp, inp * u], 0), w), 2)
-                else:                                           # a batch-1 constant (ones, low, high)
-                    d, tr = op.apply(inp, w), op.apply(inp * u, w)
-                zs = t.sign * d if zs is None else zs + t.sign * d
+                elif t.inputs in ("x", "x_pos", "x_neg") and FLIPPED + t.weights not in weights:
+                    # per image: one call on [in; in * u] (oneDNN's forward convolution is faster on batch 2)
+                    d, tr = tf.split(apply_weights(op, tf.concat([inp, inp * u], 0), weights, t.weights), 2)
+                else:               # a flipped kernel (as fast one image at a time), a batch-1 constant...
+                    d, tr = apply_weights(op, inp, weights, t.weights), apply_weights(op, inp * u, weights, t.weights)
+                zs = _signed_add(zs, t.sign, d)
                 if tr is not None:
-                    zt = t.sign * tr if zt is None else zt + t.sign * tr
+                    zt = _signed_add(zt, t.sign, tr)
             if bias is not None:
                 zs = zs + bias
-        inv = 1.0 / stabilize(zs, leaf.eps)
+        inv = 1.0 / stabilize(zs, leaf.eps, nonneg=_nonneg_sum(leaf, terms, nonneg))
         inverses.append(inv)
         if u is not None:
             part = coef * zt * inv if coef != 1.0 else zt * inv
@@ -316,8 +349,7 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
             g = transposed[t.weights]
             contrib = flat_heads(by_head(g, n) * inputs[t.inputs][None]) if t.inputs in ("x", "x_pos", "x_neg") \
                 else g * inputs[t.inputs]
-            contrib = t.sign * contrib
-            leaf_total = contrib if leaf_total is None else leaf_total + contrib
+            leaf_total = _signed_add(leaf_total, t.sign, contrib)
         leaf_total = coef * leaf_total if coef != 1.0 else leaf_total
         total = leaf_total if total is None else total + leaf_total
     return total if total is not None else tf.zeros(in_shape, r_out.dtype)

@@ -602,3 +602,82 @@ def test_derived_weights_follow_weights_changed_after_a_failed_first_call():
     fresh.model.set_weights(model.get_weights())
     np.testing.assert_allclose(ex(IMAGES, [1, 2]).relevance, fresh(IMAGES, [1, 2]).relevance, rtol=1e-5,
                                atol=1e-7)
+
+
+def wide_conv_net():
+    """A conv on 256 channels (it runs flipped) followed by one that does not, with a BatchNorm folded into it."""
+    inp = keras.Input((6, 6, 256))
+    x = L.Conv2D(8, 3, padding="same", name="wide")(inp)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    x = L.Conv2D(5, 3, padding="same", activation="relu", name="narrow")(x)
+    x = L.MaxPooling2D(2)(x)
+    x = L.Flatten()(x)
+    model = keras.Model(inp, L.Dense(4)(x))
+    randomize(model, 5)
+    return model
+
+
+def test_convolutions_that_run_flipped_are_chosen_by_their_shape():
+    graph = canonize(read_model(wide_conv_net()), fold=True)
+    flipped = {n.name: n.op.runs_flipped for n in graph.nodes if n.kind == "linear"}
+    assert flipped["wide"] and not flipped["narrow"] and not any(v for k, v in flipped.items()
+                                                                    if k not in ("wide", "narrow"))
+    for conv in (L.Conv2D(4, 3, strides=2, padding="same"), L.Conv2D(4, 3, padding="valid"), L.Conv2D(4, 1),
+                 L.Conv2D(4, 2, padding="same"), L.Conv2D(4, 3, padding="same", dilation_rate=2)):
+        model = keras.Sequential([keras.Input((8, 8, 256)), conv, L.Flatten(), L.Dense(2)])
+        ops = [n.op for n in canonize(read_model(model), fold=True).nodes if n.kind == "linear"]
+        assert not ops[0].runs_flipped, conv.get_config()
+
+
+def test_a_flipped_convolution_is_the_convolution():
+    from sglrp_widgets.graph import flip_kernel
+    graph = canonize(read_model(wide_conv_net()), fold=True)
+    op = next(n.op for n in graph.nodes if n.name == "wide")
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 6, 6, 256)).astype("float32"))
+    kernel = tf.constant(np.random.default_rng(2).normal(size=(3, 3, 256, 8)).astype("float32"))
+    np.testing.assert_allclose(op.apply(x, kernel, flipped=flip_kernel(kernel)).numpy(), op.apply(x, kernel).numpy(),
+                               rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["sglrp", "lrp.epsilon", "lrp.alpha_2_beta_1", "lrp.w_square", "deep_taylor"])
+def test_maps_do_not_depend_on_running_convolutions_flipped(method, monkeypatch):
+    from sglrp_widgets.graph import LinearOp
+    model = wide_conv_net()
+    x = np.random.default_rng(3).uniform(0, 1, (2, 6, 6, 256)).astype("float32")
+    flipped = Explainer(model, method, cache=None)(x, [1, 3])
+    monkeypatch.setattr(LinearOp, "runs_flipped", property(lambda self: False))
+    plain = Explainer(keras.models.clone_model(model), method, cache=None)
+    plain.model.set_weights(model.get_weights())
+    expected = plain(x, [1, 3])
+    np.testing.assert_allclose(flipped.logits, expected.logits, rtol=1e-5, atol=1e-5)
+    scale = np.abs(expected.relevance).max()
+    np.testing.assert_allclose(flipped.relevance, expected.relevance, rtol=0, atol=1e-5 * scale)
+
+
+def test_replay_check_runs_beside_the_first_call_and_still_refuses_another_function(monkeypatch):
+    from sglrp_widgets import engine
+    model = residual_net(with_bias=True)
+    monkeypatch.setattr(engine, "model_outputs", lambda m, x: [np.asarray(m(x)) * 0.5 + 0.25])
+    with pytest.raises(ExplainError, match="does not compute the model's function"):
+        Explainer(model, "sglrp", cache=None)(IMAGES, 1)
+
+
+def test_background_returns_the_value_or_raises_the_error():
+    from sglrp_widgets.background import Background
+    assert Background(lambda: 42).result() == 42
+    with pytest.raises(ZeroDivisionError):
+        Background(lambda: 1 / 0).result()
+
+
+def test_flipped_kernels_follow_new_weights():
+    model = wide_conv_net()
+    x = np.random.default_rng(4).uniform(0, 1, (1, 6, 6, 256)).astype("float32")
+    ex = Explainer(model, "sglrp", cache=None)
+    before = ex(x, 2).relevance
+    model.set_weights([w * 1.5 - 0.01 for w in model.get_weights()])
+    fresh = Explainer(keras.models.clone_model(model), "sglrp", cache=None)
+    fresh.model.set_weights(model.get_weights())
+    after = ex(x + 0.5, 2).relevance
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(after, fresh(x + 0.5, 2).relevance, rtol=1e-5, atol=1e-6 * np.abs(after).max())

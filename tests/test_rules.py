@@ -135,3 +135,11 @@ def test_rules_differ_from_each_other():
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert not np.allclose(maps[a], maps[b], atol=1e-6), (a, b)
+
+
+def test_stabilize_of_a_known_nonnegative_sum_is_the_same_bits():
+    import tensorflow as tf
+    from sglrp_widgets.rules import stabilize
+    z = tf.constant([0.0, -0.0, 1e-30, 1e-7, 0.5, 3.0, 1e20], tf.float32)
+    np.testing.assert_array_equal((1.0 / stabilize(z, 1e-7, nonneg=True)).numpy(),
+                                  (1.0 / stabilize(z, 1e-7)).numpy())
