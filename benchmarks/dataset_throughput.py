@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from sglrp_widgets import Explainer, demo  # noqa: E402
-from sglrp_widgets.dataset import explain_dataset  # noqa: E402
+from sglrp_widgets.dataset import explain_dataset, local_worker_configs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dataset_throughput.md"
 
@@ -142,23 +141,11 @@ def batch_table(model, images, batches, repeats, tmp) -> list[str]:
     return lines
 
 
-def _free_ports(k: int) -> list[int]:
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _workers(data: str, out: str, count: int, script: str, threads: int = 0) -> float:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", BENCH_THREADS=str(threads))
     envs = [env]
     if count > 1:
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(count)]}
-        envs = [dict(env, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-                for i in range(count)]
+        envs = [dict(env, TF_CONFIG=config) for config in local_worker_configs(count)]
     procs = [subprocess.Popen([sys.executable, script, data, out], env=e, stdout=subprocess.PIPE, text=True)
              for e in envs]
     outs = [p.communicate(timeout=1800)[0] for p in procs]

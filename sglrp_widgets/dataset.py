@@ -59,7 +59,7 @@ import numpy as np
 
 from .errors import ExplainError
 
-__all__ = ["explain_dataset", "open_store", "DatasetTargets", "STORE_FORMAT"]
+__all__ = ["explain_dataset", "open_store", "local_worker_configs", "DatasetTargets", "STORE_FORMAT"]
 
 #: Version of the store layout written here.
 STORE_FORMAT = 1
@@ -396,6 +396,21 @@ class _Placement:
     @property
     def is_chief(self) -> bool:
         return self.index == 0
+
+
+def local_worker_configs(count: int) -> list[str]:
+    """The ``TF_CONFIG`` of each of ``count`` workers on this machine (free ports on 127.0.0.1): start one process
+    per entry with it in its environment, each creating a ``MultiWorkerMirroredStrategy``, to explain one dataset
+    into one store with several local workers."""
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]}
+    for s in socks:
+        s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(count)]
 
 
 def _placement(strategy: Any) -> _Placement:

@@ -241,10 +241,11 @@ class Node:
     def class_name(self) -> str:
         return type(self.layer).__name__ if self.layer is not None else self.kind
 
-    def run(self, ins: list) -> tf.Tensor:
-        """The node's output from its inputs, as the model computes it."""
+    def run(self, ins: list, flipped: tf.Tensor | None = None) -> tf.Tensor:
+        """The node's output from its inputs, as the model computes it (a linear layer's own kernel in
+        ``flip_kernel`` form makes it run flipped, see :attr:`LinearOp.runs_flipped`)."""
         if self.kind == "linear":
-            return self.op.forward(ins[0])
+            return self.op.forward(ins[0], flipped)
         return self.call(ins)
 
 

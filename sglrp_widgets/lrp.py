@@ -289,8 +289,8 @@ class LRPBackend:
             if i not in self.relevant:
                 values[node.output] = node.run(xs)
                 continue
-            y = values[node.output] = node.op.forward(xs[0], self.derived.get(i).get(R.FLIPPED + "model")) \
-                if node.kind == "linear" else node.run(xs)
+            flipped = self.derived.get(i).get(R.FLIPPED + "model") if node.kind == "linear" else None
+            y = values[node.output] = node.run(xs, flipped)
             bounds = self._bounds_at(i, xs[0] if xs else None, mapped)
             if bounds is not None:
                 ctx.set_bounds(i, bounds)

@@ -3,10 +3,8 @@ kill, two MultiWorkerMirroredStrategy workers on 127.0.0.1, a MirroredStrategy o
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,7 +18,8 @@ pytest.importorskip("zarr")
 zarr = pytest.importorskip("zarr")
 
 from sglrp_widgets import ExplainError, Explainer, cli, demo  # noqa: E402
-from sglrp_widgets.dataset import explain_dataset, open_store  # noqa: E402
+from sglrp_widgets.dataset import explain_dataset, local_worker_configs, open_store  # noqa: E402
+from scenes import scene_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_ARRAYS = ("relevance", "logits", "targets", "ids", "labels", "heatmaps", "heatmap_scale", "thumbnails")
@@ -123,13 +122,7 @@ def test_tf_data_gives_the_same_store_as_arrays(model, scenes, tmp_path):
 
 
 def test_image_folder_with_class_subfolders(model, tmp_path):
-    from PIL import Image
-
-    images, labels, _ = demo.make_scenes(6, seed=4)
-    for i, (im, lab) in enumerate(zip(images, labels[:, 0])):
-        folder = tmp_path / "data" / demo.class_names[lab]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(im).save(folder / f"img{i}.png")
+    images, labels = scene_folder(tmp_path / "data", 6, seed=4)
     store = explain_dataset(model, tmp_path / "data", "sglrp", targets="label", out=tmp_path / "s.zarr",
                             batch_size=4, preprocess=demo.preprocess, class_names=demo.class_names, progress=False)
     files = store["files"][...].tolist()
@@ -238,20 +231,9 @@ def test_killed_run_resumes_to_the_same_store(tmp_path):
 
 # ---- several devices and workers -------------------------------------------------------------------
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_two_workers_write_the_same_store_as_one_process(tmp_path):
     script, n = _script(tmp_path), 40
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    configs = [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(2)]
+    configs = local_worker_configs(2)
     procs = [subprocess.Popen([sys.executable, script, str(tmp_path / "two.zarr"), str(n), "multiworker"],
                               env=_env(TF_CONFIG=c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c in configs]
@@ -390,3 +372,12 @@ def test_cli_dataset_command(tmp_path, capsys):
     assert cli.main(["dataset", "--model", "cnn", "--data", str(tmp_path / "data.npz"), "--targets", "9",
                      "-q", "-o", str(tmp_path / "t.zarr")]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_local_worker_configs_name_one_cluster_and_each_worker_once():
+    import json
+    configs = [json.loads(c) for c in local_worker_configs(3)]
+    workers = configs[0]["cluster"]["worker"]
+    assert len(set(workers)) == 3 and all(w.startswith("127.0.0.1:") for w in workers)
+    assert all(c["cluster"] == {"worker": workers} for c in configs)
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]

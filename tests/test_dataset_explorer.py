@@ -16,6 +16,7 @@ from sglrp_widgets import DatasetExplorer, ExplainError, demo
 from sglrp_widgets.dataset import explain_dataset
 from sglrp_widgets.dataset_browse import StoreBrowser, checked_int
 from sglrp_widgets.spray import load_spray, spray
+from scenes import scene_folder
 
 ANALYSED = (2, 4)      # classes with SpRAy results in the shared store; the others have none
 
@@ -207,13 +208,7 @@ def test_clicking_an_image_opens_it_in_one_reused_relevance_explorer(store, scen
 
 
 def test_image_folder_stores_open_their_files(tmp_path, model):
-    from PIL import Image
-
-    images, labels, _ = demo.make_scenes(12, seed=3)
-    for i, (im, lab) in enumerate(zip(images, labels[:, 0])):
-        d = tmp_path / "data" / demo.class_names[lab]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(im).save(d / f"{i:03d}.png")
+    scene_folder(tmp_path / "data", 12, seed=3)
     out = tmp_path / "f.zarr"
     explain_dataset(model, tmp_path / "data", "gradient", targets="label", out=out, preprocess=demo.preprocess,
                     progress=False)
