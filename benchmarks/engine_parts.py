@@ -66,10 +66,10 @@ def main(argv=None):
         ex(x, 1)
         low, high = bound_args(ex._bounds(x))
         backend = ex.backend
-        _, state, _ = backend.forward_fn(xt, low, high)
+        _, state, _ = backend.forward(xt, low, high)
         head = tf.constant(rng.random((1, 1000)).astype("float32"))
-        fw = median_seconds(lambda: backend.forward_fn(xt, low, high)[0].numpy())
-        bw = median_seconds(lambda: backend.backward_fn(state, head).numpy())
+        fw = median_seconds(lambda: backend.forward(xt, low, high)[0].numpy())
+        bw = median_seconds(lambda: backend.backward(state, head).numpy())
         call = median_seconds(lambda: ex(x + np.float32(rng.random()), 1))
         print(f"| {method} | {fw:.3f} | {bw:.3f} | {call:.3f} | {call / g:.2f} |", flush=True)
 

@@ -410,15 +410,28 @@ class _quiet_retracing_notices:
 
     Every Explainer owns its own tf.function; TensorFlow counts traces of same-named functions across
     instances and would warn a notebook user who compares several methods, although nothing retraces.
+    Explainers may run in several threads at once (the widget's scheduler beside the notebook): the first to
+    enter saves the logger's level, the last to leave restores it.
     """
+    _lock = threading.Lock()
+    _depth = 0
+    _level = None
 
     def __enter__(self):
-        self._logger = tf.get_logger()
-        self._level = self._logger.level
-        self._logger.setLevel("ERROR")
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                logger = tf.get_logger()
+                cls._level = logger.level
+                logger.setLevel("ERROR")
+            cls._depth += 1
 
     def __exit__(self, *exc):
-        self._logger.setLevel(self._level)
+        cls = type(self)
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth == 0:
+                tf.get_logger().setLevel(cls._level)
         return False
 
 

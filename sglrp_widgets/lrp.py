@@ -11,6 +11,7 @@ Each node kind's rule is its handler (``propagation.py``); linear layers get the
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import Counter
 
@@ -46,7 +47,8 @@ class DerivedWeights:
         with self._lock:
             for i, keys in wanted.items():
                 if self.graph.nodes[i].op.runs_flipped:
-                    keys = set(keys) | {R.FLIPPED + k for k in keys if not k.startswith("b")} | {R.FLIPPED + "model"}
+                    keys = set(keys) | {R.FLIPPED + k for k in keys if not k.startswith(("b", R.STACKED))} \
+                        | {R.FLIPPED + "model"}
                 slots = self.slots.setdefault(i, {})
                 missing = [k for k in keys if k not in slots]
                 if missing:
@@ -67,6 +69,14 @@ class DerivedWeights:
         op = self.graph.nodes[i].op
         kernel, bias = op.params()
         for key in sorted(keys, key=lambda k: k != R.FLIPPED + "model"):
+            if key.startswith(R.STACKED):                # small kernels of one rule part, side by side
+                value = tf.concat([R.derive_weight(k, kernel, bias) for k in key[len(R.STACKED):].split("|")],
+                                  axis=op.stack_axis)
+                if isinstance(slots.get(key), tf.Variable):
+                    slots[key].assign(value)
+                else:
+                    slots[key] = tf.Variable(value, trainable=False)
+                continue
             if key.startswith(R.FLIPPED):                # small conv kernels: derived whole, then flipped
                 base = key[len(R.FLIPPED):]
                 if base == "w" and not op.folds:         # the layer's own kernel: one copy
@@ -98,6 +108,9 @@ class DerivedWeights:
 
 
 SLICE_VALUES = 1 << 22
+#: The largest stacked kernel (``rules.STACKED``) kept: stacking pays on few channels (a first layer's z_box
+#: kernels), and a copy of large kernels would cost memory for little.
+STACK_MAX_VALUES = 1 << 22
 
 
 def _assign_in_slices(var: tf.Variable, derive, source: tf.Tensor) -> None:
@@ -220,17 +233,24 @@ class LRPBackend:
         self.forward_fn = tf.function(counter(self._forward), input_signature=[spec] + bspec, autograph=False)
         self.backward_fn = None
         self._counter = counter
+        self._run_forward = self._run_backward = None
 
     @property
     def uses_bounds(self) -> bool:
         return any(r.name == "z_box" for i, r in self.rules.items() if i in self.relevant)
 
     def _weight_keys(self, i: int) -> set[str]:
-        """The parameters node ``i``'s rule reads, skipping terms on negative inputs that cannot occur."""
+        """The parameters node ``i``'s rule reads, skipping terms on negative inputs that cannot occur, and the
+        kernels of a part with several stacked for one transposed call (``rules.STACKED``)."""
         keys = set()
         nonneg = self.graph.nodes[i].inputs[0] in self.nonneg
+        op = self.graph.nodes[i].op
+        size = int(np.prod(op.kernel_var.shape))
         for _, leaf in self.rules[i].leaves():
-            keys |= {t.weights for t in leaf.terms if not (t.inputs == "x_neg" and nonneg)}
+            kernels = R.part_kernels(leaf, nonneg)
+            keys |= set(kernels)
+            if len(kernels) > 1 and op.stack_axis is not None and size * len(kernels) <= STACK_MAX_VALUES:
+                keys.add(R.stacked_key(kernels))
             if leaf.bias:
                 keys.add(leaf.bias)
         return keys
@@ -352,25 +372,35 @@ class LRPBackend:
         return tf.zeros(tf.concat([tf.shape(heads)[:1], graph.input_shape], 0))
 
     # -- serving -------------------------------------------------------------------------------------------
+    def forward(self, images, low, high):
+        """Logits, state and dual sums of ``images`` from the traced forward pass. Its first call traces it,
+        then traces the backward pass in a thread while the forward pass runs."""
+        if self._run_forward is not None:
+            return self._run_forward(images, low, high)
+        concrete = self.forward_fn.get_concrete_function(images, low, high)
+        self._run_forward = flat_caller(concrete)
+        self.compile_backward(concrete.structured_outputs[1])
+        tracing = Background(self.backward_fn.get_concrete_function)
+        out = self._run_forward(images, low, high)
+        self._run_backward = flat_caller(tracing.result())
+        return out
+
+    def backward(self, state, heads):
+        """The relevance at the input for ``heads`` (H*N, C) from a forward ``state``."""
+        if self._run_backward is None:
+            self.compile_backward(state)
+            self._run_backward = flat_caller(self.backward_fn.get_concrete_function())
+        return self._run_backward(state, heads)
+
     def explain(self, x: np.ndarray, spec: np.ndarray, low_high, state_key, *, head: str, scaling: bool):
         """Relevance (K, N, ...), logits (N, C) and resolved targets (N, K) for images ``x`` and targets
         ``spec`` (negative = rank among the top classes); the image's forward state is cached in ``STATES``."""
         entry = STATES.get(state_key)
         if entry is None:
-            low, high = bound_args(low_high)
-            images = tf.constant(x)
-            tracing = None
-            if self.backward_fn is None:       # trace the backward pass while the first forward pass runs
-                self.compile_backward(self.forward_fn.get_concrete_function(images, low, high).structured_outputs[1])
-                tracing = Background(self.backward_fn.get_concrete_function)
-            z, state, v = self.forward_fn(images, low, high)
-            if tracing is not None:
-                tracing.result()
+            z, state, v = self.forward(tf.constant(x), *bound_args(low_high))
             entry = (z.numpy(), state, v.numpy())
             STATES.put(state_key, entry, size=sum(int(np.prod(t.shape)) * t.dtype.size for t in state))
         logits, state, dual_sums = entry
-        if self.backward_fn is None:
-            self.compile_backward(state)
         t = resolve_targets(logits, spec)
         heads = initial_relevance(head, logits, t, dual_sums if self.contrastive else None, scaling=scaling)
         k, n = heads.shape[:2]
@@ -379,10 +409,26 @@ class LRPBackend:
         rows = heads.reshape(k * n, -1)
         scale = np.abs(rows).max(axis=1)
         scale[scale == 0] = 1.0
-        rel = self.backward_fn(state, tf.constant(rows / scale[:, None], tf.float32)).numpy()
+        rel = self.backward(state, tf.constant(rows / scale[:, None], tf.float32)).numpy()
         with np.errstate(over="ignore"):        # a map beyond float32's range: the engine's own clear error
             rel = (rel.reshape(k * n, -1) * scale[:, None]).astype(np.float32)
         return rel.reshape((k, n) + x.shape[1:]), logits, t
+
+
+def flat_caller(concrete):
+    """Call a traced pass with its inputs flattened, past ``tf.function``'s matching of every argument against
+    its signature: with a hundred state tensors that costs 3-4 ms per call, more than a ViT's whole backward
+    pass. The check is redundant here: the engine passes its own state, float32 heads and images already
+    checked against the model's input shape. Uses TensorFlow's ``_call_flat`` (TF 2.16-2.21) where it has the
+    expected form, the concrete function's public call otherwise."""
+    call_flat = getattr(concrete, "_call_flat", None)
+    try:
+        expected = list(inspect.signature(call_flat).parameters) == ["tensor_inputs", "captured_inputs"]
+    except (TypeError, ValueError):
+        expected = False
+    if not expected:
+        return concrete
+    return lambda *args: call_flat(tf.nest.flatten(args), concrete.captured_inputs)
 
 
 def bound_args(low_high):

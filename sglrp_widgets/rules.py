@@ -179,6 +179,20 @@ _PART = {"": lambda t: t, "pos": lambda t: tf.maximum(t, 0.0), "neg": lambda t: 
 FLIPPED = "flipped:"
 
 
+#: Prefix of kernels stacked along the layer's input-channel axis (``"stacked:w|w_pos|w_neg"``): a rule part with
+#: several kernels transposes them in one call (:meth:`~sglrp_widgets.graph.LinearOp.transpose_stacked`).
+STACKED = "stacked:"
+
+
+def stacked_key(keys: list[str]) -> str:
+    return STACKED + "|".join(keys)
+
+
+def part_kernels(leaf: Rule, nonneg: bool) -> list[str]:
+    """The distinct kernels of a rule part's active terms, in order."""
+    return list(dict.fromkeys(t.weights for t in _active_terms(leaf, nonneg)))
+
+
 def apply_weights(op, x: tf.Tensor, weights: dict, key: str) -> tf.Tensor:
     """``op`` applied to ``x`` with the modified kernel ``weights[key]``, the fastest way the layer allows."""
     return op.apply(x, weights[key], flipped=weights.get(FLIPPED + key))
@@ -342,10 +356,13 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         inputs = {t.inputs: _term_input(t.inputs, x, bounds, nonneg) for t in terms}
         s = flat_heads(by_head(r_out, n) * iz[None]) if iz.shape[0] != 1 else r_out * iz
         leaf_total = None
-        transposed: dict[str, tf.Tensor] = {}
+        kernels = part_kernels(leaf, nonneg)
+        stacked = weights.get(stacked_key(kernels)) if len(kernels) > 1 else None
+        if stacked is not None:
+            transposed = dict(zip(kernels, op.transpose_stacked(s, stacked, in_shape, len(kernels))))
+        else:
+            transposed = {k: op.transpose(s, weights[k], in_shape) for k in kernels}
         for t in terms:
-            if t.weights not in transposed:
-                transposed[t.weights] = op.transpose(s, weights[t.weights], in_shape)
             g = transposed[t.weights]
             contrib = flat_heads(by_head(g, n) * inputs[t.inputs][None]) if t.inputs in ("x", "x_pos", "x_neg") \
                 else g * inputs[t.inputs]

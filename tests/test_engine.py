@@ -1,5 +1,6 @@
 """Engine properties: conservation, model forms, BN folding, SGLRP/CLRP, caching, retracing, errors."""
 import gc
+import logging
 import tracemalloc
 
 import keras
@@ -528,8 +529,8 @@ def test_a_class_switch_reuses_the_images_forward_state():
     ex = Explainer(model, "sglrp", cache=None)
     first = ex(IMAGES, [1, 2])
     calls = []
-    forward = ex.backend.forward_fn
-    ex.backend.forward_fn = lambda *a: calls.append(1) or forward(*a)
+    forward = ex.backend.forward
+    ex.backend.forward = lambda *a: calls.append(1) or forward(*a)
     switched = ex(IMAGES, [3, 0])                      # same images, other classes: backward pass only
     assert calls == []
     fresh = Explainer(model, "sglrp", cache=None)(IMAGES, [3, 0])
@@ -677,6 +678,74 @@ def test_flipped_kernels_follow_new_weights():
     before = ex(x, 2).relevance
     model.set_weights([w * 1.5 - 0.01 for w in model.get_weights()])
     fresh = Explainer(keras.models.clone_model(model), "sglrp", cache=None)
+    fresh.model.set_weights(model.get_weights())
+    after = ex(x + 0.5, 2).relevance
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(after, fresh(x + 0.5, 2).relevance, rtol=1e-5, atol=1e-6 * np.abs(after).max())
+
+
+def test_weights_fingerprint_does_not_depend_on_how_it_is_run():
+    """Integer sums: the same bits eagerly and compiled (and on any thread count), so a model never looks
+    retrained because a reduction ran in another order."""
+    from sglrp_widgets.caching import FULL_FINGERPRINT_SIZE, weights_fingerprint
+    rng = np.random.default_rng(1)
+    shapes = [(3, 3, 8, 16), (5,), (FULL_FINGERPRINT_SIZE + 11,)]
+    variables = [tf.Variable(rng.normal(size=s).astype("float32")) for s in shapes]
+    variables += [tf.Variable(7, dtype=tf.int64), tf.Variable(rng.normal(size=(4, 4)))]      # int64, float64
+    compiled = tf.function(lambda: weights_fingerprint(variables), autograph=False)
+    np.testing.assert_array_equal(weights_fingerprint(variables).numpy(), compiled().numpy())
+
+
+def test_quiet_retracing_notices_restore_the_level_when_threads_overlap():
+    from sglrp_widgets.engine import _quiet_retracing_notices
+    logger = tf.get_logger()
+    level = logger.level
+    outer, inner = _quiet_retracing_notices(), _quiet_retracing_notices()
+    outer.__enter__()
+    inner.__enter__()                   # a thread enters while the first is inside
+    outer.__exit__(None, None, None)    # ... and the first leaves before it
+    assert logger.level == logging.ERROR
+    inner.__exit__(None, None, None)
+    assert logger.level == level
+
+
+def signed_input_net():
+    """Convolutions and a dense layer on signed inputs (tanh), so z+ and alpha-beta rules have two kernels."""
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 3, padding="same", activation="tanh", name="first")(inp)
+    x = L.Conv2D(5, 3, strides=2, padding="same", activation="tanh", name="second")(x)
+    x = L.Flatten()(x)
+    x = L.Dense(7, activation="tanh", name="hidden")(x)
+    model = keras.Model(inp, L.Dense(4, name="logits")(x))
+    randomize(model, 9)
+    return model
+
+
+@pytest.mark.parametrize("method", ["sglrp", "deep_taylor.bounded", "lrp.z_plus", "lrp.alpha_2_beta_1"])
+def test_maps_do_not_depend_on_stacking_a_parts_kernels(method, monkeypatch):
+    from sglrp_widgets.graph import LinearOp
+    from sglrp_widgets.rules import STACKED
+    model = signed_input_net()
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
+    stacking = Explainer(model, method, cache=None)
+    stacked = stacking(x, [1, 3])
+    assert any(k.startswith(STACKED) for slots in stacking.backend.derived.slots.values() for k in slots)
+    monkeypatch.setattr(LinearOp, "stack_axis", property(lambda self: None))
+    plain = Explainer(keras.models.clone_model(model), method, cache=None)
+    plain.model.set_weights(model.get_weights())
+    expected = plain(x, [1, 3])
+    assert not any(k.startswith(STACKED) for slots in plain.backend.derived.slots.values() for k in slots)
+    scale = np.abs(expected.relevance).max()
+    np.testing.assert_allclose(stacked.relevance, expected.relevance, rtol=0, atol=1e-6 * scale)
+
+
+def test_stacked_kernels_follow_new_weights():
+    model = signed_input_net()
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 8, 8, 3)).astype("float32")
+    ex = Explainer(model, "lrp.z_plus", cache=None)
+    before = ex(x, 2).relevance
+    model.set_weights([w * 1.5 - 0.01 for w in model.get_weights()])
+    fresh = Explainer(keras.models.clone_model(model), "lrp.z_plus", cache=None)
     fresh.model.set_weights(model.get_weights())
     after = ex(x + 0.5, 2).relevance
     assert not np.allclose(after, before)
