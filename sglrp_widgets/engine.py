@@ -24,7 +24,7 @@ from .canonize import canonize
 from .errors import ExplainError
 from .gradient import GradientBackend
 from .graph import Graph, input_signature_check, model_outputs, read_model, replay_mismatch
-from .lrp import DerivedWeights, LRPBackend, blocking_error, blocking_nodes
+from .lrp import DerivedWeights, LRPBackend, blocking_error, blocking_nodes, flat_caller
 from .methods import METHODS, Method, get_method, validate_params
 
 STALE = b"stale"        # a fingerprint no weights have: the derived weights are rewritten on the next call
@@ -140,6 +140,7 @@ class _ModelEntry:
     def __init__(self, model):
         variables = list(model.weights)
         self._fingerprint_fn = tf.function(lambda: weights_fingerprint(variables), autograph=False)
+        self._fingerprint_call = None
         self._graphs: dict = {}
         self._derived: dict[int, DerivedWeights] = {}
         self._verified: set[int] = set()
@@ -158,8 +159,10 @@ class _ModelEntry:
 
     def fingerprint(self) -> bytes:
         import hashlib
-        with _quiet_retracing_notices():
-            return hashlib.blake2b(self._fingerprint_fn().numpy().tobytes(), digest_size=16).digest()
+        if self._fingerprint_call is None:
+            with _quiet_retracing_notices():
+                self._fingerprint_call = flat_caller(self._fingerprint_fn.get_concrete_function())
+        return hashlib.blake2b(self._fingerprint_call().numpy().tobytes(), digest_size=16).digest()
 
     def expect(self, model, graph: Graph, x: np.ndarray) -> Background | None:
         """Start computing the model's own outputs for the replay check (once per graph), in a thread: it runs
@@ -406,32 +409,34 @@ class Explainer:
 
 
 class _quiet_retracing_notices:
-    """Silence TensorFlow's "triggered tf.function retracing" notice while one Explainer traces.
+    """Drop TensorFlow's "triggered tf.function retracing" notice while an Explainer is at work.
 
     Every Explainer owns its own tf.function; TensorFlow counts traces of same-named functions across
-    instances and would warn a notebook user who compares several methods, although nothing retraces.
-    Explainers may run in several threads at once (the widget's scheduler beside the notebook): the first to
-    enter saves the logger's level, the last to leave restores it.
+    instances and would warn a notebook user who compares several methods, although nothing retraces. A filter
+    on TensorFlow's logger, installed once, drops that one notice while any explainer (in any thread) is
+    inside; other messages pass, and no logger level is touched (setting one walks every logger, on every
+    call).
     """
     _lock = threading.Lock()
     _depth = 0
-    _level = None
+    _installed = False
+
+    @classmethod
+    def _keep(cls, record) -> bool:
+        return not (cls._depth and "triggered tf.function retracing" in record.getMessage())
 
     def __enter__(self):
         cls = type(self)
         with cls._lock:
-            if cls._depth == 0:
-                logger = tf.get_logger()
-                cls._level = logger.level
-                logger.setLevel("ERROR")
+            if not cls._installed:
+                tf.get_logger().addFilter(cls._keep)
+                cls._installed = True
             cls._depth += 1
 
     def __exit__(self, *exc):
         cls = type(self)
         with cls._lock:
             cls._depth -= 1
-            if cls._depth == 0:
-                tf.get_logger().setLevel(cls._level)
         return False
 
 

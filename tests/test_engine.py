@@ -696,17 +696,26 @@ def test_weights_fingerprint_does_not_depend_on_how_it_is_run():
     np.testing.assert_array_equal(weights_fingerprint(variables).numpy(), compiled().numpy())
 
 
-def test_quiet_retracing_notices_restore_the_level_when_threads_overlap():
+def test_quiet_retracing_notices_drop_only_that_notice_and_only_while_inside():
     from sglrp_widgets.engine import _quiet_retracing_notices
-    logger = tf.get_logger()
+    logger, seen = tf.get_logger(), []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
     level = logger.level
-    outer, inner = _quiet_retracing_notices(), _quiet_retracing_notices()
-    outer.__enter__()
-    inner.__enter__()                   # a thread enters while the first is inside
-    outer.__exit__(None, None, None)    # ... and the first leaves before it
-    assert logger.level == logging.ERROR
-    inner.__exit__(None, None, None)
-    assert logger.level == level
+    try:
+        outer, inner = _quiet_retracing_notices(), _quiet_retracing_notices()
+        outer.__enter__()
+        inner.__enter__()                   # another thread's explainer enters ...
+        outer.__exit__(None, None, None)    # ... and the first leaves before it
+        logger.warning("5 out of the last 5 calls to <f> triggered tf.function retracing.")
+        logger.warning("a warning of the user's own")
+        assert logger.level == level
+        inner.__exit__(None, None, None)
+        logger.warning("6 out of the last 6 calls to <g> triggered tf.function retracing.")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["a warning of the user's own", "6 out of the last 6 calls to <g> triggered tf.function retracing."]
 
 
 def signed_input_net():
