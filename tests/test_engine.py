@@ -759,3 +759,18 @@ def test_stacked_kernels_follow_new_weights():
     after = ex(x + 0.5, 2).relevance
     assert not np.allclose(after, before)
     np.testing.assert_allclose(after, fresh(x + 0.5, 2).relevance, rtol=1e-5, atol=1e-6 * np.abs(after).max())
+
+
+def test_flat_caller_gives_the_functions_values_and_falls_back_to_the_public_call():
+    from sglrp_widgets.lrp import flat_caller
+    spec = tf.TensorSpec([None])
+    fn = tf.function(lambda xs, y: xs[0] * y + xs[1], input_signature=[[spec, spec], spec], autograph=False)
+    concrete = fn.get_concrete_function()
+    args = ([tf.constant([1.0, 2.0]), tf.constant([3.0, 4.0])], tf.constant([5.0, 6.0]))
+    np.testing.assert_array_equal(flat_caller(concrete)(*args).numpy(), [8.0, 16.0])
+
+    class PublicOnly:                   # a TensorFlow whose concrete functions have no ``_call_flat``
+        def __call__(self, *a):
+            return concrete(*a)
+
+    np.testing.assert_array_equal(flat_caller(PublicOnly())(*args).numpy(), [8.0, 16.0])
