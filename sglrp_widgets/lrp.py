@@ -374,7 +374,10 @@ class LRPBackend:
     # -- serving -------------------------------------------------------------------------------------------
     def forward(self, images, low, high):
         """Logits, state and dual sums of ``images`` from the traced forward pass. Its first call traces it,
-        then traces the backward pass in a thread while the forward pass runs."""
+        then traces the backward pass in a thread while the forward pass runs. Under
+        ``tf.config.run_functions_eagerly(True)`` nothing is traced: both passes run as Python."""
+        if tf.config.functions_run_eagerly():
+            return self.forward_fn(images, low, high)
         if self._run_forward is not None:
             return self._run_forward(images, low, high)
         concrete = self.forward_fn.get_concrete_function(images, low, high)
@@ -387,8 +390,11 @@ class LRPBackend:
 
     def backward(self, state, heads):
         """The relevance at the input for ``heads`` (H*N, C) from a forward ``state``."""
-        if self._run_backward is None:
+        if self.backward_fn is None:
             self.compile_backward(state)
+        if tf.config.functions_run_eagerly():
+            return self.backward_fn(state, heads)
+        if self._run_backward is None:
             self._run_backward = flat_caller(self.backward_fn.get_concrete_function())
         return self._run_backward(state, heads)
 

@@ -774,3 +774,19 @@ def test_flat_caller_gives_the_functions_values_and_falls_back_to_the_public_cal
             return concrete(*a)
 
     np.testing.assert_array_equal(flat_caller(PublicOnly())(*args).numpy(), [8.0, 16.0])
+
+
+def test_run_functions_eagerly_runs_the_passes_as_python_with_the_same_maps():
+    model = residual_net(with_bias=True)
+    compiled = Explainer(model, "sglrp", cache=None)(IMAGES, [1, 2])
+    tf.config.run_functions_eagerly(True)
+    try:
+        ex = Explainer(model, "sglrp", cache=None)
+        eager = ex(IMAGES, [1, 2])
+        ex(IMAGES, [0, 3])                                      # a class switch
+        assert ex.backend.forward_fn.experimental_get_tracing_count() == 0
+        assert ex.backend.backward_fn.experimental_get_tracing_count() == 0
+    finally:
+        tf.config.run_functions_eagerly(False)
+    np.testing.assert_allclose(eager.relevance, compiled.relevance, rtol=1e-5,
+                               atol=1e-6 * np.abs(compiled.relevance).max())
