@@ -160,11 +160,13 @@ class _ModelEntry:
     def fingerprint(self) -> bytes:
         import hashlib
         if tf.config.functions_run_eagerly():       # the same bits as compiled: integer sums
-            return hashlib.blake2b(self._fingerprint_fn().numpy().tobytes(), digest_size=16).digest()
-        if self._fingerprint_call is None:
-            with _quiet_retracing_notices():
-                self._fingerprint_call = flat_caller(self._fingerprint_fn.get_concrete_function())
-        return hashlib.blake2b(self._fingerprint_call().numpy().tobytes(), digest_size=16).digest()
+            value = self._fingerprint_fn()
+        else:
+            if self._fingerprint_call is None:
+                with _quiet_retracing_notices():
+                    self._fingerprint_call = flat_caller(self._fingerprint_fn.get_concrete_function())
+            value = self._fingerprint_call()
+        return hashlib.blake2b(value.numpy().tobytes(), digest_size=16).digest()
 
     def expect(self, model, graph: Graph, x: np.ndarray) -> Background | None:
         """Start computing the model's own outputs for the replay check (once per graph), in a thread: it runs

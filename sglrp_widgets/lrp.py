@@ -70,12 +70,8 @@ class DerivedWeights:
         kernel, bias = op.params()
         for key in sorted(keys, key=lambda k: k != R.FLIPPED + "model"):
             if key.startswith(R.STACKED):                # small kernels of one rule part, side by side
-                value = tf.concat([R.derive_weight(k, kernel, bias) for k in key[len(R.STACKED):].split("|")],
-                                  axis=op.stack_axis)
-                if isinstance(slots.get(key), tf.Variable):
-                    slots[key].assign(value)
-                else:
-                    slots[key] = tf.Variable(value, trainable=False)
+                _store(slots, key, tf.concat([R.derive_weight(k, kernel, bias)
+                                              for k in key[len(R.STACKED):].split("|")], axis=op.stack_axis))
                 continue
             if key.startswith(R.FLIPPED):                # small conv kernels: derived whole, then flipped
                 base = key[len(R.FLIPPED):]
@@ -83,11 +79,7 @@ class DerivedWeights:
                     slots[key] = slots[R.FLIPPED + "model"]
                     continue
                 own = tf.convert_to_tensor(op.kernel_var)
-                value = flip_kernel(own if base == "model" else R.derive_weight(base, kernel, bias))
-                if isinstance(slots.get(key), tf.Variable):
-                    slots[key].assign(value)
-                else:
-                    slots[key] = tf.Variable(value, trainable=False)
+                _store(slots, key, flip_kernel(own if base == "model" else R.derive_weight(base, kernel, bias)))
                 continue
             if key in ("w", "b") and not op.folds:
                 var = op.kernel_var if key == "w" else op.bias_var
@@ -105,6 +97,14 @@ class DerivedWeights:
 
     def get(self, i: int) -> dict:
         return self.slots[i]
+
+
+def _store(slots: dict, key: str, value: tf.Tensor) -> None:
+    """``slots[key] = value``, written into the existing variable when there is one: traced passes hold it."""
+    if isinstance(slots.get(key), tf.Variable):
+        slots[key].assign(value)
+    else:
+        slots[key] = tf.Variable(value, trainable=False)
 
 
 SLICE_VALUES = 1 << 22
