@@ -139,17 +139,28 @@ class LinearOp:
         return z
 
     @property
-    def runs_flipped(self) -> bool:
-        """Whether :meth:`apply` may run as the transposed convolution of the flipped kernel: a 2-D
-        convolution with stride 1, no dilation or groups, 'same' padding and an odd kernel larger than 1x1, on
-        at least 256 input channels. That is the same sum in the same order (bit-identical here), and oneDNN's
-        backward-data kernel reads a blocked copy of the weights: up to twice as fast as its forward kernel on
-        the plain layout at batch 1 on this project's CPU (VGG16's 28 x 28 x 512 layers: 12 ms against 23 ms),
-        while on fewer channels it gains nothing and loses the fused bias and activation."""
+    def transposes_flipped(self) -> bool:
+        """Whether :meth:`transpose` may run as the convolution of the flipped kernel (:func:`flip_kernel`): a
+        2-D convolution with stride 1, no dilation or groups, an odd kernel and 'same' padding (or 1x1). The
+        transposed convolution of a kernel is the convolution of its flipped form, and at batch 1 oneDNN's
+        forward kernel is never slower than its backward-data kernel on this project's CPU and much faster on
+        small maps with many channels (ResNet50's 7 x 7 layers: 0.8-1.4 ms instead of 1.7-2.6 ms)."""
         shape = self.kernel_var.shape
         return (self.kind == "conv" and len(shape) == 4 and self.groups == 1 and not self.causal_pad
                 and all(s == 1 for s in self.strides) and all(d == 1 for d in self.dilations)
-                and self.padding == "SAME" and all(k % 2 == 1 for k in shape[:2]) and tuple(shape[:2]) != (1, 1)
+                and all(k % 2 == 1 for k in shape[:2]) and (self.padding == "SAME" or tuple(shape[:2]) == (1, 1)))
+
+    @property
+    def runs_flipped(self) -> bool:
+        """Whether :meth:`apply` may run as the transposed convolution of the flipped kernel: a layer that
+        :attr:`transposes_flipped` with 'same' padding, a kernel larger than 1x1 and at least 256 input
+        channels. That is the same sum in the same order (bit-identical here), and oneDNN's backward-data kernel
+        reads a blocked copy of the weights: up to twice as fast as its forward kernel on the plain layout at
+        batch 1 on this project's CPU (VGG16's 28 x 28 x 512 layers: 12 ms against 23 ms), while on fewer
+        channels it gains nothing and loses the fused bias and activation. Such a layer keeps its kernels in
+        flipped form only: both directions read that form."""
+        shape = self.kernel_var.shape
+        return (self.transposes_flipped and self.padding == "SAME" and tuple(shape[:2]) != (1, 1)
                 and shape[2] >= 256)
 
     def apply(self, x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None,
@@ -183,18 +194,23 @@ class LinearOp:
             return -2
         return None
 
-    def transpose_stacked(self, s: tf.Tensor, stacked: tf.Tensor, in_shape, count: int) -> list[tf.Tensor]:
-        """``[transpose(s, k) for k in kernels]`` from the ``count`` kernels stacked along :attr:`stack_axis`:
-        one transposed map with ``count`` times the input channels, split. Each output channel is its own sum,
-        so the values are those of separate calls (bit-identical here); a first layer's three z_box kernels on
-        RGB take one call on 9 channels, 2.6x faster than three on 3."""
+    def transpose_stacked(self, s: tf.Tensor, stacked: tf.Tensor | None, in_shape, count: int,
+                          flipped: tf.Tensor | None = None) -> list[tf.Tensor]:
+        """``[transpose(s, k) for k in kernels]`` from the ``count`` kernels stacked along :attr:`stack_axis`
+        (or that stack's ``flipped`` form): one transposed map with ``count`` times the input channels, split.
+        Each output channel is its own sum, so the values are those of separate calls (bit-identical here); a
+        first layer's three z_box kernels on RGB take one call on 9 channels, 2.6x faster than three on 3."""
         shape = tf.concat([in_shape[:-1], in_shape[-1:] * count], 0)
-        return tf.split(self.transpose(s, stacked, shape), count, axis=-1)
+        return tf.split(self.transpose(s, stacked, shape, flipped), count, axis=-1)
 
-    def transpose(self, s: tf.Tensor, kernel: tf.Tensor, in_shape) -> tf.Tensor:
+    def transpose(self, s: tf.Tensor, kernel: tf.Tensor | None, in_shape, flipped: tf.Tensor | None = None
+                  ) -> tf.Tensor:
         """``J^T s`` of ``apply(., kernel)`` without bias: the input gradient, computed by the transposed
         operation itself (``matmul`` with the kernel transposed, ``conv_transpose``, the depthwise backprop,
-        a transposed ``einsum``). ``in_shape`` is the input's shape with ``s``'s batch axis."""
+        a transposed ``einsum``), or, given the kernel's ``flipped`` form (:attr:`transposes_flipped`), the
+        convolution with it. ``in_shape`` is the input's shape with ``s``'s batch axis."""
+        if flipped is not None:
+            return tf.nn.conv2d(s, flipped, strides=1, padding="SAME")
         if self.kind == "dense":
             return tf.tensordot(s, kernel, axes=[[s.shape.rank - 1], [1]])
         if self.kind == "einsum":
@@ -232,7 +248,8 @@ class LinearOp:
 
 def flip_kernel(kernel: tf.Tensor) -> tf.Tensor:
     """A 2-D convolution kernel (h, w, in, out) rotated by 180 degrees with in and out swapped: the kernel whose
-    transposed convolution (stride 1, 'same', odd size) is the convolution with ``kernel``."""
+    transposed convolution (stride 1, 'same', odd size) is the convolution with ``kernel``, and whose
+    convolution is the transposed convolution with ``kernel``."""
     return tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
 
 

@@ -42,15 +42,12 @@ class DerivedWeights:
         self._lock = threading.Lock()
 
     def require(self, wanted: dict[int, set]) -> None:
-        """Make sure node ``i`` has the weights named in ``wanted[i]`` (computed from the current weights), and
-        their flipped forms where the layer runs flipped (``rules.FLIPPED``)."""
+        """Make sure node ``i`` has the weights named in ``wanted[i]`` (computed from the current weights), in
+        the forms the layer reads them (:func:`stored_keys`)."""
         with self._lock:
             for i, keys in wanted.items():
-                if self.graph.nodes[i].op.runs_flipped:
-                    keys = set(keys) | {R.FLIPPED + k for k in keys if not k.startswith(("b", R.STACKED))} \
-                        | {R.FLIPPED + "model"}
                 slots = self.slots.setdefault(i, {})
-                missing = [k for k in keys if k not in slots]
+                missing = [k for k in stored_keys(self.graph.nodes[i].op, keys) if k not in slots]
                 if missing:
                     self._fill(i, missing, slots)
 
@@ -69,17 +66,20 @@ class DerivedWeights:
         op = self.graph.nodes[i].op
         kernel, bias = op.params()
         for key in sorted(keys, key=lambda k: k != R.FLIPPED + "model"):
-            if key.startswith(R.STACKED):                # small kernels of one rule part, side by side
-                _store(slots, key, tf.concat([R.derive_weight(k, kernel, bias)
-                                              for k in key[len(R.STACKED):].split("|")], axis=op.stack_axis))
+            flipped = key.startswith(R.FLIPPED)
+            base = key[len(R.FLIPPED):] if flipped else key
+            if flipped and base == "w" and not op.folds and R.FLIPPED + "model" in slots:
+                slots[key] = slots[R.FLIPPED + "model"]  # the layer's own kernel: one copy
                 continue
-            if key.startswith(R.FLIPPED):                # small conv kernels: derived whole, then flipped
-                base = key[len(R.FLIPPED):]
-                if base == "w" and not op.folds:         # the layer's own kernel: one copy
-                    slots[key] = slots[R.FLIPPED + "model"]
-                    continue
-                own = tf.convert_to_tensor(op.kernel_var)
-                _store(slots, key, flip_kernel(own if base == "model" else R.derive_weight(base, kernel, bias)))
+            if flipped or base.startswith(R.STACKED):    # conv kernels and small stacks: derived whole
+                if base == "model":
+                    value = tf.convert_to_tensor(op.kernel_var)
+                elif base.startswith(R.STACKED):         # small kernels of one rule part, side by side
+                    value = tf.concat([R.derive_weight(k, kernel, bias) for k in base[len(R.STACKED):].split("|")],
+                                      axis=op.stack_axis)
+                else:
+                    value = R.derive_weight(base, kernel, bias)
+                _store(slots, key, flip_kernel(value) if flipped else value)
                 continue
             if key in ("w", "b") and not op.folds:
                 var = op.kernel_var if key == "w" else op.bias_var
@@ -97,6 +97,20 @@ class DerivedWeights:
 
     def get(self, i: int) -> dict:
         return self.slots[i]
+
+
+def stored_keys(op, keys) -> set[str]:
+    """The slots kept for rules that read ``keys`` at linear ``op``. A layer that transposes flipped
+    (:attr:`~sglrp_widgets.graph.LinearOp.transposes_flipped`) keeps each kernel's flipped form for its
+    transposes (a stack of kernels, read only there, in that form alone); one that also runs flipped applies
+    that form as well, its own kernel's included (``flipped:model``), and keeps no other."""
+    if not op.transposes_flipped:
+        return set(keys)
+    kernels = {k for k in keys if not k.startswith("b")}
+    out = (set(keys) - kernels) | {R.FLIPPED + k for k in kernels}
+    if op.runs_flipped:
+        return out | {R.FLIPPED + "model"}
+    return out | {k for k in kernels if not k.startswith(R.STACKED)}
 
 
 def _store(slots: dict, key: str, value: tf.Tensor) -> None:

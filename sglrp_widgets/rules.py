@@ -173,9 +173,10 @@ def get_rule(spec) -> Rule:
 _PART = {"": lambda t: t, "pos": lambda t: tf.maximum(t, 0.0), "neg": lambda t: tf.minimum(t, 0.0)}
 
 
-#: Prefix of a kernel kept in ``graph.flip_kernel`` form (``"flipped:w_pos"``): a layer that
-#: :attr:`~sglrp_widgets.graph.LinearOp.runs_flipped` applies it as a transposed convolution. ``"flipped:model"`` is
-#: the layer's own (unfolded) kernel, for its output.
+#: Prefix of a kernel kept in ``graph.flip_kernel`` form (``"flipped:w_pos"``, ``"flipped:stacked:w_pos|w_neg"``):
+#: a layer that :attr:`~sglrp_widgets.graph.LinearOp.transposes_flipped` transposes it as a convolution, one that
+#: :attr:`~sglrp_widgets.graph.LinearOp.runs_flipped` also applies it as a transposed convolution.
+#: ``"flipped:model"`` is the layer's own (unfolded) kernel, for its output.
 FLIPPED = "flipped:"
 
 
@@ -195,7 +196,19 @@ def part_kernels(leaf: Rule, nonneg: bool) -> list[str]:
 
 def apply_weights(op, x: tf.Tensor, weights: dict, key: str) -> tf.Tensor:
     """``op`` applied to ``x`` with the modified kernel ``weights[key]``, the fastest way the layer allows."""
-    return op.apply(x, weights[key], flipped=weights.get(FLIPPED + key))
+    if op.runs_flipped:
+        return op.apply(x, None, flipped=weights[FLIPPED + key])
+    return op.apply(x, weights[key])
+
+
+def transpose_weights(op, s: tf.Tensor, weights: dict, kernels: list[str], in_shape) -> dict[str, tf.Tensor]:
+    """``{k: J^T s}`` of ``op`` applied with each kernel ``weights[k]``: from their flipped forms where the layer
+    keeps them, in one call where the kernels are stacked (``STACKED``)."""
+    key = stacked_key(kernels)
+    if len(kernels) > 1 and (key in weights or FLIPPED + key in weights):
+        return dict(zip(kernels, op.transpose_stacked(s, weights.get(key), in_shape, len(kernels),
+                                                      flipped=weights.get(FLIPPED + key))))
+    return {k: op.transpose(s, weights.get(k), in_shape, flipped=weights.get(FLIPPED + k)) for k in kernels}
 
 
 def derive_weight(key: str, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
@@ -315,7 +328,7 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
                 if u is None or u_is_ones:
                     d = apply_weights(op, inp, weights, t.weights)
                     tr = d if u_is_ones else None
-                elif t.inputs in ("x", "x_pos", "x_neg") and FLIPPED + t.weights not in weights:
+                elif t.inputs in ("x", "x_pos", "x_neg") and not op.runs_flipped:
                     # per image: one call on [in; in * u] (oneDNN's forward convolution is faster on batch 2)
                     d, tr = tf.split(apply_weights(op, tf.concat([inp, inp * u], 0), weights, t.weights), 2)
                 else:               # a flipped kernel (as fast one image at a time), a batch-1 constant...
@@ -356,12 +369,7 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         inputs = {t.inputs: _term_input(t.inputs, x, bounds, nonneg) for t in terms}
         s = flat_heads(by_head(r_out, n) * iz[None]) if iz.shape[0] != 1 else r_out * iz
         leaf_total = None
-        kernels = part_kernels(leaf, nonneg)
-        stacked = weights.get(stacked_key(kernels)) if len(kernels) > 1 else None
-        if stacked is not None:
-            transposed = dict(zip(kernels, op.transpose_stacked(s, stacked, in_shape, len(kernels))))
-        else:
-            transposed = {k: op.transpose(s, weights[k], in_shape) for k in kernels}
+        transposed = transpose_weights(op, s, weights, part_kernels(leaf, nonneg), in_shape)
         for t in terms:
             g = transposed[t.weights]
             contrib = flat_heads(by_head(g, n) * inputs[t.inputs][None]) if t.inputs in ("x", "x_pos", "x_neg") \

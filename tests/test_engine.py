@@ -626,16 +626,22 @@ def wide_conv_net():
     return model
 
 
-def test_convolutions_that_run_flipped_are_chosen_by_their_shape():
+def test_convolutions_that_run_or_transpose_flipped_are_chosen_by_their_shape():
     graph = canonize(read_model(wide_conv_net()), fold=True)
-    flipped = {n.name: n.op.runs_flipped for n in graph.nodes if n.kind == "linear"}
-    assert flipped["wide"] and not flipped["narrow"] and not any(v for k, v in flipped.items()
-                                                                    if k not in ("wide", "narrow"))
-    for conv in (L.Conv2D(4, 3, strides=2, padding="same"), L.Conv2D(4, 3, padding="valid"), L.Conv2D(4, 1),
-                 L.Conv2D(4, 2, padding="same"), L.Conv2D(4, 3, padding="same", dilation_rate=2)):
+    ops = {n.name: n.op for n in graph.nodes if n.kind == "linear"}
+    assert ops["wide"].runs_flipped and not ops["narrow"].runs_flipped
+    assert ops["wide"].transposes_flipped and ops["narrow"].transposes_flipped
+    assert not any(op.runs_flipped or op.transposes_flipped for k, op in ops.items() if k not in ("wide", "narrow"))
+    for conv, transposes in [(L.Conv2D(4, 3, strides=2, padding="same"), False), (L.Conv2D(4, 3, padding="valid"), False),
+                             (L.Conv2D(4, 1), True), (L.Conv2D(4, 1, padding="same"), True),
+                             (L.Conv2D(4, 2, padding="same"), False),
+                             (L.Conv2D(4, 3, padding="same", dilation_rate=2), False),
+                             (L.Conv2D(4, 3, padding="same", groups=4), False),
+                             (L.DepthwiseConv2D(3, padding="same"), False)]:
         model = keras.Sequential([keras.Input((8, 8, 256)), conv, L.Flatten(), L.Dense(2)])
         ops = [n.op for n in canonize(read_model(model), fold=True).nodes if n.kind == "linear"]
         assert not ops[0].runs_flipped, conv.get_config()
+        assert ops[0].transposes_flipped == transposes, conv.get_config()
 
 
 def test_a_flipped_convolution_is_the_convolution():
@@ -648,17 +654,34 @@ def test_a_flipped_convolution_is_the_convolution():
                                rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("switch", ["runs_flipped", "transposes_flipped"])
 @pytest.mark.parametrize("method", ["sglrp", "lrp.epsilon", "lrp.alpha_2_beta_1", "lrp.w_square", "deep_taylor"])
-def test_maps_do_not_depend_on_running_convolutions_flipped(method, monkeypatch):
+def test_maps_do_not_depend_on_running_convolutions_flipped(method, switch, monkeypatch):
+    """Switching ``transposes_flipped`` off switches both off (a layer runs flipped only if it transposes so)."""
     from sglrp_widgets.graph import LinearOp
     model = wide_conv_net()
     x = np.random.default_rng(3).uniform(0, 1, (2, 6, 6, 256)).astype("float32")
     flipped = Explainer(model, method, cache=None)(x, [1, 3])
-    monkeypatch.setattr(LinearOp, "runs_flipped", property(lambda self: False))
+    monkeypatch.setattr(LinearOp, switch, property(lambda self: False))
     expected = explainer_on_a_copy(model, method)(x, [1, 3])
     np.testing.assert_allclose(flipped.logits, expected.logits, rtol=1e-5, atol=1e-5)
     scale = np.abs(expected.relevance).max()
     np.testing.assert_allclose(flipped.relevance, expected.relevance, rtol=0, atol=1e-5 * scale)
+
+
+def test_a_layer_keeps_its_kernels_only_in_the_forms_it_reads():
+    """Running flipped, a layer keeps only flipped kernels; transposing flipped, each kernel in both forms and
+    a stack only flipped; any other layer the plain forms."""
+    from sglrp_widgets.rules import FLIPPED, STACKED
+    ex = Explainer(wide_conv_net(), "sglrp", cache=None)
+    slots = {ex.backend.graph.nodes[i].name: set(s) for i, s in ex.backend.derived.slots.items()}
+    assert {k for k in slots["wide"] if not k.startswith("b")} == {         # z_box: w, w+, w- and their stack
+        FLIPPED + k for k in ("model", "w", "w_pos", "w_neg", STACKED + "w|w_pos|w_neg")}
+    assert {k for k in slots["narrow"] if not k.startswith("b")} == {"w_pos", FLIPPED + "w_pos"}
+    ex = Explainer(signed_input_net(), "lrp.z_plus", cache=None)
+    slots = {ex.backend.graph.nodes[i].name: set(s) for i, s in ex.backend.derived.slots.items()}
+    assert slots["first"] == {"w_pos", "w_neg", FLIPPED + "w_pos", FLIPPED + "w_neg", FLIPPED + STACKED + "w_pos|w_neg"}
+    assert slots["second"] == {"w_pos", "w_neg", STACKED + "w_pos|w_neg"}           # stride 2: plain forms
 
 
 def test_replay_check_runs_beside_the_first_call_and_still_refuses_another_function(monkeypatch):
@@ -730,11 +753,11 @@ def test_maps_do_not_depend_on_stacking_a_parts_kernels(method, monkeypatch):
     x = np.random.default_rng(5).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
     stacking = Explainer(model, method, cache=None)
     stacked = stacking(x, [1, 3])
-    assert any(k.startswith(STACKED) for slots in stacking.backend.derived.slots.values() for k in slots)
+    assert any(STACKED in k for slots in stacking.backend.derived.slots.values() for k in slots)
     monkeypatch.setattr(LinearOp, "stack_axis", property(lambda self: None))
     plain = explainer_on_a_copy(model, method)
     expected = plain(x, [1, 3])
-    assert not any(k.startswith(STACKED) for slots in plain.backend.derived.slots.values() for k in slots)
+    assert not any(STACKED in k for slots in plain.backend.derived.slots.values() for k in slots)
     scale = np.abs(expected.relevance).max()
     np.testing.assert_allclose(stacked.relevance, expected.relevance, rtol=0, atol=1e-6 * scale)
 
