@@ -221,6 +221,10 @@ class Explainer:
         :mod:`~sglrp_widgets.rules` object, a name (``"z_plus"``) or ``(name, {parameters})``.
     cache : ResultCache or None, optional
         Where results are cached (default: the shared cache; ``None`` disables caching).
+    keep_states : bool, optional
+        Keep each image's forward state (LRP methods; an LRU of an eighth of the machine's memory), so that
+        another class of a seen image costs one backward pass (default). ``False`` for one pass over many
+        images, as :func:`~sglrp_widgets.explain_dataset` makes: no memory is held for switches that never come.
     **params
         The method's parameters (see ``list_methods()``), e.g. ``epsilon=0.1`` or ``low=-1, high=1``.
 
@@ -233,7 +237,8 @@ class Explainer:
     """
 
     def __init__(self, model, method: str = "sglrp", *, preprocess: Callable | None = None, output=None,
-                 rules: dict | None = None, cache: ResultCache | None | str = "shared", **params):
+                 rules: dict | None = None, cache: ResultCache | None | str = "shared", keep_states: bool = True,
+                 **params):
         import keras
         if not isinstance(model, keras.Model):
             raise ExplainError(f"Explainer needs a keras.Model, got {type(model).__name__}.")
@@ -250,6 +255,7 @@ class Explainer:
         self._output = output
         self._rules = rules
         self._cache = RESULTS if cache == "shared" else cache
+        self._keep_states = bool(keep_states)
         self._lock = threading.RLock()
         self._backend = None
         self.trace_count = 0
@@ -315,7 +321,8 @@ class Explainer:
                     missing.append(i)
             if missing:
                 idx = np.asarray(missing)
-                state_key = (id(self), base_key, tuple(digests[i] for i in idx)) if digests else None
+                state_key = (id(self), base_key, tuple(digests[i] for i in idx)) \
+                    if digests and self._keep_states else None
                 expected = entry.expect(self.model, graph, x[idx])
                 r, z, t = self._run(backend, x[idx], spec[idx], low_high, state_key)
                 entry.verify(self.model, graph, x[idx], z, self._output, expected)

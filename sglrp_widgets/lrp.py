@@ -414,12 +414,14 @@ class LRPBackend:
 
     def explain(self, x: np.ndarray, spec: np.ndarray, low_high, state_key, *, head: str, scaling: bool):
         """Relevance (K, N, ...), logits (N, C) and resolved targets (N, K) for images ``x`` and targets
-        ``spec`` (negative = rank among the top classes); the image's forward state is cached in ``STATES``."""
-        entry = STATES.get(state_key)
+        ``spec`` (negative = rank among the top classes); the image's forward state is cached in ``STATES`` under
+        ``state_key`` (``None``: not kept)."""
+        entry = None if state_key is None else STATES.get(state_key)
         if entry is None:
             z, state, v = self.forward(tf.constant(x), *bound_args(low_high))
             entry = (z.numpy(), state, v.numpy())
-            STATES.put(state_key, entry, size=sum(int(np.prod(t.shape)) * t.dtype.size for t in state))
+            if state_key is not None:
+                STATES.put(state_key, entry, size=sum(int(np.prod(t.shape)) * t.dtype.size for t in state))
         logits, state, dual_sums = entry
         t = resolve_targets(logits, spec)
         heads = initial_relevance(head, logits, t, dual_sums if self.contrastive else None, scaling=scaling)

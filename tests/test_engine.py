@@ -540,6 +540,21 @@ def test_a_class_switch_reuses_the_images_forward_state():
     assert calls == [1]
 
 
+def test_without_keep_states_no_state_is_held_and_each_call_runs_its_forward_pass():
+    from sglrp_widgets.caching import STATES
+    model = residual_net(with_bias=True)
+    kept = Explainer(model, "sglrp", cache=None)(IMAGES, [1, 2])
+    STATES.clear()
+    ex = Explainer(model, "sglrp", cache=None, keep_states=False)
+    calls = []
+    forward = ex.backend.forward
+    ex.backend.forward = lambda *a: calls.append(1) or forward(*a)
+    first = ex(IMAGES, [1, 2])
+    ex(IMAGES, [3, 0])
+    assert calls == [1, 1] and len(STATES) == 0
+    np.testing.assert_array_equal(first.relevance, kept.relevance)
+
+
 def test_method_support_names_what_cannot_work_without_tracing():
     import keras
     from sglrp_widgets.engine import method_support
