@@ -9,9 +9,9 @@ model, compiled with ``tf.function``. For each model, batch and method it prints
 
 - new image ÷ gradient: every call explains images never seen before (no per-image state can be reused),
   timed once the engine's per-image state cache is full;
-- while filling ÷ gradient: the new-image calls before that (median; the cache starts empty for each method).
-  Each pages in fresh memory for the state it keeps: at batch 8 a state is 0.5-1 GB, and the first few
-  batches cost more than the later ones, which reuse the memory of evicted states;
+- while filling ÷ gradient: the new-image calls before that (the cache starts empty for each method). Each
+  pages in fresh memory for the state it keeps: at batch 8 a state is 0.5-1 GB, and the first few batches cost
+  more than the later ones, which reuse the memory of evicted states;
 - class switch ÷ gradient: another class of images already explained (LRP keeps their forward state);
 - first ÷ steady: the first call (reading the model, tracing, the replay check) ÷ a new-image call;
 - 5 targets ÷ 1: five classes per image in one call ÷ one class (new images);
@@ -74,17 +74,19 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def fill_state_cache(call, limit: int = 8) -> list[float]:
-    """Times of new-image ``call``s made until the engine's per-image state cache evicts a state (at most
-    ``limit``): from then on a new state takes the memory of an evicted one instead of fresh pages."""
+def fill_state_cache(call, baseline, limit: int = 8) -> float:
+    """Median ratio ``call`` ÷ ``baseline`` (run alternately) over new-image calls made until the engine's
+    per-image state cache evicts a state (at most ``limit``): from then on a new state takes the memory of an
+    evicted one instead of fresh pages."""
     from sglrp_widgets.caching import STATES
-    times = []
+    ratios = []
     for _ in range(limit):
         before = len(STATES)
-        times.append(timed(call))
+        b = timed(baseline)
+        ratios.append(timed(call) / b)
         if len(STATES) <= before:
             break
-    return times
+    return statistics.median(ratios)
 
 
 def paired(fn, baseline, repeats: int) -> tuple[float, float]:
@@ -184,7 +186,7 @@ def main(argv=None):
                 STATES.clear()
                 ex = Explainer(model, method, cache=None)
                 first = timed(lambda: ex(fresh(), targets))
-                filling = statistics.median(fill_state_cache(lambda: ex(fresh(), targets))) / base
+                filling = fill_state_cache(lambda: ex(fresh(), targets), baseline)
                 new_image, new_ratio = paired(lambda: ex(fresh(), targets), baseline, args.repeats)
                 ex(x, targets)
                 _, switch_ratio = paired(lambda: ex(x, (targets + next(counter)) % classes), baseline,

@@ -156,7 +156,8 @@ class LinearOp:
         :attr:`transposes_flipped` with 'same' padding, a kernel larger than 1x1 and at least 256 input
         channels. That is the same sum in the same order (bit-identical here), and oneDNN's backward-data kernel
         reads a blocked copy of the weights: up to twice as fast as its forward kernel on the plain layout at
-        batch 1 on this project's CPU (VGG16's 28 x 28 x 512 layers: 12 ms against 23 ms), while on fewer
+        batch 1 on this project's CPU (VGG16's 28 x 28 x 512 layers: 12 ms against 23 ms when it was chosen;
+        a later A/B of whole forward passes found VGG16 and ResNet50 within noise either way), while on fewer
         channels it gains nothing and loses the fused bias and activation. Such a layer keeps its kernels in
         flipped form only: both directions read that form."""
         shape = self.kernel_var.shape
