@@ -647,7 +647,8 @@ def test_convolutions_that_run_or_transpose_flipped_are_chosen_by_their_shape():
     assert ops["wide"].runs_flipped and not ops["narrow"].runs_flipped
     assert ops["wide"].transposes_flipped and ops["narrow"].transposes_flipped
     assert not any(op.runs_flipped or op.transposes_flipped for k, op in ops.items() if k not in ("wide", "narrow"))
-    for conv, transposes in [(L.Conv2D(4, 3, strides=2, padding="same"), False), (L.Conv2D(4, 3, padding="valid"), False),
+    for conv, transposes in [(L.Conv2D(4, 3, strides=2, padding="same"), False),
+                             (L.Conv2D(4, 3, padding="valid"), False),
                              (L.Conv2D(4, 1), True), (L.Conv2D(4, 1, padding="same"), True),
                              (L.Conv2D(4, 2, padding="same"), False),
                              (L.Conv2D(4, 3, padding="same", dilation_rate=2), False),
