@@ -74,30 +74,29 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def fill_state_cache(call, baseline, limit: int = 8) -> float:
-    """Median ratio ``call`` ÷ ``baseline`` (run alternately) over new-image calls made until the engine's
-    per-image state cache evicts a state (at most ``limit``): from then on a new state takes the memory of an
-    evicted one instead of fresh pages."""
-    from sglrp_widgets.caching import STATES
-    ratios = []
-    for _ in range(limit):
-        before = len(STATES)
-        b = timed(baseline)
-        ratios.append(timed(call) / b)
-        if len(STATES) <= before:
-            break
-    return statistics.median(ratios)
-
-
-def paired(fn, baseline, repeats: int) -> tuple[float, float]:
-    """Median time of ``fn`` and median of the ratios fn ÷ baseline, the two run alternately."""
+def paired(fn, baseline, repeats: int, stop=None) -> tuple[float, float]:
+    """Median time of ``fn`` and median of the ratios fn ÷ baseline, the two run alternately; ``stop()``, asked
+    after each pair, may end the series early."""
     times, ratios = [], []
     for _ in range(repeats):
         b = timed(baseline)
         t = timed(fn)
         times.append(t)
         ratios.append(t / b)
+        if stop is not None and stop():
+            break
     return statistics.median(times), statistics.median(ratios)
+
+
+def cache_evicted(cache):
+    """A ``stop`` for :func:`paired`: true once a call left ``cache`` no fuller (it evicted a state; from then
+    on a new state takes the memory of an evicted one instead of fresh pages)."""
+    last = [len(cache)]
+
+    def stop() -> bool:
+        grew, last[0] = len(cache) > last[0], len(cache)
+        return not grew
+    return stop
 
 
 def peak_rss_child(model_name: str, method: str, batch: int) -> None:
@@ -186,7 +185,7 @@ def main(argv=None):
                 STATES.clear()
                 ex = Explainer(model, method, cache=None)
                 first = timed(lambda: ex(fresh(), targets))
-                filling = fill_state_cache(lambda: ex(fresh(), targets), baseline)
+                _, filling = paired(lambda: ex(fresh(), targets), baseline, 8, stop=cache_evicted(STATES))
                 new_image, new_ratio = paired(lambda: ex(fresh(), targets), baseline, args.repeats)
                 ex(x, targets)
                 _, switch_ratio = paired(lambda: ex(x, (targets + next(counter)) % classes), baseline,

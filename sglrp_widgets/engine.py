@@ -255,6 +255,8 @@ class Explainer:
         self._output = output
         self._rules = rules
         self._cache = RESULTS if cache == "shared" else cache
+        if not isinstance(keep_states, (bool, np.bool_)):
+            raise ExplainError(f"keep_states must be True or False, got {keep_states!r}.")
         self._keep_states = bool(keep_states)
         self._lock = threading.RLock()
         self._backend = None
@@ -305,8 +307,8 @@ class Explainer:
             low_high = self._bounds(x)
             base_key = (fp, self._structure, self._key, None if low_high is None else freeze(low_high))
             n, k = spec.shape
-            keyed = self._cache is not None or isinstance(backend, LRPBackend)
-            digests = [digest(img) for img in x] if keyed else None
+            keeps_states = self._keep_states and isinstance(backend, LRPBackend)
+            digests = [digest(img) for img in x] if self._cache is not None or keeps_states else None
             rel = np.empty((n, k) + x.shape[1:], np.float32)
             logits = np.empty((n, graph.num_classes), np.float32)
             resolved = np.empty((n, k), np.int64)
@@ -321,8 +323,7 @@ class Explainer:
                     missing.append(i)
             if missing:
                 idx = np.asarray(missing)
-                state_key = (id(self), base_key, tuple(digests[i] for i in idx)) \
-                    if digests and self._keep_states else None
+                state_key = (id(self), base_key, tuple(digests[i] for i in idx)) if keeps_states else None
                 expected = entry.expect(self.model, graph, x[idx])
                 r, z, t = self._run(backend, x[idx], spec[idx], low_high, state_key)
                 entry.verify(self.model, graph, x[idx], z, self._output, expected)

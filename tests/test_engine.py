@@ -540,7 +540,8 @@ def test_a_class_switch_reuses_the_images_forward_state():
     assert calls == [1]
 
 
-def test_without_keep_states_no_state_is_held_and_each_call_runs_its_forward_pass():
+def test_without_keep_states_no_state_is_held_and_each_call_runs_its_forward_pass(monkeypatch):
+    from sglrp_widgets import engine
     from sglrp_widgets.caching import STATES
     model = residual_net(with_bias=True)
     kept = Explainer(model, "sglrp", cache=None)(IMAGES, [1, 2])
@@ -549,10 +550,14 @@ def test_without_keep_states_no_state_is_held_and_each_call_runs_its_forward_pas
     calls = []
     forward = ex.backend.forward
     ex.backend.forward = lambda *a: calls.append(1) or forward(*a)
+    hashed = []
+    monkeypatch.setattr(engine, "digest", lambda img: hashed.append(1))      # no key needed: no image hashed
     first = ex(IMAGES, [1, 2])
     ex(IMAGES, [3, 0])
-    assert calls == [1, 1] and len(STATES) == 0
+    assert calls == [1, 1] and len(STATES) == 0 and hashed == []
     np.testing.assert_array_equal(first.relevance, kept.relevance)
+    with pytest.raises(ExplainError, match="keep_states must be True or False, got 'no'"):
+        Explainer(model, "sglrp", keep_states="no")
 
 
 def test_method_support_names_what_cannot_work_without_tracing():
