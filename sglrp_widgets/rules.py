@@ -203,12 +203,21 @@ def apply_weights(op, x: tf.Tensor, weights: dict, key: str) -> tf.Tensor:
 
 def transpose_weights(op, s: tf.Tensor, weights: dict, kernels: list[str], in_shape) -> dict[str, tf.Tensor]:
     """``{k: J^T s}`` of ``op`` applied with each kernel ``weights[k]``: from their flipped forms where the layer
-    keeps them, in one call where the kernels are stacked (``STACKED``)."""
+    transposes flipped, in one call where the kernels are stacked (``STACKED``)."""
+    flip = op.transposes_flipped
+
+    def forms(key):                                     # (kernel, flipped kernel): the one the layer reads
+        return (None, weights[FLIPPED + key]) if flip else (weights[key], None)
+
     key = stacked_key(kernels)
-    if len(kernels) > 1 and (key in weights or FLIPPED + key in weights):
-        return dict(zip(kernels, op.transpose_stacked(s, weights.get(key), in_shape, len(kernels),
-                                                      flipped=weights.get(FLIPPED + key))))
-    return {k: op.transpose(s, weights.get(k), in_shape, flipped=weights.get(FLIPPED + k)) for k in kernels}
+    if len(kernels) > 1 and (FLIPPED + key if flip else key) in weights:
+        stacked, flipped = forms(key)
+        return dict(zip(kernels, op.transpose_stacked(s, stacked, in_shape, len(kernels), flipped=flipped)))
+    transposed = {}
+    for k in kernels:
+        kernel, flipped = forms(k)
+        transposed[k] = op.transpose(s, kernel, in_shape, flipped=flipped)
+    return transposed
 
 
 def derive_weight(key: str, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
