@@ -716,7 +716,7 @@ def explain_dataset(model: Any, data: Any, method: str = "sglrp", *, targets: An
     bounds = info["bounds_values"] if info is not None else _dataset_bounds(config, source)
     run_params = dict(params, **({"low": bounds[0], "high": bounds[1]} if bounds is not None else {}))
     devices = _Devices(lambda: Explainer(model, method, preprocess=preprocess, cache=None, keep_states=False,
-                                         **run_params),
+                                         compile="first_call", **run_params),
                        place.devices)
     try:
         x_first = _model_input(first, preprocess)

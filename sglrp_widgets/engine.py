@@ -21,10 +21,11 @@ from . import composites as C
 from .background import Background
 from .caching import RESULTS, STATES, ResultCache, digest, freeze, weights_fingerprint
 from .canonize import canonize
+from .compiling import MODES, Pass, quiet_retracing_notices
 from .errors import ExplainError
 from .gradient import GradientBackend
 from .graph import Graph, input_signature_check, model_outputs, read_model, replay_mismatch
-from .lrp import DerivedWeights, LRPBackend, blocking_error, blocking_nodes, flat_caller
+from .lrp import DerivedWeights, LRPBackend, blocking_error, blocking_nodes
 from .methods import METHODS, Method, get_method, validate_params
 
 STALE = b"stale"        # a fingerprint no weights have: the derived weights are rewritten on the next call
@@ -139,8 +140,7 @@ class _ModelEntry:
 
     def __init__(self, model):
         variables = list(model.weights)
-        self._fingerprint_fn = tf.function(lambda: weights_fingerprint(variables), autograph=False)
-        self._fingerprint_call = None
+        self.fingerprint_pass = Pass(lambda: weights_fingerprint(variables), signature=[])
         self._graphs: dict = {}
         self._derived: dict[int, DerivedWeights] = {}
         self._verified: set[int] = set()
@@ -158,14 +158,10 @@ class _ModelEntry:
             return self._derived.setdefault(id(graph), DerivedWeights(graph))
 
     def fingerprint(self) -> bytes:
+        """The weights' fingerprint: the same bits eagerly and compiled (integer sums), so its first calls run
+        as Python (about 0.1 s on ResNet50, where compiling it costs 0.8 s) while it compiles in the background."""
         import hashlib
-        if tf.config.functions_run_eagerly():       # the same bits as compiled: integer sums
-            value = self._fingerprint_fn()
-        else:
-            if self._fingerprint_call is None:
-                with _quiet_retracing_notices():
-                    self._fingerprint_call = flat_caller(self._fingerprint_fn.get_concrete_function())
-            value = self._fingerprint_call()
+        value = self.fingerprint_pass()
         return hashlib.blake2b(value.numpy().tobytes(), digest_size=16).digest()
 
     def expect(self, model, graph: Graph, x: np.ndarray) -> Background | None:
@@ -225,6 +221,12 @@ class Explainer:
         Keep each image's forward state (LRP methods; an LRU of an eighth of the machine's memory), so that
         another class of a seen image costs one backward pass (default). ``False`` for one pass over many
         images, as :func:`~sglrp_widgets.explain_dataset` makes: no memory is held for switches that never come.
+    compile : {"background", "first_call"}, optional
+        When the method's passes are compiled (``tf.function``). ``"background"`` (default): calls run them
+        as Python until a thread has compiled them, which it starts after the first call; the first map comes
+        2.5-5x sooner on large models (tracing them takes seconds) and later calls run compiled.
+        ``"first_call"``: the first call compiles them and waits, for scripts that make many calls in a row.
+        :meth:`wait_compiled` waits for the thread. Both give the same maps, to float32 rounding.
     **params
         The method's parameters (see ``list_methods()``), e.g. ``epsilon=0.1`` or ``low=-1, high=1``.
 
@@ -238,7 +240,7 @@ class Explainer:
 
     def __init__(self, model, method: str = "sglrp", *, preprocess: Callable | None = None, output=None,
                  rules: dict | None = None, cache: ResultCache | None | str = "shared", keep_states: bool = True,
-                 **params):
+                 compile: str = "background", **params):
         import keras
         if not isinstance(model, keras.Model):
             raise ExplainError(f"Explainer needs a keras.Model, got {type(model).__name__}.")
@@ -258,6 +260,9 @@ class Explainer:
         if not isinstance(keep_states, (bool, np.bool_)):
             raise ExplainError(f"keep_states must be True or False, got {keep_states!r}.")
         self._keep_states = bool(keep_states)
+        if compile not in MODES:
+            raise ExplainError(f"compile must be one of {', '.join(map(repr, MODES))}, got {compile!r}.")
+        self._compile = compile
         self._lock = threading.RLock()
         self._backend = None
         self.trace_count = 0
@@ -335,6 +340,10 @@ class Explainer:
                             value = (rel[i, j].copy(), logits[i].copy(), resolved[i, j])
                             self._cache.put((base_key, digests[i], int(spec[i, j])), value)
                             self._cache.put((base_key, digests[i], int(resolved[i, j])), value)
+            # Compile what ran as Python, in the background: the backward pass first (the worker takes the
+            # latest first; a class switch needs only it), then the forward pass, then the fingerprint.
+            for p in (entry.fingerprint_pass,) + backend.passes:
+                p.compile_soon()
             if self.params.get("relu"):
                 np.maximum(rel, 0, out=rel)
             if not nested:
@@ -342,6 +351,14 @@ class Explainer:
             return Explanation(relevance=rel, targets=resolved, logits=logits, method=self.method,
                                params=dict(self.params), seconds=time.perf_counter() - start,
                                cached=not missing)
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Wait for the passes that calls ran as Python to be compiled (``compile="background"``); ``True`` when
+        the method's passes run compiled now (``False`` before any call, or on timeout)."""
+        if self._backend is None:
+            return False
+        passes = (_entry(self.model).fingerprint_pass,) + self._backend.passes
+        return all([p.wait(timeout) for p in passes])
 
     def clear(self) -> None:
         """Forget cached results and per-image states, and re-derive modified weights on the next call (after
@@ -362,11 +379,12 @@ class Explainer:
         self._structure = hash(tuple((n.kind, n.name, n.class_name, tuple(n.inputs), n.output)
                                      for n in graph.nodes))
         if not lrp:
-            return GradientBackend(graph, self.spec, self.params, self._counted)
+            return GradientBackend(graph, self.spec, self.params, self._counted, compile=self._compile)
         backend = LRPBackend(graph, _entry(model).derived(graph), composite=self.spec.composite,
                              params=self.params, overrides=self._rules, counter=self._counted,
                              contrastive=self.spec.head in ("sglrp", "clrp") and bool(self.params.get("scaling",
-                                                                                                     True)))
+                                                                                                     True)),
+                             compile=self._compile)
         blocking = blocking_nodes(graph, backend.relevant)
         if blocking:
             working = [name for name, m in METHODS.items() if m.kind != "lrp"]
@@ -408,7 +426,7 @@ class Explainer:
 
     def _run(self, backend, x, spec, low_high, state_key):
         try:
-            with _quiet_retracing_notices():
+            with quiet_retracing_notices():
                 return backend.explain(x, spec, low_high, state_key, head=self.spec.head,
                                        scaling=self.params.get("scaling", True))
         except Exception as exc:  # an ExplainError raised while tracing arrives wrapped by TensorFlow
@@ -418,38 +436,6 @@ class Explainer:
             if cause is not None:
                 raise cause from None
             raise
-
-
-class _quiet_retracing_notices:
-    """Drop TensorFlow's "triggered tf.function retracing" notice while an Explainer is at work.
-
-    Every Explainer owns its own tf.function; TensorFlow counts traces of same-named functions across
-    instances and would warn a notebook user who compares several methods, although nothing retraces. A filter
-    on TensorFlow's logger, installed once, drops that one notice while any explainer (in any thread) is
-    inside; other messages pass, and no logger level is touched (setting one walks every logger, on every
-    call).
-    """
-    _lock = threading.Lock()
-    _depth = 0
-    _installed = False
-
-    @classmethod
-    def _keep(cls, record) -> bool:
-        return not (cls._depth and "triggered tf.function retracing" in record.getMessage())
-
-    def __enter__(self):
-        cls = type(self)
-        with cls._lock:
-            if not cls._installed:
-                tf.get_logger().addFilter(cls._keep)
-                cls._installed = True
-            cls._depth += 1
-
-    def __exit__(self, *exc):
-        cls = type(self)
-        with cls._lock:
-            cls._depth -= 1
-        return False
 
 
 # ---- the shared explainers ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import rules as R
+from .compiling import Pass
 from .errors import ExplainError, suggest
 from .graph import Graph
 
@@ -82,14 +83,15 @@ def cam_feature(graph: Graph, method: str, layer: str | None) -> int:
 class GradientBackend:
     """One gradient or CAM method on one read model."""
 
-    def __init__(self, graph: Graph, method, params: dict, counter):
+    def __init__(self, graph: Graph, method, params: dict, counter, compile: str = "background"):
         self.graph = graph
         self.method = method
         self.params = params
         self.feature = cam_feature(graph, method.name, params.get("layer")) if method.kind == "cam" else None
         spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
         tspec = tf.TensorSpec((None, None), tf.int32)
-        self.fn = tf.function(counter(self._body), input_signature=[spec, tspec])
+        self.fn = Pass(self._body, mode=compile, signature=[spec, tspec], counter=counter, autograph=True)
+        self.passes = (self.fn,)
 
     uses_bounds = False
 

@@ -11,7 +11,6 @@ Each node kind's rule is its handler (``propagation.py``); linear layers get the
 """
 from __future__ import annotations
 
-import inspect
 import threading
 from collections import Counter
 
@@ -22,6 +21,7 @@ from . import composites as C
 from . import rules as R
 from .background import Background
 from .caching import STATES
+from .compiling import Pass
 from .errors import UnsupportedLayerError
 from .graph import Graph, flip_kernel
 from .heads import initial_relevance, resolve_targets
@@ -232,7 +232,7 @@ class LRPBackend:
     """Rules, forward state and backward pass of one LRP method on one read model."""
 
     def __init__(self, graph: Graph, derived: DerivedWeights, *, composite: str, params: dict, overrides,
-                 contrastive: bool, counter):
+                 contrastive: bool, counter, compile: str = "background"):
         self.graph = graph
         self.rules = assign_rules(graph, composite, params, overrides)
         self.relevant = relevance_flow(graph)
@@ -244,10 +244,9 @@ class LRPBackend:
         self._layout: list = []
         spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
         bspec = [tf.TensorSpec([None], tf.float32)] * 2
-        self.forward_fn = tf.function(counter(self._forward), input_signature=[spec] + bspec, autograph=False)
-        self.backward_fn = None
-        self._counter = counter
-        self._run_forward = self._run_backward = None
+        self.forward_pass = Pass(self._forward, mode=compile, signature=[spec] + bspec, counter=counter)
+        self.backward_pass = Pass(self._backward, mode=compile, counter=counter)
+        self.passes = (self.forward_pass, self.backward_pass)
 
     @property
     def uses_bounds(self) -> bool:
@@ -361,12 +360,6 @@ class LRPBackend:
         return [values.get(v) if need else None for v, need in zip(node.inputs, handler(node).needs(node))]
 
     # -- backward ------------------------------------------------------------------------------------------
-    def compile_backward(self, state) -> None:
-        specs = [tf.TensorSpec([None] * min(t.shape.rank, 1) + list(t.shape[1:]), t.dtype) for t in state]
-        heads = tf.TensorSpec([None, self.graph.num_classes], tf.float32)
-        self.backward_fn = tf.function(self._counter(self._backward), input_signature=[specs, heads],
-                                       autograph=False)
-
     def _backward(self, state, heads):
         graph = self.graph
         values, states, ctx = self._unpack(state)
@@ -387,30 +380,22 @@ class LRPBackend:
 
     # -- serving -------------------------------------------------------------------------------------------
     def forward(self, images, low, high):
-        """Logits, state and dual sums of ``images`` from the traced forward pass. Its first call traces it,
-        then traces the backward pass in a thread while the forward pass runs. Under
-        ``tf.config.run_functions_eagerly(True)`` nothing is traced: both passes run as Python."""
-        if tf.config.functions_run_eagerly():
-            return self.forward_fn(images, low, high)
-        if self._run_forward is not None:
-            return self._run_forward(images, low, high)
-        concrete = self.forward_fn.get_concrete_function(images, low, high)
-        self._run_forward = flat_caller(concrete)
-        self.compile_backward(concrete.structured_outputs[1])
-        tracing = Background(self.backward_fn.get_concrete_function)
-        out = self._run_forward(images, low, high)
-        self._run_backward = flat_caller(tracing.result())
+        """Logits, state and dual sums of ``images``. Compiled on the first call (``"first_call"``), the forward
+        pass runs while the backward pass is traced in a thread."""
+        fwd, bwd = self.forward_pass, self.backward_pass
+        if fwd.mode != "first_call" or fwd.compiled or tf.config.functions_run_eagerly():
+            return fwd(images, low, high)
+        fwd.compile((images, low, high))
+        state = fwd.function.get_concrete_function().structured_outputs[1]
+        heads = tf.TensorSpec([None, self.graph.num_classes], tf.float32)
+        tracing = Background(lambda: bwd.compile((state, heads)))
+        out = fwd(images, low, high)
+        tracing.result()
         return out
 
     def backward(self, state, heads):
         """The relevance at the input for ``heads`` (H*N, C) from a forward ``state``."""
-        if self.backward_fn is None:
-            self.compile_backward(state)
-        if tf.config.functions_run_eagerly():
-            return self.backward_fn(state, heads)
-        if self._run_backward is None:
-            self._run_backward = flat_caller(self.backward_fn.get_concrete_function())
-        return self._run_backward(state, heads)
+        return self.backward_pass(state, heads)
 
     def explain(self, x: np.ndarray, spec: np.ndarray, low_high, state_key, *, head: str, scaling: bool):
         """Relevance (K, N, ...), logits (N, C) and resolved targets (N, K) for images ``x`` and targets
@@ -435,22 +420,6 @@ class LRPBackend:
         with np.errstate(over="ignore"):        # a map beyond float32's range: the engine's own clear error
             rel = (rel.reshape(k * n, -1) * scale[:, None]).astype(np.float32)
         return rel.reshape((k, n) + x.shape[1:]), logits, t
-
-
-def flat_caller(concrete):
-    """Call a traced pass with its inputs flattened, past ``tf.function``'s matching of every argument against
-    its signature: with a hundred state tensors that costs 3-4 ms per call, more than a ViT's whole backward
-    pass. The check is redundant here: the engine passes its own state, float32 heads and images already
-    checked against the model's input shape. Uses TensorFlow's ``_call_flat`` (TF 2.16-2.21) where it has the
-    expected form, the concrete function's public call otherwise."""
-    call_flat = getattr(concrete, "_call_flat", None)
-    try:
-        expected = list(inspect.signature(call_flat).parameters) == ["tensor_inputs", "captured_inputs"]
-    except (TypeError, ValueError):
-        expected = False
-    if not expected:
-        return concrete
-    return lambda *args: call_flat(tf.nest.flatten(args), concrete.captured_inputs)
 
 
 def bound_args(low_high):

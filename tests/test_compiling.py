@@ -1,0 +1,156 @@
+"""Passes served as Python until compiled in the background (compiling.py), and the Explainer's compile modes."""
+import threading
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sglrp_widgets import Explainer, compiling
+from sglrp_widgets.compiling import Pass, _Worker
+from sglrp_widgets.errors import ExplainError
+from sglrp_widgets.methods import METHODS
+
+L = keras.layers
+IMAGES = np.random.default_rng(0).uniform(0, 1, (2, 10, 10, 3)).astype("float32")
+
+
+def small_net():
+    inp = keras.Input((10, 10, 3))
+    x = L.Conv2D(6, 3, activation="relu", name="c1")(inp)
+    y = L.Conv2D(6, 3, padding="same", name="c2")(x)
+    x = L.Activation("relu")(L.Add()([x, y]))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(5, name="logits")(x))
+
+
+class HeldWorker:
+    """Stands in for the compile worker: records what is queued and compiles only when told to."""
+
+    def __init__(self):
+        self.queued = []
+
+    def submit(self, p):
+        self.queued.append(p)
+
+    def run_all(self):          # the latest first, like the real worker
+        while self.queued:
+            self.queued.pop()._compile_queued()
+
+    closing = False
+
+
+@pytest.fixture
+def held(monkeypatch):
+    worker = HeldWorker()
+    monkeypatch.setattr(compiling, "_WORKER", worker)
+    return worker
+
+
+@pytest.mark.parametrize("method", ["sglrp", "lrp.epsilon", "gradient", "grad_cam"])
+def test_first_call_runs_as_python_and_later_calls_run_the_passes_compiled_after_it(method, held):
+    model = small_net()
+    ex = Explainer(model, method, cache=None)
+    first = ex(IMAGES, [1, 2])
+    assert ex.trace_count == 0                          # nothing traced before the first map
+    passes = ex.backend.passes
+    assert held.queued[-len(passes):] == list(passes)   # queued after the call: the backward pass on top
+    assert not ex.wait_compiled(timeout=0)
+    held.run_all()
+    assert ex.wait_compiled() and ex.trace_count == len(passes)
+    again = ex(IMAGES, [1, 2])
+    ex(IMAGES, [3, 0])                                  # a class switch
+    assert ex.trace_count == len(passes) and not held.queued
+    scale = np.abs(first.relevance).max()
+    np.testing.assert_allclose(again.relevance, first.relevance, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(again.logits, first.logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_compiles_after_its_first_call(method, held):
+    ex = Explainer(small_net(), method, cache=None)
+    ex(IMAGES, [1, 2])
+    held.run_all()
+    assert [p.error for p in ex.backend.passes] == [None] * len(ex.backend.passes)
+    assert ex.wait_compiled()
+
+
+def test_first_call_mode_compiles_before_its_first_map_and_queues_nothing(held):
+    ex = Explainer(small_net(), "sglrp", cache=None, compile="first_call")
+    ex(IMAGES, 1)
+    assert ex.trace_count == 2 and all(p.compiled for p in ex.backend.passes)
+    assert all(p.mode == "background" for p in held.queued)     # only the weights' fingerprint, shared
+
+
+def test_background_compilation_finishes_and_the_maps_agree_with_first_call_compilation():
+    model = small_net()
+    background = Explainer(model, "sglrp", cache=None, keep_states=False)   # each call runs its forward pass
+    eager = background(IMAGES, [1, 2])
+    assert background.wait_compiled(timeout=120)
+    compiled = background(IMAGES, [1, 2])
+    reference = Explainer(model, "sglrp", cache=None, compile="first_call")(IMAGES, [1, 2])
+    np.testing.assert_array_equal(compiled.relevance, reference.relevance)
+    scale = np.abs(reference.relevance).max()
+    np.testing.assert_allclose(eager.relevance, reference.relevance, rtol=0, atol=1e-5 * scale)
+
+
+def test_an_unknown_compile_mode_is_a_clear_error():
+    with pytest.raises(ExplainError, match="compile must be one of 'background', 'first_call'"):
+        Explainer(small_net(), "sglrp", compile="later")
+
+
+def test_a_pass_that_cannot_be_compiled_warns_and_keeps_running_as_python(held):
+    def body(x):
+        return x * float(x.numpy().sum())      # fine eagerly; a traced tensor has no value
+    p = Pass(body, signature=[tf.TensorSpec([None], tf.float32)])
+    x = tf.constant([1.0, 2.0])
+    np.testing.assert_array_equal(p(x).numpy(), [3.0, 6.0])
+    p.compile_soon()
+    with pytest.warns(RuntimeWarning, match="could not be compiled and keeps running uncompiled"):
+        held.run_all()
+    assert not p.compiled and p.error is not None and p.wait(0) is False
+    np.testing.assert_array_equal(p(x).numpy(), [3.0, 6.0])
+    p.compile_soon()
+    assert not held.queued                      # not queued again
+
+
+def test_the_worker_takes_the_latest_first_skips_passes_nobody_holds_and_stops_at_close():
+    worker, order, release = _Worker(), [], threading.Event()
+
+    class Job:
+        def __init__(self, name, gate=None):
+            self.name, self.gate = name, gate
+
+        def _compile_queued(self):
+            if self.gate is not None:
+                self.gate.wait(10)
+            order.append(self.name)
+
+    blocker, a, b, c = Job("blocker", release), Job("a"), Job("b"), Job("c")
+    worker.submit(blocker)
+    while worker._stack:                        # the worker has taken the blocker
+        threading.Event().wait(0.01)
+    for job in (a, b, c):
+        worker.submit(job)
+    del b                                       # nobody holds it any more: skipped
+    release.set()
+    while len(order) < 3:
+        threading.Event().wait(0.01)
+    worker.close()
+    assert order == ["blocker", "c", "a"]
+    worker.submit(Job("after close"))
+    assert order == ["blocker", "c", "a"] and not worker._thread.is_alive()
+
+
+def test_run_functions_eagerly_compiles_nothing():
+    tf.config.run_functions_eagerly(True)
+    try:
+        ex = Explainer(small_net(), "sglrp", cache=None)
+        ex(IMAGES, 1)
+        ex(IMAGES, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not ex.wait_compiled(timeout=0) and ex.trace_count == 0
+    finally:
+        tf.config.run_functions_eagerly(False)
