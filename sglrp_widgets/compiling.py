@@ -34,17 +34,20 @@ class Pass:
 
     ``signature``: the ``tf.function`` input signature; by default the first call's arguments with a free
     leading (batch) dimension. ``counter`` wraps ``fn`` for tracing (the explainer counts its traces);
-    ``autograph`` lets Python loops over tensors compile (the gradient methods' sample loops).
+    ``autograph`` lets Python loops over tensors compile (the gradient methods' sample loops). ``warm_args``
+    maps a call's arguments to the smaller ones the worker runs the compiled pass on once (one image of a
+    batch: the warm-up runs beside the caller's next calls and should not hold a second batch's state).
     """
 
     def __init__(self, fn: Callable, *, mode: str = "background", signature: list | None = None,
-                 counter: Callable | None = None, autograph: bool = False):
+                 counter: Callable | None = None, autograph: bool = False, warm_args: Callable | None = None):
         if mode not in MODES:
             raise ValueError(f"compile must be one of {', '.join(MODES)}; got {mode!r}.")
         self._fn = fn
         self._traced = counter(fn) if counter is not None else fn
         self._signature = signature
         self._autograph = autograph
+        self._warm_args = warm_args
         self.mode = mode
         self.function = None            # the tf.function, once compiling started
         self._call = None               # its concrete function, called with flattened arguments
@@ -82,7 +85,7 @@ class Pass:
                 with quiet_retracing_notices():
                     call = flat_caller(self.function.get_concrete_function())
                 if warm and not _WORKER.closing:
-                    call(*example)
+                    call(*(self._warm_args(*example) if self._warm_args is not None else example))
                 self._call = call
                 self._done.set()
             return self._call

@@ -238,13 +238,15 @@ class LRPBackend:
         self.relevant = relevance_flow(graph)
         self.order = sorted(self.relevant)
         self.nonneg = nonneg_values(graph)
+        self._last_use = {v: i for i, node in enumerate(graph.nodes) for v in node.inputs}
         self.contrastive = contrastive
         self.derived = derived
         derived.require({i: self._weight_keys(i) for i in self.rules if i in self.relevant})
         self._layout: list = []
         spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
         bspec = [tf.TensorSpec([None], tf.float32)] * 2
-        self.forward_pass = Pass(self._forward, mode=compile, signature=[spec] + bspec, counter=counter)
+        self.forward_pass = Pass(self._forward, mode=compile, signature=[spec] + bspec, counter=counter,
+                                 warm_args=lambda images, low, high: (images[:1], low, high))
         self.backward_pass = Pass(self._backward, mode=compile, counter=counter)
         self.passes = (self.forward_pass, self.backward_pass)
 
@@ -321,6 +323,7 @@ class LRPBackend:
             xs = [values[v] for v in node.inputs]
             if i not in self.relevant:
                 values[node.output] = node.run(xs)
+                self._release(i, node, values, u)
                 continue
             flipped = self.derived.get(i).get(R.FLIPPED + "model") if node.kind == "linear" else None
             y = values[node.output] = node.run(xs, flipped)
@@ -340,9 +343,18 @@ class LRPBackend:
                 entries[("s", i, key)] = t
             for j, b in enumerate(ctx.bounds(i) or ()):
                 entries[("b", i, j)] = b
+            self._release(i, node, values, u)
         self._layout = list(entries)
         state = [entries[k] for k in self._layout]
         return values[graph.output_id], state, (u[graph.output_id] if self.contrastive else tf.zeros([0]))
+
+    def _release(self, i: int, node, values: dict, u: dict) -> None:
+        """Drop the values node ``i`` was the last to read (the state keeps what the backward pass needs): run
+        as Python, the forward pass would otherwise hold every activation of the model at once."""
+        for v in node.inputs:
+            if self._last_use[v] == i and v != self.graph.output_id:
+                values.pop(v, None)
+                u.pop(v, None)
 
     def _unpack(self, state):
         entries = dict(zip(self._layout, state))

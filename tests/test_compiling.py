@@ -154,3 +154,37 @@ def test_run_functions_eagerly_compiles_nothing():
             assert not ex.wait_compiled(timeout=0) and ex.trace_count == 0
     finally:
         tf.config.run_functions_eagerly(False)
+
+
+def test_run_as_python_the_forward_pass_holds_only_the_values_its_state_keeps(monkeypatch, held):
+    """Eagerly, a value the forward pass keeps in a dict lives as long as the dict: values are dropped after
+    their last reader, so a first call's memory is the state's, not every activation of the model."""
+    import weakref
+
+    from sglrp_widgets.caching import STATES
+    from sglrp_widgets.graph import Node
+    seen, alive_then = [], []
+    run = Node.run
+
+    def recording(self, ins, flipped=None):       # what lives while the node runs, besides its own inputs
+        alive_then[:] = [(v, ref) for v, ref in seen if ref() is not None and v not in self.inputs]
+        out = run(self, ins, flipped)
+        seen.append((self.output, weakref.ref(out)))
+        return out
+
+    monkeypatch.setattr(Node, "run", recording)
+    STATES.clear()
+    inp = keras.Input((10, 10, 3))
+    x = L.Conv2D(6, 3, name="c1")(inp)
+    x = L.Activation("relu")(x)
+    y = L.Conv2D(6, 3, padding="same", activation="relu", name="c2")(x)
+    x = L.MaxPooling2D()(L.Add()([x, y]))
+    model = keras.Model(inp, L.Dense(5, name="logits")(L.Flatten()(x)))
+    ex = Explainer(model, "sglrp", cache=None)
+    out = ex(IMAGES, 1)
+    graph = ex.backend.graph
+    ((_, state, _), _), = STATES._items.values()
+    assert len(seen) == len(graph.nodes) and len(alive_then) > 0      # at the last node, the state's values
+    held = [v for v, ref in alive_then if ref() is None or not any(ref() is t for t in state)]
+    assert held == [], f"values held past their last reader: {held}"
+    assert np.isfinite(out.relevance).all()
