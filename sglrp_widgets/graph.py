@@ -212,8 +212,11 @@ class LinearOp:
         convolution with it. ``in_shape`` is the input's shape with ``s``'s batch axis."""
         if flipped is not None:
             return tf.nn.conv2d(s, flipped, strides=1, padding="SAME")
-        if self.kind == "dense":
-            return tf.tensordot(s, kernel, axes=[[s.shape.rank - 1], [1]])
+        if self.kind == "dense":            # matmul's transpose_b: no transposed copy of the kernel, even eagerly
+            if s.shape.rank == 2:
+                return tf.matmul(s, kernel, transpose_b=True)
+            flat = tf.matmul(tf.reshape(s, [-1, kernel.shape[1]]), kernel, transpose_b=True)
+            return tf.reshape(flat, tf.concat([tf.shape(s)[:-1], [kernel.shape[0]]], 0))
         if self.kind == "einsum":
             x_spec, w_spec = self.equation.split("->")[0].split(",")
             out_spec = self.equation.split("->")[1]
