@@ -29,6 +29,12 @@ from .lrp import DerivedWeights, LRPBackend, blocking_error, blocking_nodes
 from .methods import METHODS, Method, get_method, validate_params
 
 STALE = b"stale"        # a fingerprint no weights have: the derived weights are rewritten on the next call
+#: ``compile="auto"`` compiles on the first call a graph whose nodes average more multiply-adds per image than
+#: this: run as Python, its convolutions lose their fused bias and activation and cost more than tracing saves
+#: (VGG16 at 224x224, 4e8: sglrp's first call 1.94 s as Python, 1.53 s compiled on the call). Lighter graphs
+#: spend their first call tracing (ResNet50, 3e7: 1.14 s as Python, 2.85 s compiled on the call).
+HEAVY_NODE_MACS = 1e8
+COMPILE_MODES = ("auto",) + MODES
 
 __all__ = ["Explainer", "Explanation", "ResultCache", "explain", "get_explainer", "method_support"]
 
@@ -221,12 +227,14 @@ class Explainer:
         Keep each image's forward state (LRP methods; an LRU of an eighth of the machine's memory), so that
         another class of a seen image costs one backward pass (default). ``False`` for one pass over many
         images, as :func:`~sglrp_widgets.explain_dataset` makes: no memory is held for switches that never come.
-    compile : {"background", "first_call"}, optional
-        When the method's passes are compiled (``tf.function``). ``"background"`` (default): calls run them
-        as Python until a thread has compiled them, which it starts after the first call; the first map comes
-        2.5-5x sooner on large models (tracing them takes seconds) and later calls run compiled.
-        ``"first_call"``: the first call compiles them and waits, for scripts that make many calls in a row.
-        :meth:`wait_compiled` waits for the thread. Both give the same maps, to float32 rounding.
+    compile : {"auto", "background", "first_call"}, optional
+        When the method's passes are compiled (``tf.function``). ``"background"``: calls run them as Python
+        until a thread has compiled them, which it starts after the first call; on ResNet50, EfficientNetB0 or
+        a ViT the first map comes 3-10x sooner (tracing thousands of ops takes seconds) and later calls run
+        compiled. ``"first_call"``: the first call compiles them and waits, for scripts that make many calls
+        in a row. ``"auto"`` (default): ``"first_call"`` for graphs whose layers are heavy enough that Python
+        is slower than tracing (``HEAVY_NODE_MACS``; VGG16 at 224x224), ``"background"`` otherwise.
+        :meth:`wait_compiled` waits for the thread. All give the same maps, to float32 rounding.
     **params
         The method's parameters (see ``list_methods()``), e.g. ``epsilon=0.1`` or ``low=-1, high=1``.
 
@@ -240,7 +248,7 @@ class Explainer:
 
     def __init__(self, model, method: str = "sglrp", *, preprocess: Callable | None = None, output=None,
                  rules: dict | None = None, cache: ResultCache | None | str = "shared", keep_states: bool = True,
-                 compile: str = "background", **params):
+                 compile: str = "auto", **params):
         import keras
         if not isinstance(model, keras.Model):
             raise ExplainError(f"Explainer needs a keras.Model, got {type(model).__name__}.")
@@ -260,8 +268,8 @@ class Explainer:
         if not isinstance(keep_states, (bool, np.bool_)):
             raise ExplainError(f"keep_states must be True or False, got {keep_states!r}.")
         self._keep_states = bool(keep_states)
-        if compile not in MODES:
-            raise ExplainError(f"compile must be one of {', '.join(map(repr, MODES))}, got {compile!r}.")
+        if compile not in COMPILE_MODES:
+            raise ExplainError(f"compile must be one of {', '.join(map(repr, COMPILE_MODES))}, got {compile!r}.")
         self._compile = compile
         self._lock = threading.RLock()
         self._backend = None
@@ -378,13 +386,16 @@ class Explainer:
         # structure never share results.
         self._structure = hash(tuple((n.kind, n.name, n.class_name, tuple(n.inputs), n.output)
                                      for n in graph.nodes))
+        mode = self._compile
+        if mode == "auto":
+            mode = "first_call" if graph.macs_per_node() > HEAVY_NODE_MACS else "background"
         if not lrp:
-            return GradientBackend(graph, self.spec, self.params, self._counted, compile=self._compile)
+            return GradientBackend(graph, self.spec, self.params, self._counted, compile=mode)
         backend = LRPBackend(graph, _entry(model).derived(graph), composite=self.spec.composite,
                              params=self.params, overrides=self._rules, counter=self._counted,
                              contrastive=self.spec.head in ("sglrp", "clrp") and bool(self.params.get("scaling",
                                                                                                      True)),
-                             compile=self._compile)
+                             compile=mode)
         blocking = blocking_nodes(graph, backend.relevant)
         if blocking:
             working = [name for name, m in METHODS.items() if m.kind != "lrp"]

@@ -95,8 +95,31 @@ def test_background_compilation_finishes_and_the_maps_agree_with_first_call_comp
     np.testing.assert_allclose(eager.relevance, reference.relevance, rtol=0, atol=1e-5 * scale)
 
 
+def test_auto_compiles_heavy_graphs_on_the_first_call_and_light_ones_in_the_background(monkeypatch, held):
+    from sglrp_widgets import engine
+    model = small_net()
+    light = Explainer(model, "sglrp", cache=None)
+    light(IMAGES, 1)
+    assert light.trace_count == 0 and {p.mode for p in light.backend.passes} == {"background"}
+    monkeypatch.setattr(engine, "HEAVY_NODE_MACS", light.graph.macs_per_node() - 1)
+    heavy = Explainer(model, "lrp.epsilon", cache=None)
+    heavy(IMAGES, 1)
+    assert heavy.trace_count == 2 and {p.mode for p in heavy.backend.passes} == {"first_call"}
+
+
+def test_macs_per_node_counts_the_linear_layers_multiply_adds_for_one_image():
+    from sglrp_widgets.canonize import canonize
+    from sglrp_widgets.graph import read_model
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, activation="relu")(inp)                  # 6*6 positions x 3*3*3*4
+    x = L.DepthwiseConv2D(3, padding="same")(x)                 # 6*6 positions x 3*3*4
+    model = keras.Model(inp, L.Dense(5)(L.Flatten()(x)))        # 144*5
+    graph = canonize(read_model(model), fold=True)
+    assert graph.macs_per_node() * len(graph.nodes) == 36 * 108 + 36 * 36 + 144 * 5
+
+
 def test_an_unknown_compile_mode_is_a_clear_error():
-    with pytest.raises(ExplainError, match="compile must be one of 'background', 'first_call'"):
+    with pytest.raises(ExplainError, match="compile must be one of 'auto', 'background', 'first_call'"):
         Explainer(small_net(), "sglrp", compile="later")
 
 
