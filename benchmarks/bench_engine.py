@@ -30,6 +30,7 @@ the baseline, so both sides see the same background load. Results caching is off
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -191,9 +192,8 @@ def main(argv=None):
             for method in args.methods:
                 STATES.clear()
                 _MODELS.pop(model, None)          # both first calls read the model afresh
-                on_call = Explainer(model, method, cache=None, compile="first_call")
-                first_compiled = timed(lambda: on_call(fresh(), targets))
-                del on_call
+                on_call = functools.partial(Explainer, model, method, cache=None, compile="first_call")
+                first_compiled = timed(lambda: on_call()(fresh(), targets))
                 _MODELS.pop(model, None)
                 STATES.clear()
                 ex = Explainer(model, method, cache=None)
