@@ -5,14 +5,15 @@ optimises and instantiates it on its first run. Running the same Python eagerly 
 first SGLRP call on EfficientNetB0 at batch 1: about 4.5 s compiled, 1.3 s eagerly), though each later call
 is slower eagerly (0.2 s compiled, 0.7 s eagerly). A :class:`Pass` serves both:
 
-- ``"background"`` (the default): calls run as Python until the compiled pass is ready. After a call the
-  caller asks :meth:`Pass.compile_soon`; one worker thread traces the pass and runs it once on the arguments
-  of its last call (so that TensorFlow instantiates it there, not in the next call), the most recently asked
+- ``"background"``: calls run as Python until the compiled pass is ready. After a call the caller asks
+  :meth:`Pass.compile_soon`; one worker thread traces the pass and runs it once on (one image of) the arguments
+  of its last call, so that TensorFlow instantiates it there and not in the next call; the most recently asked
   pass first. Compiled and eager passes compute the same sums, equal to float32 rounding.
 - ``"first_call"``: the first call compiles the pass and the caller waits, as for any ``tf.function``; for
   batch jobs, which make many calls in a row.
 
-Under ``tf.config.run_functions_eagerly(True)`` nothing is compiled. At interpreter exit the worker finishes
+An Explainer's ``compile="auto"`` picks one of the two per model (``engine.HEAVY_NODE_MACS``). Under
+``tf.config.run_functions_eagerly(True)`` nothing is compiled. At interpreter exit the worker finishes
 the step it is in and starts no other.
 """
 from __future__ import annotations
