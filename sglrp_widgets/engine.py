@@ -21,7 +21,7 @@ from . import composites as C
 from .background import Background
 from .caching import RESULTS, STATES, ResultCache, digest, freeze, weights_fingerprint
 from .canonize import canonize
-from .compiling import MODES, Pass, quiet_retracing_notices
+from .compiling import MODES, Pass, quiet_retracing_notices, serving
 from .errors import ExplainError
 from .gradient import GradientBackend
 from .graph import Graph, input_signature_check, model_outputs, read_model, replay_mismatch
@@ -307,7 +307,7 @@ class Explainer:
 
     def __call__(self, images, targets=None, *, top_k: int | None = None) -> Explanation:
         """Explain ``images`` (N, H, W, C) for ``targets`` (None = top-1, int, N ints, or (N, K))."""
-        with self._lock:
+        with self._lock, serving():
             start = time.perf_counter()
             backend = self.backend
             entry = _entry(self.model)

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .compiling import yield_to_callers
 from .errors import ExplainError, UnsupportedLayerError
 
 L = keras.layers
@@ -332,6 +333,7 @@ class Graph:
         """
         values = {self.input_id: x}
         for i, node in enumerate(self.nodes):
+            yield_to_callers()              # compiling in the background: let a caller's call run first
             ins = [values[v] for v in node.inputs]
             out = override(i, node, ins) if override is not None else None
             values[node.output] = node.run(ins) if out is None else out

@@ -21,7 +21,7 @@ from . import composites as C
 from . import rules as R
 from .background import Background
 from .caching import STATES
-from .compiling import Pass
+from .compiling import Pass, yield_to_callers
 from .errors import UnsupportedLayerError
 from .graph import Graph, flip_kernel
 from .heads import initial_relevance, resolve_targets
@@ -320,6 +320,7 @@ class LRPBackend:
         entries = {("n",): tf.shape(images)[0]}
         ctx = _Context(self, entries[("n",)], {}, ones)
         for i, node in enumerate(graph.nodes):
+            yield_to_callers()
             xs = [values[v] for v in node.inputs]
             if i not in self.relevant:
                 values[node.output] = node.run(xs)
@@ -377,6 +378,7 @@ class LRPBackend:
         values, states, ctx = self._unpack(state)
         rel = {graph.output_id: heads}
         for i in reversed(self.order):
+            yield_to_callers()
             node = graph.nodes[i]
             r = rel.pop(node.output, None)
             if r is None:

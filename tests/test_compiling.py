@@ -163,7 +163,7 @@ def test_the_worker_takes_the_latest_first_skips_passes_nobody_holds_and_stops_a
     worker.close()
     assert order == ["blocker", "c", "a"]
     worker.submit(Job("after close"))
-    assert order == ["blocker", "c", "a"] and not worker._thread.is_alive()
+    assert order == ["blocker", "c", "a"] and not worker.thread.is_alive()
 
 
 def test_run_functions_eagerly_compiles_nothing():
@@ -211,3 +211,34 @@ def test_run_as_python_the_forward_pass_holds_only_the_values_its_state_keeps(mo
     held = [v for v, ref in alive_then if ref() is None or not any(ref() is t for t in state)]
     assert held == [], f"values held past their last reader: {held}"
     assert np.isfinite(out.relevance).all()
+
+
+def test_the_worker_waits_while_a_caller_runs_up_to_its_budget(monkeypatch):
+    worker, events = _Worker(), []
+
+    class Job:
+        def _compile_queued(self):
+            events.append("start")
+            compiling.yield_to_callers()
+            events.append("traced")
+
+    def until(condition):
+        for _ in range(500):
+            if condition():
+                return True
+            threading.Event().wait(0.01)
+        return False
+
+    first, second = Job(), Job()
+    with compiling.serving():
+        compiling.yield_to_callers()                  # a caller's own thread never waits
+        worker.submit(first)
+        assert until(lambda: events == ["start"])
+        threading.Event().wait(0.3)
+        assert events == ["start"]                    # paused while the call runs
+    assert until(lambda: events == ["start", "traced"])
+    monkeypatch.setattr(compiling, "PAUSE_BUDGET_S", 0.2)
+    with compiling.serving():                         # a call longer than the budget does not hold it
+        worker.submit(second)
+        assert until(lambda: events == ["start", "traced"] * 2)
+    worker.close()
