@@ -230,7 +230,7 @@ class Explainer:
     compile : {"auto", "background", "first_call"}, optional
         When the method's passes are compiled (``tf.function``). ``"background"``: calls run them as Python
         until a thread has compiled them, which it starts after the first call; on ResNet50, EfficientNetB0 or
-        a ViT the first map comes 3-10x sooner (tracing thousands of ops takes seconds) and later calls run
+        a ViT the first map comes 2.5-11x sooner (tracing thousands of ops takes seconds) and later calls run
         compiled. ``"first_call"``: the first call compiles them and waits, for scripts that make many calls
         in a row. ``"auto"`` (default): ``"first_call"`` for graphs whose layers are heavy enough that Python
         is slower than tracing (``HEAVY_NODE_MACS``; VGG16 at 224x224), ``"background"`` otherwise.
