@@ -74,7 +74,7 @@ class Pass:
             return self._fn(*args)
         if self._call is not None:
             return self._call(*args)
-        if self.mode == "first_call" and self.error is None:
+        if self.mode == "first_call":
             return self.compile(args)(*args)
         if not self._queued:
             self._example = args
@@ -103,8 +103,7 @@ class Pass:
         """Queue this pass for the worker (``"background"``; after a call that ran it eagerly)."""
         if self.mode == "background" and self._call is None and self._example is not None \
                 and not self._queued and self.error is None:
-            self._queued = True
-            _WORKER.submit(self)
+            self._queued = _WORKER.submit(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for a queued compilation; ``True`` if the pass now runs compiled."""
@@ -175,15 +174,17 @@ class _Worker:
         self.thread: threading.Thread | None = None
         self.closing = False
 
-    def submit(self, p: Pass) -> None:
+    def submit(self, p: Pass) -> bool:
+        """Queue ``p``; ``False`` once closing (nothing will compile it)."""
         with self._cv:
             if self.closing:
-                return
+                return False
             self._stack.append(weakref.ref(p))
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="sglrp-widgets-compile", daemon=True)
                 self.thread.start()
             self._cv.notify()
+            return True
 
     def _run(self) -> None:
         _in_worker.yes = True

@@ -365,8 +365,9 @@ class Explainer:
         the method's passes run compiled now (``False`` before any call, or on timeout)."""
         if self._backend is None:
             return False
+        deadline = None if timeout is None else time.monotonic() + timeout
         passes = (_entry(self.model).fingerprint_pass,) + self._backend.passes
-        return all([p.wait(timeout) for p in passes])
+        return all([p.wait(None if deadline is None else max(deadline - time.monotonic(), 0)) for p in passes])
 
     def clear(self) -> None:
         """Forget cached results and per-image states, and re-derive modified weights on the next call (after

@@ -1,6 +1,5 @@
 """Passes served as Python until compiled in the background (compiling.py), and the Explainer's compile modes."""
 import threading
-import warnings
 
 import keras
 import numpy as np
@@ -33,6 +32,7 @@ class HeldWorker:
 
     def submit(self, p):
         self.queued.append(p)
+        return True
 
     def run_all(self):          # the latest first, like the real worker
         while self.queued:
@@ -138,6 +138,31 @@ def test_a_pass_that_cannot_be_compiled_warns_and_keeps_running_as_python(held):
     assert not held.queued                      # not queued again
 
 
+def test_the_worker_runs_the_compiled_pass_once_on_its_warm_up_arguments(held):
+    rows = tf.Variable(0)
+
+    def body(x):
+        rows.assign_add(tf.shape(x)[0])            # counts the rows every run sees, eager or compiled
+        return x * 2.0
+    p = Pass(body, signature=[tf.TensorSpec([None], tf.float32)], warm_args=lambda x: (x[:1],))
+    np.testing.assert_array_equal(p(tf.constant([1.0, 2.0, 3.0])).numpy(), [2.0, 4.0, 6.0])
+    p.compile_soon()
+    held.run_all()
+    assert p.compiled and int(rows.numpy()) == 3 + 1        # the warm-up ran on one row, compiled
+    np.testing.assert_array_equal(p(tf.constant([5.0])).numpy(), [10.0])
+    assert int(rows.numpy()) == 3 + 1 + 1
+
+
+def test_a_pass_queued_after_the_worker_closed_is_not_waited_for(monkeypatch):
+    worker = _Worker()
+    worker.close()
+    monkeypatch.setattr(compiling, "_WORKER", worker)
+    p = Pass(lambda x: x + 1.0, signature=[tf.TensorSpec([None], tf.float32)])
+    p(tf.constant([1.0]))
+    p.compile_soon()
+    assert p.wait() is False and not p.compiled
+
+
 def test_the_worker_takes_the_latest_first_skips_passes_nobody_holds_and_stops_at_close():
     worker, order, release = _Worker(), [], threading.Event()
 
@@ -164,19 +189,6 @@ def test_the_worker_takes_the_latest_first_skips_passes_nobody_holds_and_stops_a
     assert order == ["blocker", "c", "a"]
     worker.submit(Job("after close"))
     assert order == ["blocker", "c", "a"] and not worker.thread.is_alive()
-
-
-def test_run_functions_eagerly_compiles_nothing():
-    tf.config.run_functions_eagerly(True)
-    try:
-        ex = Explainer(small_net(), "sglrp", cache=None)
-        ex(IMAGES, 1)
-        ex(IMAGES, 2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            assert not ex.wait_compiled(timeout=0) and ex.trace_count == 0
-    finally:
-        tf.config.run_functions_eagerly(False)
 
 
 def test_run_as_python_the_forward_pass_holds_only_the_values_its_state_keeps(monkeypatch, held):
