@@ -305,6 +305,28 @@ def _term_input(key: str, x: tf.Tensor, bounds, nonneg: bool) -> tf.Tensor:
     return x if nonneg and key == "x_pos" else modified_inputs(key, x, bounds)
 
 
+#: The dual sums' input ``u`` counts as all ones where it is within this of 1 (8 float32 ulps of 1) wherever
+#: the layer's input is non-zero (:func:`forward_terms`).
+NEAR_ONES = 2.0 ** -20
+
+_SIGNAL_INPUTS = ("x", "x_pos", "x_neg")
+
+
+def near_ones(x: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+    """Whether ``u`` is 1 within :data:`NEAR_ONES` wherever ``x`` is non-zero (a boolean scalar): there a
+    layer's transposed rule applied to ``u`` is its denominator, up to that rounding."""
+    return tf.reduce_max(tf.where(tf.not_equal(x, 0.0), tf.abs(u - 1.0), 0.0)) <= NEAR_ONES
+
+
+def _term_and_transpose(op, inp: tf.Tensor, u: tf.Tensor, weights: dict, key: str):
+    """``(W in, W (in * u))`` for one term: one call on ``[in; in * u]`` (oneDNN's forward convolution is faster
+    on batch 2), or two where the layer runs flipped (as fast one image at a time, and no concatenated copy)."""
+    if op.runs_flipped:
+        return apply_weights(op, inp, weights, key), apply_weights(op, inp * u, weights, key)
+    d, tr = tf.split(apply_weights(op, tf.concat([inp, inp * u], 0), weights, key), 2)
+    return d, tr
+
+
 def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
                   z_forward: tf.Tensor | None = None, u: tf.Tensor | None = None, u_is_ones: bool = False):
     """The inverse denominators ``1 / stabilize(z')`` of each part of ``rule`` at linear ``op`` with input
@@ -313,13 +335,15 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
 
     ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z')``, so its transpose is
     ``u_out = sum_t sign_t W_t (in_t * u) / z'``: forward maps only, on the same kernels as the denominator
-    ``z' = sum_t sign_t W_t in_t (+ bias)``. Both are computed by one call per term on ``[in_t; in_t * u]``
-    (a kernel read once, a larger batch), or by two calls where the layer runs flipped (``FLIPPED``: as fast
-    one image at a time, and no concatenated copy). ``z_forward`` (the layer's own output ``x W + b``) is the
-    denominator of the z and epsilon rules and reused; with ``u_is_ones`` (``u`` is the all-ones input) the
-    transpose is the denominator without its bias. ``None`` marks a part without active terms.
+    ``z' = sum_t sign_t W_t in_t (+ bias)``, computed together (:func:`_term_and_transpose`). ``z_forward`` (the
+    layer's own output ``x W + b``) is the denominator of the z and epsilon rules and reused; with ``u_is_ones``
+    (``u`` is the all-ones input) the transpose is the denominator without its bias. So it is, up to rounding,
+    when ``u`` is :func:`near_ones` and the part's denominator is a sum of non-negative products of the signal
+    (z+ on ReLU outputs: each output's share of ``u - 1`` is at most ``max |u - 1|``): then no map runs on
+    ``in * u`` (a conserving network's dual sums cost no convolution). ``None`` marks a part without active
+    terms.
     """
-    inverses, u_out = [], None
+    inverses, u_out, near = [], None, None
     for coef, leaf in rule.leaves():
         terms = _active_terms(leaf, nonneg)
         if not terms:
@@ -332,15 +356,24 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
             zt = None if u is None else (z_forward - bias if u_is_ones else apply_weights(op, x * u, weights, "w"))
         else:
             zs, zt = None, None
+            shortcut = u is not None and not u_is_ones and _nonneg_sum(leaf, terms, nonneg) and \
+                all(t.inputs in _SIGNAL_INPUTS for t in terms)
+            if shortcut and near is None:
+                near = near_ones(x, u)
             for t in terms:
                 inp = _term_input(t.inputs, x, bounds, nonneg)
                 if u is None or u_is_ones:
                     d = apply_weights(op, inp, weights, t.weights)
                     tr = d if u_is_ones else None
-                elif t.inputs in ("x", "x_pos", "x_neg") and not op.runs_flipped:
-                    # per image: one call on [in; in * u] (oneDNN's forward convolution is faster on batch 2)
-                    d, tr = tf.split(apply_weights(op, tf.concat([inp, inp * u], 0), weights, t.weights), 2)
-                else:               # a flipped kernel (as fast one image at a time), a batch-1 constant...
+                elif shortcut:
+                    def own(inp=inp, key=t.weights):
+                        d = apply_weights(op, inp, weights, key)
+                        return d, d
+                    d, tr = tf.cond(near, own,
+                                    lambda inp=inp, key=t.weights: _term_and_transpose(op, inp, u, weights, key))
+                elif t.inputs in _SIGNAL_INPUTS:
+                    d, tr = _term_and_transpose(op, inp, u, weights, t.weights)
+                else:               # a batch-1 constant (bounds, ones): its own map and the map of in * u
                     d, tr = apply_weights(op, inp, weights, t.weights), apply_weights(op, inp * u, weights, t.weights)
                 zs = _signed_add(zs, t.sign, d)
                 if tr is not None:

@@ -827,3 +827,47 @@ def test_run_functions_eagerly_runs_the_passes_as_python_with_the_same_maps():
         tf.config.run_functions_eagerly(False)
     np.testing.assert_allclose(eager.relevance, compiled.relevance, rtol=1e-5,
                                atol=1e-6 * np.abs(compiled.relevance).max())
+
+
+def test_near_ones_looks_only_where_the_input_is_non_zero_and_within_its_tolerance():
+    from sglrp_widgets.rules import NEAR_ONES, near_ones
+    x = tf.constant([[0.0, 2.0, -1.0]])
+    for u, expected in [([7.0, 1.0, 1.0], True),                       # far from 1 only where x == 0
+                        ([1.0, 7.0, 1.0], False), ([1.0, 1.0, 0.0], False),
+                        ([1.0, 1.0 + NEAR_ONES / 2, 1.0 - NEAR_ONES / 2], True),
+                        ([1.0, 1.0 + 4 * NEAR_ONES, 1.0], False)]:
+        assert bool(near_ones(x, tf.constant([u]))) is expected, u
+
+
+def relu_net(shifted):
+    """ReLU convolutions and dense layers (z+ ignores their biases, so each passes the dual sums' ones on
+    unchanged), with a BatchNorm after a ReLU if ``shifted`` (it cannot fold; its shift makes ``u`` deviate)."""
+    m = keras.Sequential([keras.Input((10, 10, 3)), L.Conv2D(6, 3, activation="relu")]
+                         + [L.BatchNormalization()] * shifted
+                         + [L.Conv2D(5, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten(),
+                            L.Dense(8, activation="relu"), L.Dense(4)])
+    return randomize(m, 11)
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+@pytest.mark.parametrize("method", ["sglrp", "clrp"])
+def test_dual_sums_skip_the_transposed_maps_only_where_u_is_all_ones(method, shifted, monkeypatch):
+    """Where ``u`` is all ones the dual sums run no map on ``in * u``; where a shift makes it deviate they do,
+    and either way the maps are those computed without the shortcut."""
+    from sglrp_widgets import rules
+    model = relu_net(shifted)
+    x = np.random.default_rng(6).uniform(0, 1, (2, 10, 10, 3)).astype("float32")
+    calls = []
+    counted = rules._term_and_transpose
+    monkeypatch.setattr(rules, "_term_and_transpose", lambda *a: calls.append(1) or counted(*a))
+    tf.config.run_functions_eagerly(True)
+    try:
+        shortcut = Explainer(model, method, cache=None)(x, [1, 3])
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert (len(calls) > 0) == shifted
+    monkeypatch.setattr(rules, "NEAR_ONES", -1.0)
+    expected = explainer_on_a_copy(model, method, compile="first_call")(x, [1, 3])
+    scale = np.abs(expected.relevance).max()
+    assert scale > 0
+    np.testing.assert_allclose(shortcut.relevance, expected.relevance, rtol=0, atol=1e-5 * scale)
