@@ -735,24 +735,33 @@ def test_weights_fingerprint_does_not_depend_on_how_it_is_run():
 
 
 def test_quiet_retracing_notices_drop_only_that_notice_and_only_while_inside():
+    """The filter is shared by every thread, so the compile worker, still tracing an earlier test's pass, would
+    drop the test's last notice: the test holds the worker's queue (it starts no pass) until its trace ends."""
+    import time
+    from sglrp_widgets import compiling
     from sglrp_widgets.compiling import quiet_retracing_notices
     logger, seen = tf.get_logger(), []
     handler = logging.Handler()
     handler.emit = lambda record: seen.append(record.getMessage())
     logger.addHandler(handler)
     level = logger.level
-    try:
-        outer, inner = quiet_retracing_notices(), quiet_retracing_notices()
-        outer.__enter__()
-        inner.__enter__()                   # another thread's explainer enters ...
-        outer.__exit__(None, None, None)    # ... and the first leaves before it
-        logger.warning("5 out of the last 5 calls to <f> triggered tf.function retracing.")
-        logger.warning("a warning of the user's own")
-        assert logger.level == level
-        inner.__exit__(None, None, None)
-        logger.warning("6 out of the last 6 calls to <g> triggered tf.function retracing.")
-    finally:
-        logger.removeHandler(handler)
+    with compiling._WORKER._cv:
+        deadline = time.monotonic() + 120
+        while quiet_retracing_notices._depth and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert quiet_retracing_notices._depth == 0
+        try:
+            outer, inner = quiet_retracing_notices(), quiet_retracing_notices()
+            outer.__enter__()
+            inner.__enter__()                   # another thread's explainer enters ...
+            outer.__exit__(None, None, None)    # ... and the first leaves before it
+            logger.warning("5 out of the last 5 calls to <f> triggered tf.function retracing.")
+            logger.warning("a warning of the user's own")
+            assert logger.level == level
+            inner.__exit__(None, None, None)
+            logger.warning("6 out of the last 6 calls to <g> triggered tf.function retracing.")
+        finally:
+            logger.removeHandler(handler)
     assert seen == ["a warning of the user's own", "6 out of the last 6 calls to <g> triggered tf.function retracing."]
 
 
