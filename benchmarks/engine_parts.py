@@ -5,7 +5,8 @@
 VGG16 (random weights), batch 1, medians of 7, next to a plain Keras forward and input gradient measured in
 the same run. With F = plain forward and B = plain gradient - F, rules whose denominators are not the
 forward's own z (z+, alpha-beta, ...) cost about F + F + B, i.e. (2F + B) / (F + B) of a gradient, and
-SGLRP/CLRP's dual sums one more F; the engine's convolutions on >= 256 channels run flipped
+SGLRP/CLRP's dual sums one more F on each layer where their input ``u`` is not all ones (on VGG16, whose z+
+layers conserve, none: ``rules.near_ones``); the engine's convolutions on >= 256 channels run flipped
 (``LinearOp.runs_flipped``), faster than the Keras forward's own, so its F is below the plain F.
 """
 from __future__ import annotations
