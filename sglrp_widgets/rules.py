@@ -318,13 +318,11 @@ def near_ones(x: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
     return tf.reduce_max(tf.where(tf.not_equal(x, 0.0), tf.abs(u - 1.0), 0.0)) <= NEAR_ONES
 
 
-def _term_and_transpose(op, inp: tf.Tensor, u: tf.Tensor, weights: dict, key: str):
-    """``(W in, W (in * u))`` for one term: one call on ``[in; in * u]`` (oneDNN's forward convolution is faster
-    on batch 2), or two where the layer runs flipped (as fast one image at a time, and no concatenated copy)."""
-    if op.runs_flipped:
-        return apply_weights(op, inp, weights, key), apply_weights(op, inp * u, weights, key)
-    d, tr = tf.split(apply_weights(op, tf.concat([inp, inp * u], 0), weights, key), 2)
-    return d, tr
+def _transposed_map(op, inp: tf.Tensor, u: tf.Tensor, weights: dict, key: str) -> tf.Tensor:
+    """``W (in * u)``, one term's share of the transposed rule, as a call of its own: one call on the batch
+    ``[in; in * u]`` beside the denominator's ``W in`` was slower on every layer shape measured (the copy costs
+    more than oneDNN gains on batch 2; EfficientNetB0's SGLRP new image 146 -> 122 ms at batch 1)."""
+    return apply_weights(op, inp * u, weights, key)
 
 
 def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonneg: bool = False,
@@ -335,7 +333,7 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
 
     ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z')``, so its transpose is
     ``u_out = sum_t sign_t W_t (in_t * u) / z'``: forward maps only, on the same kernels as the denominator
-    ``z' = sum_t sign_t W_t in_t (+ bias)``, computed together (:func:`_term_and_transpose`). ``z_forward`` (the
+    ``z' = sum_t sign_t W_t in_t (+ bias)`` (:func:`_transposed_map`). ``z_forward`` (the
     layer's own output ``x W + b``) is the denominator of the z and epsilon rules and reused; with ``u_is_ones``
     (``u`` is the all-ones input) the transpose is the denominator without its bias. So it is, up to rounding,
     when ``u`` is :func:`near_ones` and the part's denominator is a sum of non-negative products of the signal
@@ -362,19 +360,14 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
                 near = near_ones(x, u)
             for t in terms:
                 inp = _term_input(t.inputs, x, bounds, nonneg)
+                d = apply_weights(op, inp, weights, t.weights)
                 if u is None or u_is_ones:
-                    d = apply_weights(op, inp, weights, t.weights)
                     tr = d if u_is_ones else None
                 elif shortcut:
-                    def own(inp=inp, key=t.weights):
-                        d = apply_weights(op, inp, weights, key)
-                        return d, d
-                    d, tr = tf.cond(near, own,
-                                    lambda inp=inp, key=t.weights: _term_and_transpose(op, inp, u, weights, key))
-                elif t.inputs in _SIGNAL_INPUTS:
-                    d, tr = _term_and_transpose(op, inp, u, weights, t.weights)
-                else:               # a batch-1 constant (bounds, ones): its own map and the map of in * u
-                    d, tr = apply_weights(op, inp, weights, t.weights), apply_weights(op, inp * u, weights, t.weights)
+                    tr = tf.cond(near, lambda d=d: d,
+                                 lambda inp=inp, key=t.weights: _transposed_map(op, inp, u, weights, key))
+                else:               # in: the signal, or a batch-1 constant (bounds, ones)
+                    tr = _transposed_map(op, inp, u, weights, t.weights)
                 zs = _signed_add(zs, t.sign, d)
                 if tr is not None:
                     zt = _signed_add(zt, t.sign, tr)

@@ -867,8 +867,8 @@ def test_dual_sums_skip_the_transposed_maps_only_where_u_is_all_ones(method, shi
     model = relu_net(shifted)
     x = np.random.default_rng(6).uniform(0, 1, (2, 10, 10, 3)).astype("float32")
     calls = []
-    counted = rules._term_and_transpose
-    monkeypatch.setattr(rules, "_term_and_transpose", lambda *a: calls.append(1) or counted(*a))
+    counted = rules._transposed_map
+    monkeypatch.setattr(rules, "_transposed_map", lambda *a: calls.append(1) or counted(*a))
     tf.config.run_functions_eagerly(True)
     try:
         shortcut = Explainer(model, method, cache=None)(x, [1, 3])
