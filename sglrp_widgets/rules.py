@@ -287,11 +287,16 @@ def _active_terms(leaf: Rule, nonneg: bool) -> list[Term]:
 _NONNEG_WEIGHTS = ("w_pos", "w_sq", "ones", "b_pos")
 
 
+def _nonneg_product(t: Term, nonneg: bool) -> bool:
+    if t.weights == "w_neg":
+        return t.inputs == "x_neg"
+    return t.weights in _NONNEG_WEIGHTS and (t.inputs in ("x_pos", "ones") or (t.inputs == "x" and nonneg))
+
+
 def _nonneg_sum(leaf: Rule, terms: list[Term], nonneg: bool) -> bool:
-    """Whether the part's denominator is a sum of products of non-negative factors (z+ on ReLU outputs...)."""
-    return all(t.sign > 0 and t.weights in _NONNEG_WEIGHTS and
-               (t.inputs in ("x_pos", "ones") or (t.inputs == "x" and nonneg)) for t in terms) and \
-        leaf.bias in (None, "b_pos")
+    """Whether the part's denominator is a sum of non-negative products (z+ on any input: ``w+ x+`` and
+    ``w- x-``; ...)."""
+    return all(t.sign > 0 and _nonneg_product(t, nonneg) for t in terms) and leaf.bias in (None, "b_pos")
 
 
 def _signed_add(total: tf.Tensor | None, sign: float, t: tf.Tensor) -> tf.Tensor:
@@ -309,7 +314,10 @@ def _term_input(key: str, x: tf.Tensor, bounds, nonneg: bool) -> tf.Tensor:
 #: the layer's input is non-zero (:func:`forward_terms`).
 NEAR_ONES = 2.0 ** -20
 
-_SIGNAL_INPUTS = ("x", "x_pos", "x_neg")
+#: Inputs where the dual sums check for all ones: the signal, known non-negative where the part's sum is (ReLU
+#: outputs). Networks with signed activations (swish, GELU) gate and normalise them, so ``u`` is rarely all ones
+#: there and the check would cost a reduction per layer for nothing (none of EfficientNetB0's layers).
+_NONNEG_SIGNAL = ("x", "x_pos")
 
 
 def near_ones(x: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
@@ -355,7 +363,7 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
         else:
             zs, zt = None, None
             shortcut = u is not None and not u_is_ones and _nonneg_sum(leaf, terms, nonneg) and \
-                all(t.inputs in _SIGNAL_INPUTS for t in terms)
+                all(t.inputs in _NONNEG_SIGNAL for t in terms)
             if shortcut and near is None:
                 near = near_ones(x, u)
             for t in terms:
@@ -381,6 +389,31 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
     return inverses, u_out
 
 
+def _inputs_times_maps(terms: list[Term], maps: dict, x: tf.Tensor, bounds, nonneg: bool, n) -> tf.Tensor:
+    """``sum_t sign_t in_t * maps[w_t]`` for one part (maps head-major (H*N, ...), ``x`` per image)."""
+    pair = _sign_pair(terms)
+    if pair:            # x+ g+ + x- g- = x * (g+ where x > 0, else g-): the same bits in three passes, not five
+        pos, neg = pair
+        picked = tf.where(x[None] > 0, by_head(maps[pos.weights], n), by_head(maps[neg.weights], n))
+        return _signed_add(None, pos.sign, flat_heads(picked * x[None]))
+    inputs = {t.inputs: _term_input(t.inputs, x, bounds, nonneg) for t in terms}
+    total = None
+    for t in terms:
+        g = maps[t.weights]
+        contrib = flat_heads(by_head(g, n) * inputs[t.inputs][None]) if t.inputs in ("x", "x_pos", "x_neg") \
+            else g * inputs[t.inputs]
+        total = _signed_add(total, t.sign, contrib)
+    return total
+
+
+def _sign_pair(terms: list[Term]) -> tuple[Term, Term] | None:
+    """The part's two terms on ``x_pos`` and ``x_neg`` (in that order) when they are all it has and share a sign."""
+    by_input = {t.inputs: t for t in terms}
+    if len(terms) == 2 and set(by_input) == {"x_pos", "x_neg"} and terms[0].sign == terms[1].sign:
+        return by_input["x_pos"], by_input["x_neg"]
+    return None
+
+
 def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: dict, bounds=None,
                       nonneg: bool = False, z_forward: tf.Tensor | None = None, inv: list | None = None
                       ) -> tf.Tensor:
@@ -401,15 +434,9 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         if iz is None:
             continue
         terms = _active_terms(leaf, nonneg)
-        inputs = {t.inputs: _term_input(t.inputs, x, bounds, nonneg) for t in terms}
         s = flat_heads(by_head(r_out, n) * iz[None]) if iz.shape[0] != 1 else r_out * iz
-        leaf_total = None
         transposed = transpose_weights(op, s, weights, part_kernels(leaf, nonneg), in_shape)
-        for t in terms:
-            g = transposed[t.weights]
-            contrib = flat_heads(by_head(g, n) * inputs[t.inputs][None]) if t.inputs in ("x", "x_pos", "x_neg") \
-                else g * inputs[t.inputs]
-            leaf_total = _signed_add(leaf_total, t.sign, contrib)
+        leaf_total = _inputs_times_maps(terms, transposed, x, bounds, nonneg, n)
         leaf_total = coef * leaf_total if coef != 1.0 else leaf_total
         total = leaf_total if total is None else total + leaf_total
     return total if total is not None else tf.zeros(in_shape, r_out.dtype)

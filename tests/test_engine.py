@@ -794,6 +794,40 @@ def test_maps_do_not_depend_on_stacking_a_parts_kernels(method, monkeypatch):
     np.testing.assert_allclose(stacked.relevance, expected.relevance, rtol=0, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("method", ["sglrp", "deep_taylor.bounded", "lrp.z_plus", "lrp.alpha_2_beta_1"])
+def test_signed_inputs_shortcuts_keep_every_bit(method, monkeypatch):
+    """On signed inputs, z+'s ``x+ g+ + x- g-`` is taken as ``x * (g+ where x > 0, else g-)`` and its denominator
+    ``w+ x+ + w- x-`` as non-negative (no sign select): the same bits as term by term with the select."""
+    from sglrp_widgets import rules
+    model = signed_input_net()
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
+    sign_pair, nonneg_sum, taken = rules._sign_pair, rules._nonneg_sum, {"pairs": 0, "signed sums": 0}
+
+    def counted_pair(terms):
+        pair = sign_pair(terms)
+        taken["pairs"] += pair is not None
+        return pair
+
+    def counted_sum(leaf, terms, nonneg):
+        known = nonneg_sum(leaf, terms, nonneg)
+        taken["signed sums"] += known and any(t.inputs == "x_neg" for t in terms)
+        return known
+
+    monkeypatch.setattr(rules, "_sign_pair", counted_pair)
+    monkeypatch.setattr(rules, "_nonneg_sum", counted_sum)
+    tf.config.run_functions_eagerly(True)
+    try:
+        fast = Explainer(model, method, cache=None)(x, [1, 3]).relevance
+        assert taken["pairs"] and taken["signed sums"]
+        monkeypatch.setattr(rules, "_sign_pair", lambda terms: None)
+        monkeypatch.setattr(rules, "_nonneg_sum", lambda leaf, terms, nonneg: nonneg_sum(leaf, terms, nonneg) and
+                            not any(t.inputs == "x_neg" for t in terms))
+        slow = explainer_on_a_copy(model, method)(x, [1, 3]).relevance
+    finally:
+        tf.config.run_functions_eagerly(False)
+    np.testing.assert_array_equal(fast, slow)
+
+
 @pytest.mark.parametrize("net, method, low", [(wide_conv_net, "sglrp", 0.0),            # flipped kernels
                                              (signed_input_net, "lrp.z_plus", -1.0)])   # stacked kernels
 def test_derived_kernels_follow_new_weights(net, method, low):
