@@ -294,8 +294,9 @@ def _nonneg_product(t: Term, nonneg: bool) -> bool:
 
 
 def _nonneg_sum(leaf: Rule, terms: list[Term], nonneg: bool) -> bool:
-    """Whether the part's denominator is a sum of non-negative products (z+ on any input: ``w+ x+`` and
-    ``w- x-``; ...)."""
+    """Whether the part's denominator is a sum of non-negative products: ``w+ x+`` and ``w- x-`` (z+ and the
+    alpha part on any input), ``w+ x`` on ReLU outputs, the ``ones`` and ``b+`` terms; then ``stabilize`` needs
+    no sign."""
     return all(t.sign > 0 and _nonneg_product(t, nonneg) for t in terms) and leaf.bias in (None, "b_pos")
 
 
@@ -341,8 +342,8 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
 
     ``apply_linear_rule`` is ``R_in = sum_t sign_t in_t * W_t^T (R / z')``, so its transpose is
     ``u_out = sum_t sign_t W_t (in_t * u) / z'``: forward maps only, on the same kernels as the denominator
-    ``z' = sum_t sign_t W_t in_t (+ bias)`` (:func:`_transposed_map`). ``z_forward`` (the
-    layer's own output ``x W + b``) is the denominator of the z and epsilon rules and reused; with ``u_is_ones``
+    ``z' = sum_t sign_t W_t in_t (+ bias)``, one call each (:func:`_transposed_map`). ``z_forward`` (the layer's
+    own output ``x W + b``) is the denominator of the z and epsilon rules and reused; with ``u_is_ones``
     (``u`` is the all-ones input) the transpose is the denominator without its bias. So it is, up to rounding,
     when ``u`` is :func:`near_ones` and the part's denominator is a sum of non-negative products of the signal
     (z+ on ReLU outputs: each output's share of ``u - 1`` is at most ``max |u - 1|``): then no map runs on
