@@ -6,8 +6,9 @@ For each family: the smallest model (random weights, 1000 ImageNet classes, logi
 ``size`` x ``size`` (the ViT demo model keeps its 64 x 64), batch 1. The baseline is a ``tape.gradient`` of the
 target logit through the Keras model, compiled with ``tf.function``. Each method is timed on a new image every
 call (no per-image state can be reused); each ratio is the median over ``--repeats`` pairs of runs made
-alternately with the baseline, so both sides see the same background load. ``first s`` is the first call
-(reading the model, tracing, the replay check). Prints a markdown table (``benchmarks/results/families_224.md``).
+alternately with the baseline, so both sides see the same background load, once the explainer's passes run
+compiled (``Explainer.wait_compiled``). ``first s`` is the first call (reading the model, the replay check, its
+passes as Python or, on VGG16, compiled on the call: ``compile="auto"``). Prints a markdown table (``benchmarks/results/families_224.md``).
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def main(argv=None):
         for method in METHODS:
             ex = Explainer(model, method, cache=None)
             firsts.append(timed(lambda: ex(x + np.float32(next(counter) * 1e-3), t)))
+            ex.wait_compiled()          # steady calls: once the passes compiled in the background run compiled
             _, ratio = paired(lambda: ex(x + np.float32(next(counter) * 1e-3), t), baseline, args.repeats)
             ratios.append(ratio)
         print(f"| {name} | {len(model.layers)} | {base:.3f} | " + " | ".join(f"{r:.2f}" for r in ratios) + " | "
