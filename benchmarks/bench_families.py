@@ -8,7 +8,8 @@ target logit through the Keras model, compiled with ``tf.function``. Each method
 call (no per-image state can be reused); each ratio is the median over ``--repeats`` pairs of runs made
 alternately with the baseline, so both sides see the same background load, once the explainer's passes run
 compiled (``Explainer.wait_compiled``). ``first s`` is the first call (reading the model, the replay check, its
-passes as Python or, on VGG16, compiled on the call: ``compile="auto"``). Prints a markdown table (``benchmarks/results/families_224.md``).
+passes as Python or, on VGG16, compiled on the call: ``compile="auto"``). Prints a markdown table
+(``benchmarks/results/families_224.md``).
 """
 from __future__ import annotations
 

@@ -360,7 +360,7 @@ def forward_terms(rule: Rule, op, x: tf.Tensor, weights: dict, bounds=None, nonn
         if z_forward is not None and leaf.bias == "b" and \
                 [(t.inputs, t.weights, t.sign) for t in terms] == [("x", "w", 1.0)]:
             zs = z_forward
-            zt = None if u is None else (z_forward - bias if u_is_ones else apply_weights(op, x * u, weights, "w"))
+            zt = None if u is None else (z_forward - bias if u_is_ones else _transposed_map(op, x, u, weights, "w"))
         else:
             zs, zt = None, None
             shortcut = u is not None and not u_is_ones and _nonneg_sum(leaf, terms, nonneg) and \
