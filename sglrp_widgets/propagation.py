@@ -12,7 +12,9 @@ A handler knows, for one kind of :class:`~sglrp_widgets.graph.Node`:
 - ``transpose(node, i, xs, st, us, ctx)`` — the transpose of that linear map (forward maps only), used to
   push ones from the input to the logits: the total relevance each logit turns into (SGLRP/CLRP's scaling);
   ``state_and_transpose`` gives both in one go (linear layers share their kernels' calls between them);
-- ``nonneg(node, inputs_nonneg)`` — whether its output is never negative (lets ``z+`` skip terms).
+- ``nonneg(node, inputs_nonneg)`` — whether its output is never negative (lets ``z+`` skip terms);
+- ``scales_by_input(node, j, rule, nonneg)`` — whether the relevance at input ``j`` is that input times a map, so
+  the state may keep the input folded into the previous layer's denominator (``lrp.input_folds``).
 
 Relevance tensors stack the heads (targets, and SGLRP's target/dual) head-major along the batch axis:
 ``(H*N, ...)`` against forward values ``(N, ...)``. Formulas: ``docs/methods.md``.
@@ -105,6 +107,12 @@ class Handler:
     def nonneg(self, node, inputs_nonneg: list[bool]) -> bool:
         return False
 
+    def scales_by_input(self, node, j: int, rule, nonneg: bool) -> bool:
+        """Whether the relevance at input ``j`` is that input's value times a map, which ``backward`` then hands
+        over unscaled when ``ctx.folded_shape(i, j)`` says the state holds the value elsewhere (inside the
+        previous layer's inverse denominator, ``lrp.input_folds``; ``rule``: the node's LRP rule, if linear)."""
+        return False
+
 
 class Activation(Handler):
     """Elementwise nonlinearities: the identity rule (relevance passes unchanged, ``docs/methods.md``)."""
@@ -134,7 +142,11 @@ class Linear(Handler):
 
     def backward(self, node, i, xs, st, r, ctx):
         return [R.apply_linear_rule(ctx.rule(i), node.op, xs[0], r, ctx.weights(i), ctx.bounds(i),
-                                    nonneg=ctx.input_nonneg(i), inv=self._inv(i, st, ctx))]
+                                    nonneg=ctx.input_nonneg(i), inv=self._inv(i, st, ctx),
+                                    folded_shape=ctx.folded_shape(i, 0))]
+
+    def scales_by_input(self, node, j, rule, nonneg):
+        return R.scales_by_input(rule, nonneg)
 
     def transpose(self, node, i, xs, st, us, ctx):
         return self.state_and_transpose(node, i, xs, node.op.forward(xs[0]), us, ctx)[1]
@@ -193,7 +205,12 @@ class Add(Handler):
     def backward(self, node, i, xs, st, r, ctx):
         s = per_head(st["inv"], r, ctx.n)
         coef = node.attrs["coefficients"]
-        return [sum_to(per_head(c * x, s, ctx.n), shape) for c, x, shape in zip(coef, xs, node.in_shapes)]
+        return [(s if c == 1 else c * s) if ctx.folded_shape(i, j) else sum_to(per_head(c * x, s, ctx.n), shape)
+                for j, (c, x, shape) in enumerate(zip(coef, xs, node.in_shapes))]
+
+    def scales_by_input(self, node, j, rule, nonneg):
+        return node.out_shape is not None and node.in_shapes[j] is not None and \
+            tuple(node.in_shapes[j]) == tuple(node.out_shape)
 
     def transpose(self, node, i, xs, st, us, ctx):
         coef = node.attrs["coefficients"]

@@ -407,6 +407,32 @@ def _inputs_times_maps(terms: list[Term], maps: dict, x: tf.Tensor, bounds, nonn
     return total
 
 
+def _signed_maps(terms: list[Term], maps: dict) -> tf.Tensor:
+    """``sum_t sign_t maps[w_t]``: a part's relevance at the input before the factor ``x`` (see
+    :func:`scales_by_input`)."""
+    total = None
+    for t in terms:
+        total = _signed_add(total, t.sign, maps[t.weights])
+    return total
+
+
+def scales_by_input(rule: Rule, nonneg: bool) -> bool:
+    """Whether ``rule`` gives relevance at the input as ``x * c``: one part, every active term on ``x`` itself
+    (z, epsilon, gamma; z+ and alpha1-beta0 on non-negative inputs). The state can then keep ``x`` inside the
+    previous layer's inverse denominator (``lrp.input_folds``)."""
+    (coef, leaf), *more = rule.leaves()
+    terms = _active_terms(leaf, nonneg)
+    return not more and coef == 1.0 and bool(terms) and \
+        all(t.inputs == "x" or (nonneg and t.inputs == "x_pos") for t in terms)
+
+
+def one_inverse_per_image(rule: Rule, nonneg: bool) -> bool:
+    """Whether ``rule`` keeps one inverse denominator, of the input's batch size: one part whose active terms
+    read the signal (``w_square``/``flat`` have batch-1 denominators)."""
+    (_, leaf), *more = rule.leaves()
+    return not more and any(t.inputs in ("x", "x_pos", "x_neg") for t in _active_terms(leaf, nonneg))
+
+
 def _sign_pair(terms: list[Term]) -> tuple[Term, Term] | None:
     """The part's two terms on ``x_pos`` and ``x_neg`` (in that order) when they are all it has and share a sign."""
     by_input = {t.inputs: t for t in terms}
@@ -415,19 +441,23 @@ def _sign_pair(terms: list[Term]) -> tuple[Term, Term] | None:
     return None
 
 
-def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: dict, bounds=None,
-                      nonneg: bool = False, z_forward: tf.Tensor | None = None, inv: list | None = None
-                      ) -> tf.Tensor:
+def apply_linear_rule(rule: Rule, op, x: tf.Tensor | None, r_out: tf.Tensor, weights: dict, bounds=None,
+                      nonneg: bool = False, z_forward: tf.Tensor | None = None, inv: list | None = None,
+                      folded_shape: tuple | None = None) -> tf.Tensor:
     """Relevance at the input of linear ``op`` (forward input ``x``, shape (N, ...)) from ``r_out`` (H*N, ...).
 
     ``weights`` maps weight keys to the (modified) parameters; ``nonneg`` says ``x >= 0`` is known, so
     terms on ``x_neg`` vanish and are skipped. ``inv`` are the parts' inverse denominators from
-    :func:`forward_terms` (computed here when not given).
+    :func:`forward_terms` (computed here when not given). ``x=None`` with ``folded_shape`` (the input's shape
+    without the batch axis), for a rule that :func:`scales_by_input`: the caller holds ``x`` elsewhere and the
+    result is the maps before the factor ``x``.
     """
     if inv is None:
         inv = forward_terms(rule, op, x, weights, bounds, nonneg, z_forward)[0]
-    n = tf.shape(x)[0]
-    rest = _dims(x, 1)
+    if x is None:
+        n, rest = tf.shape(inv[0])[0], list(folded_shape)
+    else:
+        n, rest = tf.shape(x)[0], _dims(x, 1)
     in_shape = tf.stack([tf.shape(r_out)[0]] + rest) if isinstance(rest, list) else \
         tf.concat([tf.shape(r_out)[:1], rest], 0)
     total = None
@@ -437,7 +467,8 @@ def apply_linear_rule(rule: Rule, op, x: tf.Tensor, r_out: tf.Tensor, weights: d
         terms = _active_terms(leaf, nonneg)
         s = flat_heads(by_head(r_out, n) * iz[None]) if iz.shape[0] != 1 else r_out * iz
         transposed = transpose_weights(op, s, weights, part_kernels(leaf, nonneg), in_shape)
-        leaf_total = _inputs_times_maps(terms, transposed, x, bounds, nonneg, n)
+        leaf_total = _signed_maps(terms, transposed) if x is None else \
+            _inputs_times_maps(terms, transposed, x, bounds, nonneg, n)
         leaf_total = coef * leaf_total if coef != 1.0 else leaf_total
         total = leaf_total if total is None else total + leaf_total
     return total if total is not None else tf.zeros(in_shape, r_out.dtype)

@@ -896,13 +896,17 @@ def relu_net(shifted):
 @pytest.mark.parametrize("method", ["sglrp", "clrp"])
 def test_dual_sums_skip_the_transposed_maps_only_where_u_is_all_ones(method, shifted, monkeypatch):
     """Where ``u`` is all ones the dual sums run no map on ``in * u``; where a shift makes it deviate they do,
-    and either way the maps are those computed without the shortcut."""
+    and either way the maps are those computed without the shortcut. Only this thread's maps count: the compile
+    worker may still be tracing an earlier test's pass."""
+    import threading
+
     from sglrp_widgets import rules
     model = relu_net(shifted)
     x = np.random.default_rng(6).uniform(0, 1, (2, 10, 10, 3)).astype("float32")
-    calls = []
+    calls, here = [], threading.get_ident()
     counted = rules._transposed_map
-    monkeypatch.setattr(rules, "_transposed_map", lambda *a: calls.append(1) or counted(*a))
+    monkeypatch.setattr(rules, "_transposed_map",
+                        lambda *a: (threading.get_ident() == here and calls.append(1)) or counted(*a))
     tf.config.run_functions_eagerly(True)
     try:
         shortcut = Explainer(model, method, cache=None)(x, [1, 3])
@@ -914,3 +918,54 @@ def test_dual_sums_skip_the_transposed_maps_only_where_u_is_all_ones(method, shi
     scale = np.abs(expected.relevance).max()
     assert scale > 0
     np.testing.assert_allclose(shortcut.relevance, expected.relevance, rtol=0, atol=1e-5 * scale)
+
+
+def folding_net():
+    """Links whose input the state may fold into the previous layer's inverse denominator (conv -> ReLU -> conv,
+    conv -> add, dense -> ReLU -> dense) and links it may not (a ReLU output read twice, a pool or a flatten
+    between)."""
+    inp = keras.Input((10, 10, 3))
+    a = L.Conv2D(4, 3, padding="same", activation="relu", name="a")(inp)   # read by b and by the add
+    b = L.Conv2D(4, 3, padding="same", activation="relu", name="b")(a)
+    c = L.Conv2D(4, 3, padding="same", name="c")(b)
+    s = L.ReLU(name="relu")(L.Add(name="add")([a, c]))
+    d = L.Conv2D(6, 3, activation="relu", name="d")(L.MaxPooling2D(2, name="pool")(s))
+    h = L.Dense(8, activation="relu", name="hidden")(L.Flatten(name="flat")(d))
+    return randomize(keras.Model(inp, L.Dense(5, name="logits")(h)), 12)
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("deep_taylor.bounded", {("c", 0, "b"), ("add", 1, "c"), ("logits", 0, "hidden")}),
+    ("lrp.epsilon", {("c", 0, "b"), ("add", 1, "c"), ("logits", 0, "hidden")}),
+    ("lrp.alpha_2_beta_1", set()),          # two parts: neither x times one map nor one inverse
+    ("lrp.w_square", set()),                # input independent: batch-1 inverses
+])
+def test_the_state_folds_an_input_only_into_the_single_layer_that_made_it(method, expected):
+    ex = Explainer(folding_net(), method, cache=None)
+    nodes = ex.backend.graph.nodes
+    assert {(nodes[i].name, j, nodes[p].name) for (i, j), p in ex.backend.input_folds.items()} == expected
+
+
+@pytest.mark.parametrize("method", ["sglrp", "clrp", "lrp.epsilon", "deep_taylor.bounded", "lrp.z_plus"])
+def test_folded_inputs_shrink_the_state_and_keep_the_maps(method, monkeypatch):
+    """The folded state (``x / z_p`` in place of ``x`` and ``1 / z_p``) gives the maps of the unfolded one, for a
+    new image and a class switch, and holds b's and c's outputs and the hidden layer's fewer."""
+    from sglrp_widgets import lrp
+    from sglrp_widgets.caching import STATES
+    model = folding_net()
+    x = np.random.default_rng(7).uniform(0, 1, (2, 10, 10, 3)).astype("float32")
+
+    def run(ex):
+        STATES.clear()
+        new, switch = ex(x, [1, 3]), ex(x, [4, 0])
+        ((_, state, _), _), = STATES._items.values()
+        return new.relevance, switch.relevance, sum(int(np.prod(t.shape)) * t.dtype.size for t in state)
+
+    folded = run(Explainer(model, method, cache=None, compile="first_call"))
+    monkeypatch.setattr(lrp, "FOLD_INPUTS", False)
+    plain = run(explainer_on_a_copy(model, method, compile="first_call"))
+    assert plain[2] - folded[2] == 2 * (100 * 4 + 100 * 4 + 8) * 4       # float32 values of two images
+    for got, expected in zip(folded[:2], plain[:2]):
+        scale = np.abs(expected).max()
+        assert scale > 0
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6 * scale)
