@@ -198,40 +198,39 @@ def _static(shape) -> tuple | None:
     return tuple(shape) if shape is not None and all(isinstance(d, int) for d in shape) else None
 
 
-def input_folds(graph: Graph, rules: dict, relevant: set[int], nonneg: set[int]) -> dict[tuple[int, int], int]:
-    """``(i, j)`` -> ``p``: input ``j`` of node ``i`` is the output of linear node ``p``, directly or through
-    identity-rule activations, read by nothing else; node ``i`` gives it relevance ``x * c``
-    (:meth:`Handler.scales_by_input`: z+ on ReLU outputs, epsilon, a residual sum) and ``p``'s rule keeps one
-    inverse denominator per image. VGG's and ResNet's conv -> ReLU -> conv, ResNet's conv -> add.
+def input_folds(graph: Graph, rules: dict, relevant: set[int], nonneg: set[int]) -> dict[tuple[int, int], tuple]:
+    """``(i, j)`` -> ``(p, key)``: input ``j`` of node ``i`` is the output of node ``p``, directly or through
+    identity-rule activations, and every node that reads it gives it relevance ``x * c``
+    (:meth:`Handler.scales_by_input`: z+ on ReLU outputs, epsilon, a residual sum), while ``p``'s backward starts by
+    multiplying the relevance at its output by its state entry ``key`` (:meth:`Handler.output_scale_key`: a linear
+    layer's one inverse denominator, a sum's). VGG's and ResNet's conv -> ReLU -> conv, ResNet's conv -> add and
+    add -> ReLU -> (conv, add).
 
-    Backward, node ``i`` hands ``c`` to ``p``, which scales it by ``1/z_p``: so the state keeps the product
-    ``x * (1/z_p)`` in place of ``x`` and ``1/z_p``, one tensor fewer per link (the batch-8 state of VGG16
-    880 -> 650 MB, of ResNet50 1000 -> 700 MB), and a class switch makes one product fewer. The maps change by
-    float32 rounding only (the three factors are multiplied in another order)."""
+    Backward, the readers hand their ``c`` to ``p``, which scales their sum by ``key``: so the state keeps the
+    product ``x * key`` in place of ``x`` and ``key``, one tensor fewer per folded value (the batch-8 state of VGG16
+    880 -> 650 MB, of ResNet50 1000 -> 530 MB), and a class switch makes one product fewer. The maps change by
+    float32 rounding only (the factors are multiplied in another order)."""
     if not FOLD_INPUTS:
         return {}
-    consumers, producer = graph.consumers(), graph.producer()
+    consumers, nodes = graph.consumers(), graph.nodes
     folds = {}
-    for i in sorted(relevant):
-        node = graph.nodes[i]
-        for j, v in enumerate(node.inputs):
-            if node.inputs.count(v) != 1 or \
-                    not handler(node).scales_by_input(node, j, rules.get(i), v in nonneg):
-                continue
-            shape = None
-            while v != graph.output_id and v in producer and len(consumers.get(v, ())) == 1:
-                p = producer[v]             # back from the input to the linear layer that made it
-                prev = graph.nodes[p]
-                shape = shape or _static(prev.out_shape)
-                if type(handler(prev)) is Linear:
-                    if p in relevant and R.one_inverse_per_image(rules[p], prev.inputs[0] in nonneg) and \
-                            shape is not None and _static(prev.out_shape) == shape:
-                        folds[(i, j)] = p
-                    break
-                if type(handler(prev)) is not Activation or len(prev.inputs) != 1 or \
-                        _static(prev.out_shape) != _static(prev.in_shapes[0] if prev.in_shapes else None):
-                    break
-                v = prev.inputs[0]
+    for p in sorted(relevant):
+        key = handler(nodes[p]).output_scale_key(nodes[p], rules.get(p), bool(nodes[p].inputs) and
+                                                 nodes[p].inputs[0] in nonneg)
+        shape = _static(nodes[p].out_shape)
+        if key is None or shape is None:
+            continue
+        v = nodes[p].output
+        readers = consumers.get(v, [])
+        while len(readers) == 1 and type(handler(nodes[readers[0]])) is Activation and \
+                len(nodes[readers[0]].inputs) == 1 and _static(nodes[readers[0]].out_shape) == shape:
+            v = nodes[readers[0]].output                # through identity-rule activations
+            readers = consumers.get(v, [])
+        links = [(i, j) for i in readers for j, w in enumerate(nodes[i].inputs) if w == v]
+        if v != graph.output_id and links and all(
+                i in relevant and nodes[i].inputs.count(v) == 1 and
+                handler(nodes[i]).scales_by_input(nodes[i], j, rules.get(i), v in nonneg) for i, j in links):
+            folds.update({link: (p, key) for link in links})
     return folds
 
 
@@ -275,8 +274,8 @@ class _Context:
     def folded_shape(self, i, j):
         """The shape (without the batch axis) of node ``i``'s input ``j`` when the state holds that input inside
         the previous layer's inverse denominator (:func:`input_folds`), else ``None``."""
-        p = self.backend.input_folds.get((i, j))
-        return None if p is None else _static(self.backend.graph.nodes[p].out_shape)
+        fold = self.backend.input_folds.get((i, j))
+        return None if fold is None else _static(self.backend.graph.nodes[fold[0]].out_shape)
 
 
 class LRPBackend:
@@ -371,6 +370,7 @@ class LRPBackend:
         mapped = self._mapped_bounds(images, low, high)
         entries = {("n",): tf.shape(images)[0]}
         ctx = _Context(self, entries[("n",)], {}, ones)
+        folded = set()
         for i, node in enumerate(graph.nodes):
             yield_to_callers()
             xs = [values[v] for v in node.inputs]
@@ -395,9 +395,10 @@ class LRPBackend:
             for key, t in st.items():
                 entries[("s", i, key)] = t
             for j in range(len(xs)):           # (no loop variable: it would hold a value past its last reader)
-                if (i, j) in self.input_folds:
-                    key = ("s", self.input_folds[(i, j)], "inv0")
-                    entries[key] = entries[key] * xs[j]
+                fold = self.input_folds.get((i, j))
+                if fold is not None and fold not in folded:      # the value's first reader
+                    folded.add(fold)
+                    entries[("s",) + fold] = entries[("s",) + fold] * xs[j]
             for j, b in enumerate(ctx.bounds(i) or ()):
                 entries[("b", i, j)] = b
             self._release(i, node, values, u)

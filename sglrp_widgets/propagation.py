@@ -113,6 +113,12 @@ class Handler:
         previous layer's inverse denominator, ``lrp.input_folds``; ``rule``: the node's LRP rule, if linear)."""
         return False
 
+    def output_scale_key(self, node, rule, nonneg: bool) -> str | None:
+        """The state entry (same shape as the output, per image) by which ``backward`` first multiplies the relevance
+        at the output, so that the readers' input ``x`` may be folded into it (``lrp.input_folds``); ``None`` if
+        none (``rule``: the node's LRP rule, if linear; ``nonneg``: whether its input is known >= 0)."""
+        return None
+
 
 class Activation(Handler):
     """Elementwise nonlinearities: the identity rule (relevance passes unchanged, ``docs/methods.md``)."""
@@ -148,6 +154,9 @@ class Linear(Handler):
     def scales_by_input(self, node, j, rule, nonneg):
         return R.scales_by_input(rule, nonneg)
 
+    def output_scale_key(self, node, rule, nonneg):
+        return "inv0" if R.one_inverse_per_image(rule, nonneg) else None
+
     def transpose(self, node, i, xs, st, us, ctx):
         return self.state_and_transpose(node, i, xs, node.op.forward(xs[0]), us, ctx)[1]
 
@@ -171,6 +180,9 @@ class FixedLinear(Handler):
     def transpose(self, node, i, xs, st, us, ctx):
         return node.call([xs[0] * us[0]]) * st["inv"]
 
+    def output_scale_key(self, node, rule, nonneg):
+        return "inv"
+
     def nonneg(self, node, inputs_nonneg):
         return all(inputs_nonneg)
 
@@ -187,6 +199,9 @@ class Affine(Handler):
 
     def transpose(self, node, i, xs, st, us, ctx):
         return st["ratio"] * us[0]
+
+    def output_scale_key(self, node, rule, nonneg):
+        return "ratio"
 
     def nonneg(self, node, inputs_nonneg):
         static = node.attrs.get("static")
@@ -211,6 +226,9 @@ class Add(Handler):
     def scales_by_input(self, node, j, rule, nonneg):
         return node.out_shape is not None and node.in_shapes[j] is not None and \
             tuple(node.in_shapes[j]) == tuple(node.out_shape)
+
+    def output_scale_key(self, node, rule, nonneg):
+        return "inv"
 
     def transpose(self, node, i, xs, st, us, ctx):
         coef = node.attrs["coefficients"]
