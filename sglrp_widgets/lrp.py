@@ -1,8 +1,9 @@
 """The LRP back end: a forward pass that keeps what the rules need, then one batched backward pass.
 
 The forward pass (a ``tf.function`` per explainer) returns the logits, the *state* of the nodes that relevance
-reaches (input values the handlers read, inverse denominators, mapped z_box bounds) as a flat list, and for
-SGLRP/CLRP the dual sums ``v = B^T 1``. The backward pass (another ``tf.function``) takes a state and any
+reaches (input values the handlers read, inverse denominators, mapped z_box bounds; a value that every reader
+multiplies its relevance by is kept folded into the inverse of the node that made it, :func:`input_folds`) as a
+flat list, and for SGLRP/CLRP the dual sums ``v = B^T 1``. The backward pass (another ``tf.function``) takes a state and any
 number of heads ``(H*N, C)`` and returns the relevance at the input. Both are traced once per explainer:
 targets are runtime tensors, so a class switch on a seen image costs one backward pass.
 
