@@ -3,8 +3,8 @@
 The forward pass (a ``tf.function`` per explainer) returns the logits, the *state* of the nodes that relevance
 reaches (input values the handlers read, inverse denominators, mapped z_box bounds; a value that every reader
 multiplies its relevance by is kept folded into the inverse of the node that made it, :func:`input_folds`) as a
-flat list, and for SGLRP/CLRP the dual sums ``v = B^T 1``. The backward pass (another ``tf.function``) takes a state and any
-number of heads ``(H*N, C)`` and returns the relevance at the input. Both are traced once per explainer:
+flat list, and for SGLRP/CLRP the dual sums ``v = B^T 1``. The backward pass (another ``tf.function``) takes a
+state and any number of heads ``(H*N, C)`` and returns the relevance at the input. Both are traced once per explainer:
 targets are runtime tensors, so a class switch on a seen image costs one backward pass.
 
 Each node kind's rule is its handler (``propagation.py``); linear layers get their rule from the composite
@@ -191,7 +191,8 @@ def nonneg_values(graph: Graph) -> set[int]:
     return nonneg
 
 
-#: Whether the state keeps a layer's input inside the previous layer's inverse denominator (:func:`input_folds`).
+#: Whether the state keeps a value that every reader scales by inside the scale of the node that made it
+#: (:func:`input_folds`); off, it keeps both (the tests compare the two).
 FOLD_INPUTS = True
 
 
@@ -274,7 +275,7 @@ class _Context:
 
     def folded_shape(self, i, j):
         """The shape (without the batch axis) of node ``i``'s input ``j`` when the state holds that input inside
-        the previous layer's inverse denominator (:func:`input_folds`), else ``None``."""
+        the scale of the node that made it (:func:`input_folds`), else ``None``."""
         fold = self.backend.input_folds.get((i, j))
         return None if fold is None else _static(self.backend.graph.nodes[fold[0]].out_shape)
 

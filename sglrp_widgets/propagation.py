@@ -13,8 +13,9 @@ A handler knows, for one kind of :class:`~sglrp_widgets.graph.Node`:
   push ones from the input to the logits: the total relevance each logit turns into (SGLRP/CLRP's scaling);
   ``state_and_transpose`` gives both in one go (linear layers share their kernels' calls between them);
 - ``nonneg(node, inputs_nonneg)`` — whether its output is never negative (lets ``z+`` skip terms);
-- ``scales_by_input(node, j, rule, nonneg)`` — whether the relevance at input ``j`` is that input times a map, so
-  the state may keep the input folded into the previous layer's denominator (``lrp.input_folds``).
+- ``scales_by_input(node, j, rule, nonneg)`` and ``output_scale_key(node, rule, nonneg)`` — whether the relevance
+  at input ``j`` is that input times a map, and which state entry first multiplies the relevance at the output: a
+  value every reader scales by is kept folded into its maker's entry (``lrp.input_folds``).
 
 Relevance tensors stack the heads (targets, and SGLRP's target/dual) head-major along the batch axis:
 ``(H*N, ...)`` against forward values ``(N, ...)``. Formulas: ``docs/methods.md``.
@@ -109,14 +110,14 @@ class Handler:
 
     def scales_by_input(self, node, j: int, rule, nonneg: bool) -> bool:
         """Whether the relevance at input ``j`` is that input's value times a map, which ``backward`` then hands
-        over unscaled when ``ctx.folded_shape(i, j)`` says the state holds the value elsewhere (inside the
-        previous layer's inverse denominator, ``lrp.input_folds``; ``rule``: the node's LRP rule, if linear)."""
+        over unscaled when ``ctx.folded_shape(i, j)`` says the state holds the value elsewhere (inside the scale
+        of the node that made it, ``lrp.input_folds``; ``rule``: the node's LRP rule, if linear)."""
         return False
 
     def output_scale_key(self, node, rule, nonneg: bool) -> str | None:
-        """The state entry (same shape as the output, per image) by which ``backward`` first multiplies the relevance
-        at the output, so that the readers' input ``x`` may be folded into it (``lrp.input_folds``); ``None`` if
-        none (``rule``: the node's LRP rule, if linear; ``nonneg``: whether its input is known >= 0)."""
+        """The state entry (same shape as the output, per image) by which ``backward`` first multiplies the
+        relevance at the output, so that the readers' input ``x`` may be folded into it (``lrp.input_folds``);
+        ``None`` if none (``rule``: the node's LRP rule, if linear; ``nonneg``: whether its input is known >= 0)."""
         return None
 
 

@@ -419,7 +419,7 @@ def _signed_maps(terms: list[Term], maps: dict) -> tf.Tensor:
 def scales_by_input(rule: Rule, nonneg: bool) -> bool:
     """Whether ``rule`` gives relevance at the input as ``x * c``: one part, every active term on ``x`` itself
     (z, epsilon, gamma; z+ and alpha1-beta0 on non-negative inputs). The state can then keep ``x`` inside the
-    previous layer's inverse denominator (``lrp.input_folds``)."""
+    scale of the node that made it (``lrp.input_folds``)."""
     (coef, leaf), *more = rule.leaves()
     terms = _active_terms(leaf, nonneg)
     return not more and coef == 1.0 and bool(terms) and \

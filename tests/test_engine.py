@@ -921,10 +921,10 @@ def test_dual_sums_skip_the_transposed_maps_only_where_u_is_all_ones(method, shi
 
 
 def folding_net():
-    """Values the state may fold into the inverse denominator of the layer that made them, because every reader
-    gives them relevance x times a map (conv -> ReLU -> conv, conv -> add, a ReLU output read by a conv and an add,
-    an unfoldable BatchNorm -> dense), and values it may not (a ReLU output also read by a concatenation; a pool or
-    a flatten between two layers)."""
+    """Values the state may fold into the scale of the node that made them (an inverse denominator, a sum's, an
+    unfoldable BatchNorm's ratio), because every reader gives them relevance x times a map (conv -> ReLU -> conv,
+    conv -> add, a ReLU output read by a conv and an add, an unfoldable BatchNorm -> dense), and values it may not
+    (a ReLU output also read by a concatenation; a pool or a flatten between two layers)."""
     inp = keras.Input((10, 10, 3))
     a = L.Conv2D(4, 3, padding="same", activation="relu", name="a")(inp)   # read by b and by the add
     b = L.Conv2D(4, 3, padding="same", activation="relu", name="b")(a)
@@ -946,7 +946,7 @@ FOLDED = {("b", 0, "a"), ("add", 0, "a"), ("c", 0, "b"), ("add", 1, "c")}
     ("lrp.alpha_2_beta_1", set()),          # two parts: neither x times one map nor one inverse
     ("lrp.w_square", set()),                # input independent: batch-1 inverses
 ])
-def test_the_state_folds_an_input_only_into_the_single_layer_that_made_it(method, expected):
+def test_the_state_folds_a_value_only_where_every_reader_scales_by_it(method, expected):
     ex = Explainer(folding_net(), method, cache=None)
     nodes = ex.backend.graph.nodes
     assert {(nodes[i].name, j, nodes[p].name) for (i, j), (p, _) in ex.backend.input_folds.items()} == expected
