@@ -141,20 +141,29 @@ class LinearOp:
 
     @property
     def transposes_flipped(self) -> bool:
-        """Whether :meth:`transpose` may run as the convolution of the flipped kernel (:func:`flip_kernel`): a
-        2-D convolution with stride 1, no dilation or groups, an odd kernel and 'same' padding (or 1x1). The
-        transposed convolution of a kernel is the convolution of its flipped form, and at batch 1 oneDNN's
-        forward kernel is never slower than its backward-data kernel on this project's CPU and much faster on
-        small maps with many channels (ResNet50's 7 x 7 layers: 0.8-1.4 ms instead of 1.7-2.6 ms)."""
+        """Whether :meth:`transpose` may run as the convolution of the flipped kernel (:meth:`flip`): a 2-D
+        convolution with stride 1, no dilation or groups, an odd kernel and 'same' padding (or 1x1), or a
+        depthwise convolution of the same kind with one output per channel. The transposed convolution of a
+        kernel is the convolution of its flipped form, and at batch 1 oneDNN's forward kernel is never slower
+        than its backward-data kernel on this project's CPU and much faster on small maps with many channels
+        (ResNet50's 7 x 7 layers: 0.8-1.4 ms instead of 1.7-2.6 ms; EfficientNetB0's depthwise layers 14 % in
+        all, its lrp.epsilon class switch 38 -> 33 ms)."""
         shape = self.kernel_var.shape
-        return (self.kind == "conv" and len(shape) == 4 and self.groups == 1 and not self.causal_pad
+        plain = self.kind == "conv" and self.groups == 1 and not self.causal_pad
+        one_per_channel = self.kind == "depthwise" and len(shape) == 4 and shape[-1] == 1
+        return ((plain or one_per_channel) and len(shape) == 4
                 and all(s == 1 for s in self.strides) and all(d == 1 for d in self.dilations)
                 and all(k % 2 == 1 for k in shape[:2]) and (self.padding == "SAME" or tuple(shape[:2]) == (1, 1)))
 
+    def flip(self, kernel: tf.Tensor) -> tf.Tensor:
+        """``kernel`` in the form whose convolution is this layer's transposed map (:attr:`transposes_flipped`):
+        rotated by 180 degrees, with in and out swapped for a plain convolution (:func:`flip_kernel`)."""
+        return tf.reverse(kernel, [0, 1]) if self.kind == "depthwise" else flip_kernel(kernel)
+
     @property
     def runs_flipped(self) -> bool:
-        """Whether :meth:`apply` may run as the transposed convolution of the flipped kernel: a layer that
-        :attr:`transposes_flipped` with 'same' padding, a kernel larger than 1x1 and at least 256 input
+        """Whether :meth:`apply` may run as the transposed convolution of the flipped kernel: a plain convolution
+        that :attr:`transposes_flipped` with 'same' padding, a kernel larger than 1x1 and at least 256 input
         channels. That is the same sum in the same order (bit-identical here), and oneDNN's backward-data kernel
         reads a blocked copy of the weights: up to twice as fast as its forward kernel on the plain layout at
         batch 1 on this project's CPU (VGG16's 28 x 28 x 512 layers: 12 ms against 23 ms when it was chosen;
@@ -162,8 +171,8 @@ class LinearOp:
         channels it gains nothing and loses the fused bias and activation. Such a layer keeps its kernels in
         flipped form only: both directions read that form."""
         shape = self.kernel_var.shape
-        return (self.transposes_flipped and self.padding == "SAME" and tuple(shape[:2]) != (1, 1)
-                and shape[2] >= 256)
+        return (self.kind == "conv" and self.transposes_flipped and self.padding == "SAME"
+                and tuple(shape[:2]) != (1, 1) and shape[2] >= 256)
 
     def apply(self, x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None,
               flipped: tf.Tensor | None = None) -> tf.Tensor:
@@ -212,6 +221,8 @@ class LinearOp:
         a transposed ``einsum``), or, given the kernel's ``flipped`` form (:attr:`transposes_flipped`), the
         convolution with it. ``in_shape`` is the input's shape with ``s``'s batch axis."""
         if flipped is not None:
+            if self.kind == "depthwise":
+                return tf.nn.depthwise_conv2d(s, flipped, strides=(1, 1, 1, 1), padding="SAME")
             return tf.nn.conv2d(s, flipped, strides=1, padding="SAME")
         if self.kind == "dense":            # matmul's transpose_b: no transposed copy of the kernel, even eagerly
             if s.shape.rank == 2:

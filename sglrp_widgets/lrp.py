@@ -24,7 +24,7 @@ from .background import Background
 from .caching import STATES
 from .compiling import Pass, yield_to_callers
 from .errors import UnsupportedLayerError
-from .graph import Graph, flip_kernel
+from .graph import Graph
 from .heads import initial_relevance, resolve_targets
 from .propagation import Activation, Linear, handler
 
@@ -80,7 +80,7 @@ class DerivedWeights:
                                       axis=op.stack_axis)
                 else:
                     value = R.derive_weight(base, kernel, bias)
-                _store(slots, key, flip_kernel(value) if flipped else value)
+                _store(slots, key, op.flip(value) if flipped else value)
                 continue
             if key in ("w", "b") and not op.folds:
                 var = op.kernel_var if key == "w" else op.bias_var

@@ -173,7 +173,7 @@ def get_rule(spec) -> Rule:
 _PART = {"": lambda t: t, "pos": lambda t: tf.maximum(t, 0.0), "neg": lambda t: tf.minimum(t, 0.0)}
 
 
-#: Prefix of a kernel kept in ``graph.flip_kernel`` form (``"flipped:w_pos"``, ``"flipped:stacked:w_pos|w_neg"``):
+#: Prefix of a kernel kept in ``LinearOp.flip`` form (``"flipped:w_pos"``, ``"flipped:stacked:w_pos|w_neg"``):
 #: a layer that :attr:`~sglrp_widgets.graph.LinearOp.transposes_flipped` transposes it as a convolution, one that
 #: :attr:`~sglrp_widgets.graph.LinearOp.runs_flipped` also applies it as a transposed convolution.
 #: ``"flipped:model"`` is the layer's own (unfolded) kernel, for its output.

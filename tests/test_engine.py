@@ -634,32 +634,41 @@ def explainer_on_a_copy(model, method, **kwargs):
 
 
 def wide_conv_net():
-    """A conv on 256 channels (it runs flipped) followed by one that does not, with a BatchNorm folded into it."""
+    """A conv on 256 channels (it runs flipped) with a BatchNorm folded into it, a depthwise conv and a conv that
+    transpose flipped."""
     inp = keras.Input((6, 6, 256))
     x = L.Conv2D(8, 3, padding="same", name="wide")(inp)
     x = L.BatchNormalization()(x)
     x = L.ReLU()(x)
+    x = L.DepthwiseConv2D(3, padding="same", activation="relu", name="depthwise")(x)
     x = L.Conv2D(5, 3, padding="same", activation="relu", name="narrow")(x)
     x = L.MaxPooling2D(2)(x)
     x = L.Flatten()(x)
     model = keras.Model(inp, L.Dense(4)(x))
     randomize(model, 5)
+    depthwise = model.get_layer("depthwise")        # logits within a few units: SGLRP's softmax gradient lives
+    depthwise.kernel.assign(depthwise.kernel * 0.3)
     return model
 
 
 def test_convolutions_that_run_or_transpose_flipped_are_chosen_by_their_shape():
     graph = canonize(read_model(wide_conv_net()), fold=True)
     ops = {n.name: n.op for n in graph.nodes if n.kind == "linear"}
-    assert ops["wide"].runs_flipped and not ops["narrow"].runs_flipped
-    assert ops["wide"].transposes_flipped and ops["narrow"].transposes_flipped
-    assert not any(op.runs_flipped or op.transposes_flipped for k, op in ops.items() if k not in ("wide", "narrow"))
+    assert ops["wide"].runs_flipped and not ops["narrow"].runs_flipped and not ops["depthwise"].runs_flipped
+    assert ops["wide"].transposes_flipped and ops["narrow"].transposes_flipped and ops["depthwise"].transposes_flipped
+    assert not any(op.runs_flipped or op.transposes_flipped for k, op in ops.items()
+                   if k not in ("wide", "narrow", "depthwise"))
     for conv, transposes in [(L.Conv2D(4, 3, strides=2, padding="same"), False),
                              (L.Conv2D(4, 3, padding="valid"), False),
                              (L.Conv2D(4, 1), True), (L.Conv2D(4, 1, padding="same"), True),
                              (L.Conv2D(4, 2, padding="same"), False),
                              (L.Conv2D(4, 3, padding="same", dilation_rate=2), False),
                              (L.Conv2D(4, 3, padding="same", groups=4), False),
-                             (L.DepthwiseConv2D(3, padding="same"), False)]:
+                             (L.DepthwiseConv2D(3, padding="same"), True), (L.DepthwiseConv2D(1), True),
+                             (L.DepthwiseConv2D(3, padding="same", depth_multiplier=2), False),
+                             (L.DepthwiseConv2D(3, strides=2, padding="same"), False),
+                             (L.DepthwiseConv2D(3, padding="valid"), False),
+                             (L.DepthwiseConv2D(2, padding="same"), False)]:
         model = keras.Sequential([keras.Input((8, 8, 256)), conv, L.Flatten(), L.Dense(2)])
         ops = [n.op for n in canonize(read_model(model), fold=True).nodes if n.kind == "linear"]
         assert not ops[0].runs_flipped, conv.get_config()
@@ -674,6 +683,23 @@ def test_a_flipped_convolution_is_the_convolution():
     kernel = tf.constant(np.random.default_rng(2).normal(size=(3, 3, 256, 8)).astype("float32"))
     np.testing.assert_allclose(op.apply(x, kernel, flipped=flip_kernel(kernel)).numpy(), op.apply(x, kernel).numpy(),
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["narrow", "depthwise"])
+def test_a_flipped_kernel_transposes_as_a_convolution(name):
+    """The transposed map from a layer's flipped kernel (a plain or a depthwise convolution) is the layer's
+    input gradient."""
+    graph = canonize(read_model(wide_conv_net()), fold=True)
+    op = next(n.op for n in graph.nodes if n.name == name)
+    rng = np.random.default_rng(4)
+    kernel = tf.constant(rng.normal(size=op.kernel_var.shape).astype("float32"))
+    x = tf.constant(rng.normal(size=(2, 6, 6, 8)).astype("float32"))
+    s = tf.constant(rng.normal(size=op.apply(x, kernel).shape).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = op.apply(x, kernel)
+    np.testing.assert_allclose(op.transpose(s, None, tf.shape(x), flipped=op.flip(kernel)).numpy(),
+                               tape.gradient(out, x, output_gradients=s).numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("switch", ["runs_flipped", "transposes_flipped"])
@@ -701,6 +727,7 @@ def test_a_layer_keeps_its_kernels_only_in_the_forms_it_reads():
     assert {k for k in slots["wide"] if not k.startswith("b")} == {         # z_box: w, w+, w- and their stack
         FLIPPED + k for k in ("model", "w", "w_pos", "w_neg", STACKED + "w|w_pos|w_neg")}
     assert {k for k in slots["narrow"] if not k.startswith("b")} == {"w_pos", FLIPPED + "w_pos"}
+    assert {k for k in slots["depthwise"] if not k.startswith("b")} == {"w_pos", FLIPPED + "w_pos"}
     ex = Explainer(signed_input_net(), "lrp.z_plus", cache=None)
     slots = {ex.backend.graph.nodes[i].name: set(s) for i, s in ex.backend.derived.slots.items()}
     assert slots["first"] == {"w_pos", "w_neg", FLIPPED + "w_pos", FLIPPED + "w_neg", FLIPPED + STACKED + "w_pos|w_neg"}

@@ -254,6 +254,7 @@ LINEAR_LAYERS = {
     "Conv1D causal": (lambda: L.Conv1D(3, 3, padding="causal", dilation_rate=2), (9, 2)),
     "Conv3D": (lambda: L.Conv3D(2, 2, strides=(1, 2, 2)), (3, 4, 4, 2)),
     "depthwise strided": (lambda: L.DepthwiseConv2D(3, strides=2, depth_multiplier=2, padding="same"), (6, 6, 3)),
+    "depthwise (transposed flipped)": (lambda: L.DepthwiseConv2D(5, padding="same"), (6, 6, 3)),
     "separable": (lambda: L.SeparableConv2D(4, 3, padding="same"), (5, 5, 3)),
     "Dense on N-D": (lambda: L.Dense(4), (3, 5, 2)),
     "EinsumDense": (lambda: L.EinsumDense("abc,cd->abd", output_shape=(3, 4), bias_axes="d"), (3, 5)),
