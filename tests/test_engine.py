@@ -331,6 +331,20 @@ def test_result_cache_is_bounded_in_bytes():
     assert cache.get(9) is not None and cache.get(0) is None
 
 
+def test_the_state_cache_counts_each_state_at_its_size():
+    """The bytes a state is counted at (summed once per images' shape) are its tensors' bytes, per batch size."""
+    from sglrp_widgets.caching import STATES
+    ex = Explainer(residual_net(with_bias=True), "sglrp", cache=None)
+    STATES.clear()
+    for batch in (1, 2, 1, 2):
+        ex(IMAGES[:batch] + np.float32(len(STATES)), 1)
+    assert len(STATES) == 4
+    for (_, state, _), size in STATES._items.values():
+        assert size == sum(t.numpy().nbytes for t in state)
+    assert len({size for _, size in STATES._items.values()}) == 2
+    STATES.clear()
+
+
 def test_explain_shares_compiled_explainers():
     model = keras.Sequential([keras.Input((6,)), L.Dense(3)])
     x = np.ones((1, 6), "float32")
