@@ -150,7 +150,7 @@ class LinearOp:
         all, its lrp.epsilon class switch 38 -> 33 ms)."""
         shape = self.kernel_var.shape
         plain = self.kind == "conv" and self.groups == 1 and not self.causal_pad
-        one_per_channel = self.kind == "depthwise" and len(shape) == 4 and shape[-1] == 1
+        one_per_channel = self.kind == "depthwise" and shape[-1] == 1
         return ((plain or one_per_channel) and len(shape) == 4
                 and all(s == 1 for s in self.strides) and all(d == 1 for d in self.dilations)
                 and all(k % 2 == 1 for k in shape[:2]) and (self.padding == "SAME" or tuple(shape[:2]) == (1, 1)))
