@@ -85,11 +85,16 @@ def test_topk_rows_and_channel_sum_in_float16(model, scenes, tmp_path):
     store = explain_dataset(model, images, "lrp.epsilon", targets="top2", out=tmp_path / "s.zarr", batch_size=4,
                             preprocess=demo.preprocess, channels="sum", dtype="float16", epsilon=0.5,
                             progress=False)
-    ref = Explainer(model, "lrp.epsilon", epsilon=0.5)(demo.preprocess(images), top_k=2)
+    # The reference runs the dataset's batches: oneDNN rounds differently at other batch sizes, and a max
+    # pooling window whose values tie within that rounding routes relevance to another pixel (seen on one CPU:
+    # 8 windows of pool3 for image 9, 26 of 81920 pixels moved by up to 1 % of the map's scale).
+    explainer, x = Explainer(model, "lrp.epsilon", epsilon=0.5), demo.preprocess(images)
+    refs = [explainer(x[i:i + 4], top_k=2) for i in range(0, 10, 4)]
+    targets, relevance = (np.concatenate([getattr(r, key) for r in refs]) for key in ("targets", "relevance"))
     assert store["relevance"].shape == (20, 64, 64) and store["relevance"].dtype == np.float16
     np.testing.assert_array_equal(store["ids"][...], np.repeat(np.arange(10), 2))
-    np.testing.assert_array_equal(store["targets"][...], ref.targets.reshape(-1))
-    want = ref.relevance.sum(-1).reshape(20, 64, 64)
+    np.testing.assert_array_equal(store["targets"][...], targets.reshape(-1))
+    want = relevance.sum(-1).reshape(20, 64, 64)
     got = store["relevance"][...].astype(np.float32)
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=float(np.abs(want).max()) * 1e-3)
     assert store.attrs["sglrp_widgets"]["params"]["epsilon"] == 0.5
