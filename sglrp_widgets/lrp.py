@@ -514,7 +514,7 @@ def bound_args(low_high):
     """The forward pass's (low, high) arguments: one value or one per channel, at the model's input."""
     if low_high is None:
         return _no_bounds()
-    return tuple(tf.constant(np.reshape(np.asarray(b, np.float32), [-1])) for b in low_high[:2])
+    return tuple(tf.constant(np.reshape(np.asarray(b, np.float32), [-1])) for b in low_high)
 
 
 @functools.cache

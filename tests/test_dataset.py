@@ -81,15 +81,15 @@ def test_top1_without_preprocess_uses_the_whole_datasets_bounds(model, scenes, t
 
 
 def test_topk_rows_and_channel_sum_in_float16(model, scenes, tmp_path):
-    images = scenes[0][:10]
-    store = explain_dataset(model, images, "lrp.epsilon", targets="top2", out=tmp_path / "s.zarr", batch_size=4,
+    images, batch = scenes[0][:10], 4
+    store = explain_dataset(model, images, "lrp.epsilon", targets="top2", out=tmp_path / "s.zarr", batch_size=batch,
                             preprocess=demo.preprocess, channels="sum", dtype="float16", epsilon=0.5,
                             progress=False)
     # The reference runs the dataset's batches: oneDNN rounds differently at other batch sizes, and a max
     # pooling window whose values tie within that rounding routes relevance to another pixel (seen on one CPU:
     # 8 windows of pool3 for image 9, 26 of 81920 pixels moved by up to 1 % of the map's scale).
     explainer, x = Explainer(model, "lrp.epsilon", epsilon=0.5), demo.preprocess(images)
-    refs = [explainer(x[i:i + 4], top_k=2) for i in range(0, 10, 4)]
+    refs = [explainer(x[i:i + batch], top_k=2) for i in range(0, len(x), batch)]
     targets, relevance = (np.concatenate([getattr(r, key) for r in refs]) for key in ("targets", "relevance"))
     assert store["relevance"].shape == (20, 64, 64) and store["relevance"].dtype == np.float16
     np.testing.assert_array_equal(store["ids"][...], np.repeat(np.arange(10), 2))

@@ -648,8 +648,8 @@ def explainer_on_a_copy(model, method, **kwargs):
 
 
 def wide_conv_net():
-    """A conv on 256 channels (it runs flipped) with a BatchNorm folded into it, a depthwise conv and a conv that
-    transpose flipped."""
+    """A conv on 256 channels (it runs flipped) with a BatchNorm folded into it, then a depthwise conv and a conv
+    that transpose flipped."""
     inp = keras.Input((6, 6, 256))
     x = L.Conv2D(8, 3, padding="same", name="wide")(inp)
     x = L.BatchNormalization()(x)
@@ -660,8 +660,8 @@ def wide_conv_net():
     x = L.Flatten()(x)
     model = keras.Model(inp, L.Dense(4)(x))
     randomize(model, 5)
-    depthwise = model.get_layer("depthwise")        # logits within a few units: SGLRP's softmax gradient lives
-    depthwise.kernel.assign(depthwise.kernel * 0.3)
+    depthwise = model.get_layer("depthwise")        # keeps the logits within a few units, so that SGLRP's
+    depthwise.kernel.assign(depthwise.kernel * 0.3)     # softmax gradient does not vanish
     return model
 
 
