@@ -357,13 +357,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 # plain string joins: method names ("lrp.epsilon") and stems may contain dots
                 base = f"{stems[start + i]}_{method}_{labels[t]}"
                 png_path = outdir / f"{base}.png"
-                img = raw[i] if c == 3 else raw[i, ..., 0]
-                save_heatmap_png(
-                    png_path, heat[i, j],
-                    image=img.astype(np.uint8) if args.alpha is not None else None,
-                    alpha=args.alpha if args.alpha is not None else 0.5,
-                    cmap=args.cmap, scale=args.scale,
-                )
+                img = np.rint(np.clip(raw[i] if c == 3 else raw[i, ..., 0], 0, 255)).astype(np.uint8)   # RGB 0..255
+                if args.figure:
+                    _save_figure(png_path, img, heat[i, j], names[t] if names else f"class {t}", probs[i, t],
+                                 method, p.name, args)
+                else:
+                    save_heatmap_png(png_path, heat[i, j], image=img if args.alpha is not None else None,
+                                     alpha=args.alpha if args.alpha is not None else 0.5, cmap=args.cmap,
+                                     scale=args.scale)
                 if args.npy:
                     np.save(outdir / f"{base}.npy", rel[i, j].astype(np.float32))
                 written += 1
@@ -380,10 +381,44 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if progress:
         progress.close()
     print(f"wrote {written} heatmap(s) to {outdir}")
+    if not args.figure:
+        print(_bare_map_legend(method, args))
     if degenerate and args.strict:
         print(f"{PROG}: error: {degenerate} of {written} map(s) are degenerate (--strict)", file=sys.stderr)
         return EXIT_DEGENERATE
     return 0
+
+
+def _save_figure(path: Path, image: np.ndarray, heat: np.ndarray, class_name: str, probability: float,
+                 method: str, source: str, args: argparse.Namespace) -> None:
+    """The labelled figure of one map: the image under it, class and probability, method and file, a colour bar
+    that says what its ends mean."""
+    from .methods import get_method
+    from .viz import explanation_figure, format_probability, legend_words
+
+    spec = get_method(method)
+    fig = explanation_figure(image, heat, title=f"{class_name} · {format_probability(probability)}",
+                             subtitle=f"{spec.label} · {source}", legend=legend_words(method, spec.family, class_name),
+                             cmap=args.cmap, opacity=0.6 if args.alpha is None else args.alpha,
+                             positive_only=args.relu, width=4.0 * args.scale)
+    fig.savefig(path)
+
+
+#: Colour maps whose low and high ends a note can name.
+_END_COLOURS = {"seismic": ("blue", "red"), "bwr": ("blue", "red"), "coolwarm": ("blue", "red"),
+                "RdBu_r": ("blue", "red")}
+
+
+def _bare_map_legend(method: str, args: argparse.Namespace) -> str:
+    """What the colours of bare maps mean (a line under the summary): the PNGs carry no legend of their own."""
+    from .methods import get_method
+    from .viz import legend_words
+
+    low, high = legend_words(method, get_method(method).family, "its class", quoted=False)
+    low_end, high_end = _END_COLOURS.get(args.cmap, (f"the low end of {args.cmap}", f"the high end of {args.cmap}"))
+    meaning = f"{high_end} = {high}" + ("" if args.relu else f", {low_end} = {low}")
+    return (f"colours: {meaning} (the class is in each file's name); each map is scaled to its own 99.5th "
+            "percentile of |relevance|; --figure writes labelled figures")
 
 
 def _read_batch(chunk: Sequence[Path], size: tuple[int | None, int | None], channels: int,
@@ -475,7 +510,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--alpha", type=float, default=None, help="blend the map over the image with this opacity")
     e.add_argument("--cmap", default="seismic", help="matplotlib colormap (default: seismic)")
     e.add_argument("--relu", action="store_true", help="keep only the positive relevance (the methods' relu=True)")
-    e.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNGs")
+    e.add_argument("--scale", type=int, default=1, help="integer upscaling of the PNGs (of a figure's width)")
+    e.add_argument("--figure", action="store_true",
+                   help="write labelled figures instead of bare maps: the image under the map, the class and its "
+                        "probability, the method and a colour bar that says what its ends mean")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--class-names", metavar="FILE",
                    help="text file with one class name per line (default: the model's own names, the bundled "

@@ -353,6 +353,33 @@ def display_overlay(
                    symmetric=diverging or not positive_only, grayscale=False, norm=norm, fade=diverging)
 
 
+#: Methods whose sign says how the class score changes with the pixel (not a decomposition of it).
+SENSITIVITY_METHODS = frozenset({"gradient", "guided_backprop", "deconvnet", "smoothgrad"})
+
+
+def format_probability(p: float) -> str:
+    """Always a percentage: ``97.3 %``, ``0.2 %``, ``0.06 %``, ``< 0.01 %``."""
+    pct = 100.0 * float(p)
+    if pct >= 1.0:
+        return f"{pct:.1f} %"
+    if pct >= 0.01:
+        return f"{pct:.2g} %"
+    return "< 0.01 %"
+
+
+def legend_words(method: str, family: str, class_name: str, quoted: bool = True) -> tuple[str, str]:
+    """What the low and the high end of the colour scale mean for ``class_name`` (in quotes unless ``quoted`` is
+    false: ``"its class"``)."""
+    c = f"“{class_name}”" if quoted else class_name
+    if family == "Contrastive LRP":
+        return "speaks for the other classes", f"speaks for {c} over the others"
+    if method in SENSITIVITY_METHODS:
+        return f"brighter pixel lowers {c}", f"brighter pixel raises {c}"
+    if family == "CAM":
+        return "no evidence", f"evidence for {c}"
+    return f"speaks against {c}", f"speaks for {c}"
+
+
 def explanation_figure(
     image: Any,
     heatmap: Any,

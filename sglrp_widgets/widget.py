@@ -41,6 +41,7 @@ import numpy as np
 import traitlets as t
 
 from . import viz
+from .viz import format_probability, legend_words  # noqa: F401 - part of this module's API
 from .imageset import ImageSet, to_display_uint8  # noqa: F401 - to_display_uint8 is part of this module's API
 from .scheduler import COMPARE, PREFETCH, Scheduler
 
@@ -48,8 +49,6 @@ _HERE = Path(__file__).parent
 _DEFAULT_COMPARE = ("sglrp", "clrp", "lrp", "gradient", "grad_cam")
 #: Colormaps offered in the widget's menu; any other matplotlib name can be given from Python.
 MENU_COLORMAPS = ("bwr", "seismic", "coolwarm", "RdBu_r", "PiYG", "viridis", "inferno", "magma", "hot", "gray")
-#: Methods whose sign says how the class score changes with the pixel (not a decomposition of it).
-_SENSITIVITY = {"gradient", "guided_backprop", "deconvnet", "smoothgrad"}
 
 
 def _front_end(name: str) -> Path:
@@ -84,28 +83,6 @@ def decode_heatmap(buf: bytes, meta: dict) -> np.ndarray:
     """Inverse of :func:`encode_heatmap` (what the browser does), shape (height, width)."""
     q = np.frombuffer(bytes(buf), dtype="<f2").astype(np.float32)
     return (q * float(meta["scale"])).reshape(int(meta["height"]), int(meta["width"]))
-
-
-def format_probability(p: float) -> str:
-    """Always a percentage: ``97.3 %``, ``0.2 %``, ``0.06 %``, ``< 0.01 %``."""
-    pct = 100.0 * float(p)
-    if pct >= 1.0:
-        return f"{pct:.1f} %"
-    if pct >= 0.01:
-        return f"{pct:.2g} %"
-    return "< 0.01 %"
-
-
-def legend_words(method: str, family: str, class_name: str) -> tuple[str, str]:
-    """What the low and the high end of the colour scale mean for ``class_name``."""
-    c = f"“{class_name}”"
-    if family == "Contrastive LRP":
-        return "speaks for the other classes", f"speaks for {c} over the others"
-    if method in _SENSITIVITY:
-        return f"brighter pixel lowers {c}", f"brighter pixel raises {c}"
-    if family == "CAM":
-        return "no evidence", f"evidence for {c}"
-    return f"speaks against {c}", f"speaks for {c}"
 
 
 def _figure_png(fig) -> bytes:

@@ -253,6 +253,42 @@ def test_duplicate_stems_get_unique_names(tmp_path, scene_files):
     assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["img-1_gradient_square.png", "img_gradient_square.png"]
 
 
+def test_figure_labels_the_map_and_bare_maps_get_a_legend_note(tmp_path, scene_files, capsys, monkeypatch):
+    from sglrp_widgets import viz
+
+    src, drawn = scene_files[0][0], []
+    real = viz.explanation_figure
+
+    def spy(image, heatmap, **kw):
+        drawn.append((np.asarray(image), np.asarray(heatmap), kw))
+        return real(image, heatmap, **kw)
+
+    monkeypatch.setattr(viz, "explanation_figure", spy)
+    assert cli.main(["explain", "--model", "demo", "--image", str(src), "--method", "sglrp", "--target", "0",
+                     "--figure", "--npy", "-o", str(tmp_path / "fig")]) == 0
+    assert "colours" not in capsys.readouterr().out
+    image, heat, kw = drawn[0]
+    x = demo.preprocess(np.asarray(Image.open(src)))[None]
+    from sglrp_widgets.engine import explain
+
+    p = float(explain(demo.load_model(), x, "gradient", targets=[0]).probabilities[0, 0])
+    assert kw["title"] == f"{NAMES[0]} · {viz.format_probability(p)}"
+    assert kw["subtitle"] == f"SGLRP · {src.name}"
+    assert kw["legend"] == viz.legend_words("sglrp", "Contrastive LRP", NAMES[0])
+    np.testing.assert_array_equal(image, np.asarray(Image.open(src)))
+    np.testing.assert_allclose(heat, np.load(tmp_path / "fig" / f"{src.stem}_sglrp_{NAMES[0]}.npy").sum(-1), rtol=1e-6)
+    png = Image.open(tmp_path / "fig" / f"{src.stem}_sglrp_{NAMES[0]}.png")
+    assert png.size[0] == 400 and png.size[1] > 400          # 4 inches at 100 dpi, the title and bar below
+    # bare maps: the summary says what their colours mean
+    for method, meaning in (("lrp", "red = speaks for its class, blue = speaks against its class"),
+                            ("gradient", "red = brighter pixel raises its class, blue = brighter pixel lowers its class")):
+        assert cli.main(["explain", "--model", "demo", "--image", str(src), "--method", method, "--target", "0",
+                         "-o", str(tmp_path / "bare")]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == (
+            f"colours: {meaning} (the class is in each file's name); each map is scaled to its own 99.5th "
+            "percentile of |relevance|; --figure writes labelled figures")
+
+
 def test_relu_keeps_positive_part(tmp_path, scene_files):
     src = str(scene_files[0][0])
     for flag, sub in (([], "all"), (["--relu"], "pos")):
