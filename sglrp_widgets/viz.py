@@ -452,9 +452,9 @@ def explanation_figure(
     cax.imshow(ramp, aspect="auto", extent=(0, 1, 0, 1), interpolation="nearest")
     cax.set_xticks([]), cax.set_yticks([])
     scale = robust_scale(h, norm, positive_only=positive_only)
-    numbers = (0.5 if positive_only else 0.08, "0"), (0.92, f"+{scale:.2g}")
-    if not positive_only:
-        numbers = (0.08, f"−{scale:.2g}"), (0.5, "0"), (0.92, f"+{scale:.2g}")
+    # the bar runs from 0 (positive only) or -scale at its left end to +scale at its right end
+    numbers = ((0.08, "0"),) if positive_only else ((0.08, f"−{scale:.2g}"), (0.5, "0"))
+    numbers += ((0.92, f"+{scale:.2g}"),)
     for x, text in numbers:
         fig.text(x, (foot - 0.05) / total, text, ha={0.08: "left", 0.5: "center"}.get(x, "right"), va="top",
                  fontsize=8)

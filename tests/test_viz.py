@@ -110,6 +110,19 @@ def test_explanation_figure_is_labelled():
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("positive_only, labels", [(False, {"−1": (0.08, "left"), "0": (0.5, "center"),
+                                                                 "+1": (0.92, "right")}),
+                                                   (True, {"0": (0.08, "left"), "+1": (0.92, "right")})])
+def test_explanation_figure_numbers_sit_at_the_ends_of_the_bar_they_name(positive_only, labels):
+    """The positive-only bar shows the upper half of the colour map across its whole width: 0 at its left end."""
+    h = np.zeros((16, 16))
+    h[2:6, 2:6], h[10:14, 10:14] = 1.0, -1.0
+    fig = viz.explanation_figure(np.zeros((16, 16, 3)), h, positive_only=positive_only, norm="max")
+    found = {t.get_text(): (round(t.get_position()[0], 2), t.get_ha()) for t in fig.texts
+             if t.get_text() in ("−1", "0", "+1")}
+    assert found == labels
+
+
 def test_degenerate_maps():
     np.testing.assert_allclose(viz.heatmap_rgba(np.zeros((3, 3)))[..., :3], 1.0, atol=1e-6)
     np.testing.assert_allclose(viz.normalize_heatmap(np.full((2, 2), 5.0), symmetric=False), 0.0)
