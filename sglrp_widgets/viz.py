@@ -465,8 +465,8 @@ def explanation_figure(
         fig.text(x, (foot - 0.22) / total, textwrap.fill(text, chars), ha=ha, va="top", fontsize=8,
                  multialignment=ha)
     how = "maximum" if norm == "max" else "99.5th percentile of |relevance|"
-    fig.text(0.5, 0.04 / total, f"colour scale ends at the {how}", ha="center", va="bottom", fontsize=7,
-             color="#555555")
+    fig.text(0.5, 0.04 / total, f"colour scale ends at the {how}{' (positive part)' if positive_only else ''}",
+             ha="center", va="bottom", fontsize=7, color="#555555")
     return fig
 
 

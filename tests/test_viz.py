@@ -121,6 +121,7 @@ def test_explanation_figure_numbers_sit_at_the_ends_of_the_bar_they_name(positiv
     found = {t.get_text(): (round(t.get_position()[0], 2), t.get_ha()) for t in fig.texts
              if t.get_text() in ("−1", "0", "+1")}
     assert found == labels
+    assert fig.texts[-1].get_text() == "colour scale ends at the maximum" + (" (positive part)" if positive_only else "")
 
 
 def test_degenerate_maps():
