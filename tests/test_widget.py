@@ -282,7 +282,9 @@ def test_rapid_clicks_coalesce(model, images):
     try:
         gates = [threading.Event(), threading.Event()]
         for g in gates:  # keep both workers busy while the clicks arrive
-            w._scheduler.request(lambda gen, g=g: g.wait(T))
+            running = threading.Event()
+            w._scheduler.request(lambda gen, g=g, running=running: (running.set(), g.wait(T)))
+            assert running.wait(T)      # taken by a worker: the next request cannot coalesce it away
         gate = Gate(w, -99)
         for t in [1, 2, 3, 4, 5]:
             rid = wire.request(target=t)
