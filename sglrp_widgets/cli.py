@@ -392,7 +392,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _save_figure(path: Path, image: np.ndarray, heat: np.ndarray, class_name: str, probability: float,
                  method: str, source: str, args: argparse.Namespace) -> None:
     """The labelled figure of one map: the image under it, class and probability, method and file, a colour bar
-    that says what its ends mean."""
+    that says what its ends mean (from 0 for CAM maps, which are never negative)."""
     from .methods import get_method
     from .viz import explanation_figure, format_probability, legend_words
 
@@ -400,11 +400,11 @@ def _save_figure(path: Path, image: np.ndarray, heat: np.ndarray, class_name: st
     fig = explanation_figure(image, heat, title=f"{class_name} · {format_probability(probability)}",
                              subtitle=f"{spec.label} · {source}", legend=legend_words(method, spec.family, class_name),
                              cmap=args.cmap, opacity=0.6 if args.alpha is None else args.alpha,
-                             positive_only=args.relu, width=4.0 * args.scale)
+                             positive_only=args.relu or spec.family == "CAM", width=4.0 * args.scale)
     fig.savefig(path)
 
 
-#: Colour maps whose low and high ends a note can name.
+#: Colour maps whose low and high ends the summary names by colour.
 _END_COLOURS = {"seismic": ("blue", "red"), "bwr": ("blue", "red"), "coolwarm": ("blue", "red"),
                 "RdBu_r": ("blue", "red")}
 
@@ -414,9 +414,11 @@ def _bare_map_legend(method: str, args: argparse.Namespace) -> str:
     from .methods import get_method
     from .viz import legend_words
 
-    low, high = legend_words(method, get_method(method).family, "its class", quoted=False)
+    family = get_method(method).family
+    low, high = legend_words(method, family, "its class", quoted=False)
     low_end, high_end = _END_COLOURS.get(args.cmap, (f"the low end of {args.cmap}", f"the high end of {args.cmap}"))
-    meaning = f"{high_end} = {high}" + ("" if args.relu else f", {low_end} = {low}")
+    signed = not args.relu and family != "CAM"          # CAM maps are never negative
+    meaning = f"{high_end} = {high}" + (f", {low_end} = {low}" if signed else "")
     return (f"colours: {meaning} (the class is in each file's name); each map is scaled to its own 99.5th "
             "percentile of |relevance|; --figure writes labelled figures")
 
