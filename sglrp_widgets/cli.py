@@ -352,12 +352,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         if rel.ndim == 4:  # one map per image -> (N, 1, ...)
             rel, heat, tg = rel[:, None], heat[:, None], tg[:, None]
         for i, p in enumerate(chunk):
+            img = np.rint(np.clip(raw[i] if c == 3 else raw[i, ..., 0], 0, 255)).astype(np.uint8)     # RGB 0..255
             for j in range(tg.shape[1]):
                 t = int(tg[i, j])
                 # plain string joins: method names ("lrp.epsilon") and stems may contain dots
                 base = f"{stems[start + i]}_{method}_{labels[t]}"
                 png_path = outdir / f"{base}.png"
-                img = np.rint(np.clip(raw[i] if c == 3 else raw[i, ..., 0], 0, 255)).astype(np.uint8)   # RGB 0..255
                 if args.figure:
                     _save_figure(png_path, img, heat[i, j], names[t] if names else f"class {t}", probs[i, t],
                                  method, p.name, args)
@@ -392,7 +392,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _save_figure(path: Path, image: np.ndarray, heat: np.ndarray, class_name: str, probability: float,
                  method: str, source: str, args: argparse.Namespace) -> None:
     """The labelled figure of one map: the image under it, class and probability, method and file, a colour bar
-    that says what its ends mean (from 0 for CAM maps, which are never negative)."""
+    that says what its ends mean."""
     from .methods import get_method
     from .viz import explanation_figure, format_probability, legend_words
 
@@ -400,8 +400,13 @@ def _save_figure(path: Path, image: np.ndarray, heat: np.ndarray, class_name: st
     fig = explanation_figure(image, heat, title=f"{class_name} · {format_probability(probability)}",
                              subtitle=f"{spec.label} · {source}", legend=legend_words(method, spec.family, class_name),
                              cmap=args.cmap, opacity=0.6 if args.alpha is None else args.alpha,
-                             positive_only=args.relu or spec.family == "CAM", width=4.0 * args.scale)
+                             positive_only=_positive_only(spec, args), width=4.0 * args.scale)
     fig.savefig(path)
+
+
+def _positive_only(spec, args: argparse.Namespace) -> bool:
+    """Whether the maps have no negative part to show: ``--relu``, or a method whose maps are never negative."""
+    return args.relu or spec.never_negative
 
 
 #: Colour maps whose low and high ends the summary names by colour.
@@ -414,11 +419,10 @@ def _bare_map_legend(method: str, args: argparse.Namespace) -> str:
     from .methods import get_method
     from .viz import legend_words
 
-    family = get_method(method).family
-    low, high = legend_words(method, family, "its class", quoted=False)
+    spec = get_method(method)
+    low, high = legend_words(method, spec.family, "its class", quoted=False)
     low_end, high_end = _END_COLOURS.get(args.cmap, (f"the low end of {args.cmap}", f"the high end of {args.cmap}"))
-    signed = not args.relu and family != "CAM"          # CAM maps are never negative
-    meaning = f"{high_end} = {high}" + (f", {low_end} = {low}" if signed else "")
+    meaning = f"{high_end} = {high}" + ("" if _positive_only(spec, args) else f", {low_end} = {low}")
     return (f"colours: {meaning} (the class is in each file's name); each map is scaled to its own 99.5th "
             "percentile of |relevance|; --figure writes labelled figures")
 

@@ -41,6 +41,7 @@ class Method:
     head: str = "logit"            # "logit", "sglrp", "clrp", "softmax_gradient"
     params: tuple[Param, ...] = field(default=())
     compute: Callable | None = None  # gradient/CAM: (toolbox, x rows, targets (rows, 1), params) -> rel, z, t
+    never_negative: bool = False     # its maps have no negative values (a colour bar can start at 0)
 
     @property
     def uses_bounds(self) -> bool:
@@ -211,10 +212,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            compute=_integrated_gradients),
     Method("grad_cam", "Grad-CAM", "CAM", "Feature maps weighted by their mean gradient, then a ReLU as in the "
            "paper (maps are never negative), upsampled bilinearly.", "cam", params=(CAM_LAYER, RELU),
-           compute=_cam(_mean_gradient)),
+           compute=_cam(_mean_gradient), never_negative=True),
     Method("grad_cam_plus_plus", "Grad-CAM++", "CAM", "Grad-CAM with pixel-wise weights from second and third "
            "order terms; ReLU'd like Grad-CAM.", "cam", params=(CAM_LAYER, RELU),
-           compute=_cam(_plus_plus_weights)),
+           compute=_cam(_plus_plus_weights), never_negative=True),
     Method("guided_grad_cam", "Guided Grad-CAM", "CAM", "Upsampled Grad-CAM times guided backprop.", "cam",
            params=(CAM_LAYER, RELU), compute=_guided_grad_cam),
 ]}

@@ -354,7 +354,7 @@ def display_overlay(
 
 
 #: Methods whose sign says how the class score changes with the pixel (not a decomposition of it).
-SENSITIVITY_METHODS = frozenset({"gradient", "guided_backprop", "deconvnet", "smoothgrad"})
+_SENSITIVITY_METHODS = frozenset({"gradient", "guided_backprop", "deconvnet", "smoothgrad"})
 
 
 def format_probability(p: float) -> str:
@@ -373,7 +373,7 @@ def legend_words(method: str, family: str, class_name: str, quoted: bool = True)
     c = f"“{class_name}”" if quoted else class_name
     if family == "Contrastive LRP":
         return "speaks for the other classes", f"speaks for {c} over the others"
-    if method in SENSITIVITY_METHODS:
+    if method in _SENSITIVITY_METHODS:
         return f"brighter pixel lowers {c}", f"brighter pixel raises {c}"
     if family == "CAM":
         return "no evidence", f"evidence for {c}"

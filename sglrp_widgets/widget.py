@@ -43,7 +43,7 @@ import traitlets as t
 from . import viz
 from .imageset import ImageSet, to_display_uint8  # noqa: F401 - to_display_uint8 is part of this module's API
 from .scheduler import COMPARE, PREFETCH, Scheduler
-from .viz import format_probability, legend_words  # noqa: F401 - part of this module's API
+from .viz import format_probability, legend_words
 
 _HERE = Path(__file__).parent
 _DEFAULT_COMPARE = ("sglrp", "clrp", "lrp", "gradient", "grad_cam")

@@ -280,13 +280,16 @@ def test_figure_labels_the_map_and_bare_maps_get_a_legend_note(tmp_path, scene_f
     png = Image.open(tmp_path / "fig" / f"{src.stem}_sglrp_{NAMES[0]}.png")
     assert png.size[0] == 400 and png.size[1] > 400          # 4 inches at 100 dpi, the title and bar below
     assert not kw["positive_only"]
-    assert cli.main(["explain", "--model", "demo", "--image", str(src), "--method", "grad_cam", "--target", "0",
-                     "--figure", "-o", str(tmp_path / "cam")]) == 0
-    assert drawn[-1][2]["positive_only"]            # CAM maps are never negative: the bar starts at 0
+    # Grad-CAM's maps are never negative: the bar starts at 0; Guided Grad-CAM's can be, and keep both ends
+    for method, positive_only in (("grad_cam", True), ("guided_grad_cam", False)):
+        assert cli.main(["explain", "--model", "demo", "--image", str(src), "--method", method, "--target", "0",
+                         "--figure", "-o", str(tmp_path / method)]) == 0
+        assert drawn[-1][2]["positive_only"] is positive_only
     # bare maps: the summary says what their colours mean
     for method, meaning in (("lrp", "red = speaks for its class, blue = speaks against its class"),
                             ("gradient", "red = brighter pixel raises its class, blue = brighter pixel lowers its class"),
-                            ("grad_cam", "red = evidence for its class")):
+                            ("grad_cam", "red = evidence for its class"),
+                            ("guided_grad_cam", "red = evidence for its class, blue = no evidence")):
         assert cli.main(["explain", "--model", "demo", "--image", str(src), "--method", method, "--target", "0",
                          "-o", str(tmp_path / "bare")]) == 0
         assert capsys.readouterr().out.splitlines()[-1] == (

@@ -140,6 +140,17 @@ def test_guided_grad_cam_is_cam_times_guided_backprop():
     np.testing.assert_allclose(out, cam * gb, rtol=1e-4, atol=1e-7)
 
 
+def test_only_methods_whose_maps_are_never_negative_say_so():
+    """``never_negative`` lets a colour bar start at 0 (the CLI's figures): Grad-CAM and Grad-CAM++ end in a ReLU;
+    Guided Grad-CAM multiplies by signed guided backprop, and every other method is signed too."""
+    model = conv_net()
+    flagged = {name for name, m in METHODS.items() if m.never_negative}
+    assert flagged == {"grad_cam", "grad_cam_plus_plus"}
+    for name in flagged | {"guided_grad_cam"}:
+        rel = Explainer(model, name, cache=None)(X9, [0, 1]).relevance
+        assert bool(rel.min() >= 0) is (name in flagged), name
+
+
 def test_cam_layer_errors_are_clear():
     from sglrp_widgets.errors import ExplainError
     with pytest.raises(ExplainError, match="not a layer of the model.*Convolutional layers: c1, c2"):
