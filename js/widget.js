@@ -183,6 +183,12 @@ export function formatNumber(v) {
   return `${m}e${Number(e)}`;
 }
 
+/** Whether a map is drawn from 0 up: the positive-only setting, or a method whose maps are never negative
+ * (Grad-CAM; the meta says so), whose colour bar has no negative end to explain. */
+export function showsPositiveOnly(meta, local) {
+  return !!(local.positiveOnly || (meta && meta.never_negative));
+}
+
 /** What the colour bar says: the meaning of both ends for the map's class, and the scale. */
 export function legendText(meta, { positiveOnly = false, norm = "percentile" } = {}) {
   const words = (meta && meta.legend) || ["against", "for"];
@@ -503,8 +509,9 @@ export function pictureView(env) {
     if (!(local.heat && heatmapMatchesImage(hm, im))) return [{ name: "image", px: local.imagePixels }];
     const values = resample(local.heat, hm.width, hm.height, im.width, im.height);
     const cm = colormapOf(model.get("colormaps"), local.colormap);
-    const opts = { diverging: cm.diverging, positiveOnly: local.positiveOnly };
-    const norm = normalizeHeatmap(values, mapScale(hm, local.norm, local.positiveOnly), local.positiveOnly);
+    const positiveOnly = showsPositiveOnly(hm, local);
+    const opts = { diverging: cm.diverging, positiveOnly };
+    const norm = normalizeHeatmap(values, mapScale(hm, local.norm, positiveOnly), positiveOnly);
     const overlay = { name: "overlay", px: blend(local.imagePixels, norm, cm.lut, local.opacity, opts) };
     if (local.layout !== "side") return [overlay];
     return [{ name: "image", px: local.imagePixels }, { name: "map", px: colorize(norm, cm.lut, opts) }, overlay];
@@ -624,8 +631,9 @@ export function legendView(env) {
     const meta = model.get("heatmap_meta") || {};
     el.hidden = meta.class_name == null;
     const cm = colormapOf(model.get("colormaps"), local.colormap);
-    const opts = { diverging: cm.diverging, positiveOnly: local.positiveOnly };
-    const text = legendText(meta, { positiveOnly: local.positiveOnly, norm: local.norm });
+    const positiveOnly = showsPositiveOnly(meta, local);
+    const opts = { diverging: cm.diverging, positiveOnly };
+    const text = legendText(meta, { positiveOnly, norm: local.norm });
     low.textContent = text.low;
     mid.textContent = text.mid;
     high.textContent = text.high;
@@ -646,6 +654,7 @@ export function viewControlsView(env) {
   const opacity = h("input", { type: "range", min: 0, max: 1, step: 0.01, role: "opacity", class: "sglrp-opacity", "aria-label": "overlay opacity" });
   const cmap = h("select", { role: "colormap", class: "sglrp-input", "aria-label": "colormap" });
   const pos = h("input", { type: "checkbox", role: "positive-only" });
+  const posLabel = h("label", { class: "sglrp-check" }, pos, " positive only");
   const norm = h("select", { role: "norm", class: "sglrp-input", "aria-label": "colour scale" },
     h("option", { value: "percentile", text: "99.5th percentile" }), h("option", { value: "max", text: "maximum" }));
   const layout = h("select", { role: "layout", class: "sglrp-input", "aria-label": "layout" },
@@ -660,7 +669,7 @@ export function viewControlsView(env) {
   boxes.addEventListener("change", () => env.setView("showBoxes", "show_boxes", boxes.checked));
   const el = h("div", { class: "sglrp-view-controls" },
     h("label", { text: "opacity" }), opacity,
-    h("label", { text: "colours" }), h("div", { class: "sglrp-row" }, cmap, h("label", { class: "sglrp-check" }, pos, " positive only")),
+    h("label", { text: "colours" }), h("div", { class: "sglrp-row" }, cmap, posLabel),
     h("label", { text: "scale" }), norm,
     h("label", { text: "view" }), h("div", { class: "sglrp-row" }, layout, boxesLabel));
   function update() {
@@ -671,13 +680,17 @@ export function viewControlsView(env) {
     }
     opacity.value = String(local.opacity);
     cmap.value = local.colormap;
-    pos.checked = local.positiveOnly;
+    // a never-negative map has only a positive part: the box shows that, and keeps the setting for other methods
+    const meta = model.get("heatmap_meta") || {};
+    pos.checked = showsPositiveOnly(meta, local);
+    pos.disabled = !!meta.never_negative;
+    posLabel.title = meta.never_negative ? `${meta.label || "these"} maps are never negative: only their positive part exists` : "";
     norm.value = local.norm;
     layout.value = local.layout;
     boxes.checked = local.showBoxes;
     boxesLabel.hidden = !(model.get("boxes") || []).length;
   }
-  return { el, keys: ["colormaps", "boxes", "view"], update };
+  return { el, keys: ["colormaps", "boxes", "view", "heatmap_meta"], update };
 }
 
 /** The method menu, grouped by family; methods that cannot explain this model are disabled, with why. */
@@ -938,9 +951,10 @@ export function composeExport(env, canvas, doc = document) {
   ctx.fillText(`${meta.label || meta.method || ""} · image ${(meta.index ?? 0) + 1} / ${model.get("n_images")}`, width / 2, 37);
   if (pic) ctx.drawImage(pic, Math.round((width - pic.width) / 2), head);
   const cm = colormapOf(model.get("colormaps"), local.colormap);
-  const colors = rampColors(cm.lut, { diverging: cm.diverging, positiveOnly: local.positiveOnly }, width - 40);
+  const positiveOnly = showsPositiveOnly(meta, local);
+  const colors = rampColors(cm.lut, { diverging: cm.diverging, positiveOnly }, width - 40);
   colors.forEach(([r, g, b], i) => { ctx.fillStyle = `rgb(${r},${g},${b})`; ctx.fillRect(20 + i, head + picH + 8, 1, 12); });
-  const text = legendText(meta, { positiveOnly: local.positiveOnly, norm: local.norm });
+  const text = legendText(meta, { positiveOnly, norm: local.norm });
   ctx.fillStyle = "#111111";
   ctx.font = "11px sans-serif";
   ctx.textAlign = "left";
@@ -999,12 +1013,13 @@ export function compareView(env) {
     return node;
   }
   // the maps alone, in the current colours and scale, next to their image (as viz.plot_grid draws them)
-  function tile(buf, scales, w, h_) {
+  function tile(buf, scales, w, h_, neverNegative) {
     const c = h("canvas", { class: "sglrp-tile", width: w, height: h_ });
     const values = decodeHeatmap(buf, { dtype: "float16", width: w, height: h_, scale: scales.max_abs });
     const cm = colormapOf(model.get("colormaps"), local.colormap);
-    const opts = { diverging: cm.diverging, positiveOnly: local.positiveOnly };
-    const norm = normalizeHeatmap(values, mapScale({ scales }, local.norm, local.positiveOnly), local.positiveOnly);
+    const positiveOnly = showsPositiveOnly({ never_negative: neverNegative }, local);
+    const opts = { diverging: cm.diverging, positiveOnly };
+    const norm = normalizeHeatmap(values, mapScale({ scales }, local.norm, positiveOnly), positiveOnly);
     const ctx = c.getContext("2d");
     if (ctx) ctx.putImageData(new ImageData(colorize(norm, cm.lut, opts), w, h_), 0, 0);
     return sized(c, w, h_);
@@ -1036,7 +1051,7 @@ export function compareView(env) {
     for (const t of targets) grid.append(h("span", { class: "sglrp-compare-col", text: `${t.name} · ${t.percent || formatPercent(t.probability)}` }));
     (g.rows || []).forEach((row, r) => {
       grid.append(h("span", { class: "sglrp-compare-row", text: row.label }), r === 0 ? picture(g) : h("span"));
-      row.maps.forEach((buf, j) => grid.append(tile(buf, row.scales[j], g.width, g.height)));
+      row.maps.forEach((buf, j) => grid.append(tile(buf, row.scales[j], g.width, g.height, row.never_negative)));
     });
   }
   return { el, keys: ["compare_grid", "index", "view", "image_meta"], update };

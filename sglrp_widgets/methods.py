@@ -49,7 +49,7 @@ class Method:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "label": self.label, "family": self.family, "description": self.description,
-                "params": [p.to_dict() for p in self.params]}
+                "params": [p.to_dict() for p in self.params], "never_negative": self.never_negative}
 
 
 RELU = Param("relu", "bool", False, "Keep only the positive part of the map.")
@@ -222,7 +222,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 
 
 def list_methods() -> list[dict]:
-    """Every method with its name, label, family, description and parameters.
+    """Every method with its name, label, family, description, parameters and ``never_negative``.
 
     Examples
     --------

@@ -499,8 +499,8 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 "target": target, "class_name": name, "probability": prob, "dtype": "float16", "scale": scale,
                 "width": int(heat.shape[1]), "height": int(heat.shape[0]), "seconds": seconds,
                 "cached": bool(out.cached), "request_id": sel["request_id"], "generation": gen,
-                "scales": map_scales(heat),
-                "legend": [low, high]}
+                "scales": map_scales(heat), "legend": [low, high],
+                "never_negative": bool(spec.get("never_negative"))}
         self._current = {"index": index, "method": method, "params": params, "target": target, "heat": heat}
         took = "cached" if out.cached else f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms"
         with self.hold_sync():
@@ -593,6 +593,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 maps = self._compare_row(index, m, targets, shown)
                 rows = list(self.compare_grid.get("rows", []))
                 rows.append({"method": m, "label": label, "maps": [encode_heatmap(h)[0] for h in maps],
+                             "never_negative": bool(self._specs[m].get("never_negative")),
                              "scales": [{**map_scales(h), "max_abs": float(np.max(np.abs(h)))} for h in maps]})
                 publish({**self.compare_grid, "rows": rows, "done": len(rows),
                          "state": "running" if len(rows) < len(methods) else "done"})
@@ -712,7 +713,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
         if self._current is None:
             return None
         rgb = viz.display_overlay(self._images.display(self._current["index"]), self._current["heat"],
-                                  cmap=self.colormap, opacity=self.opacity, positive_only=self.positive_only,
+                                  cmap=self.colormap, opacity=self.opacity, positive_only=self._positive_only(),
                                   norm=self.norm)
         return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
 
@@ -730,7 +731,12 @@ class RelevanceExplorer(anywidget.AnyWidget):
             title=f"{self.class_names[target]} · {format_probability(self._probs[cur['index']][target])}",
             subtitle=f"{meta.get('label', cur['method'])} · image {cur['index'] + 1} / {len(self._images)}",
             legend=tuple(meta.get("legend", ("against", "for"))), cmap=self.colormap, opacity=self.opacity,
-            positive_only=self.positive_only, norm=self.norm, boxes=boxes, width=width)
+            positive_only=self._positive_only(), norm=self.norm, boxes=boxes, width=width)
+
+    def _positive_only(self) -> bool:
+        """Whether the current map shows only a positive part: the view setting, or a method whose maps are
+        never negative (Grad-CAM: its colour bar starts at 0, as the browser's does)."""
+        return self.positive_only or bool(self._specs[self._current["method"]].get("never_negative"))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save the current map: ``.npy`` -> the float heatmap; another suffix -> the labelled figure."""

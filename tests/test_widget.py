@@ -623,6 +623,29 @@ def test_export_save_figure_and_static_png_fallback(model, images, tmp_path):
         w.close()
 
 
+def test_a_never_negative_method_is_drawn_from_zero_in_python_as_in_the_browser(model, images):
+    # Grad-CAM's maps have no negative part: its figure's bar starts at 0 with no "no evidence" end, and its
+    # overlay is the positive-only one, while the view setting stays off for the next method
+    w, wire = _explorer(model, images, method="grad_cam", colormap="viridis")  # sequential: 0 is its low end
+    try:
+        assert w.wait(T) and w.heatmap_meta["never_negative"] is True and w.positive_only is False
+        heat = w.explanation
+        assert heat.min() >= 0
+        texts = [t.get_text() for t in w.figure().texts]
+        assert "0" in texts and not any(t.startswith("−") for t in texts)
+        assert w.heatmap_meta["legend"][0] not in texts
+        assert any(t.endswith("(positive part)") for t in texts)
+        expected = viz.display_overlay(w._images.display(0), heat, cmap=w.colormap, opacity=w.opacity,
+                                       positive_only=True, norm=w.norm)
+        np.testing.assert_array_equal(w.overlay_image(), np.clip(np.rint(expected * 255), 0, 255).astype(np.uint8))
+        wire.request(method="sglrp", params={})
+        assert w.wait(T) and w.heatmap_meta["never_negative"] is False
+        texts = [t.get_text() for t in w.figure().texts]
+        assert any(t.startswith("−") for t in texts) and not any(t.endswith("(positive part)") for t in texts)
+    finally:
+        w.close()
+
+
 def test_copy_as_code_reproduces_the_map(model, images):
     w, wire = _explorer(model, images)
     try:

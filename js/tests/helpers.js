@@ -36,7 +36,8 @@ export function installCanvas() {
         calls,
         canvas: this,
         font: "", fillStyle: "", strokeStyle: "", lineWidth: 1, textAlign: "left", imageSmoothingEnabled: true,
-        clearRect: rec("clearRect"), fillRect: rec("fillRect"), strokeRect: rec("strokeRect"),
+        clearRect: rec("clearRect"), strokeRect: rec("strokeRect"),
+        fillRect: (...args) => { calls.push(["fillRect", ...args, this._ctx.fillStyle]); }, // with its colour
         fillText: rec("fillText"), drawImage: rec("drawImage"), setLineDash: rec("setLineDash"),
         save: rec("save"), restore: rec("restore"),
         putImageData: (img, x, y) => { calls.push(["putImageData", img, x, y]); this._last = img; },

@@ -73,6 +73,9 @@ describe("captionView", () => {
   });
 });
 
+const CAM_META = { ...baseState().heatmap_meta, method: "grad_cam", label: "Grad-CAM", never_negative: true,
+  legend: ["no evidence for “star”", "evidence for “star”"], scales: { percentile: [1.5, 1.5], max: [2, 2] } };
+
 describe("pictureView", () => {
   it("draws the overlay when image and map belong together, with boxes; marks what is drawn", async () => {
     const { model, view } = setup(pictureView);
@@ -108,6 +111,18 @@ describe("pictureView", () => {
     model.trigger("error", "boom");
     expect(el.classList.contains("sglrp-dim")).toBe(true);
   });
+  it("draws a never-negative map (Grad-CAM) from 0 up: a sequential colormap's low end is 0, not -scale", async () => {
+    const zeroPixel = async (meta) => {
+      const { view, env } = setup(pictureView, { colormap: "gray", heatmap: half([2, 0, 1, 0]), heatmap_meta: meta });
+      await flush();
+      expect(env.local.positiveOnly).toBe(false); // the user's setting is kept for the next method
+      const draw = view.el.querySelector("canvas").getContext("2d").calls.find((c) => c[0] === "drawImage");
+      return Array.from(draw[1].getContext("2d").getImageData().data.slice(4, 7)); // pixel 1: value 0
+    };
+    expect(await zeroPixel(CAM_META)).toEqual([0, 0, 0]);
+    // a signed map's 0 is the ramp's middle (the test's two-colour gray ramp rounds it up to white)
+    expect(await zeroPixel({ ...CAM_META, never_negative: false })).toEqual([255, 255, 255]);
+  });
   it("recolours from the decoded map when a view setting changes (no kernel message)", async () => {
     const { model, env, view } = setup(pictureView);
     await flush();
@@ -137,6 +152,20 @@ describe("legendView", () => {
     expect($("[data-role=legend-high-words]").textContent).toBe("speaks for “circle”");
     expect($("[data-role=legend-note]").textContent).toMatch(/99.5th percentile/);
   });
+  it("a never-negative map (Grad-CAM) has a bar from 0 with no 'against' end, positive-only or not", () => {
+    const { model, env, view, $ } = setup(legendView, { heatmap_meta: CAM_META });
+    const ends = () => ["low", "mid", "high", "low-words", "high-words"].map((r) => $(`[data-role=legend-${r}]`).textContent);
+    expect(ends()).toEqual(["0", "", "+2", "", "evidence for “star”"]);
+    const ramp = $("[data-role=legend-bar]").getContext("2d").calls.filter((c) => c[0] === "fillRect");
+    expect(ramp.length).toBe(256);
+    expect([ramp[0][5], ramp[255][5]]).toEqual(["rgb(255,255,255)", "rgb(255,0,0)"]); // white (0) to red
+    env.setView("positiveOnly", "positive_only", true);
+    view.update("view");
+    expect(ends()).toEqual(["0", "", "+2", "", "evidence for “star”"]);
+    env.setView("positiveOnly", "positive_only", false);
+    model.trigger("heatmap_meta", baseState().heatmap_meta); // back to SGLRP: both ends again
+    expect(ends()).toEqual(["−2", "0", "+2", "speaks for the other classes", "speaks for “star” over the others"]);
+  });
 });
 
 describe("viewControlsView", () => {
@@ -156,6 +185,17 @@ describe("viewControlsView", () => {
     expect(model.saves.length).toBe(0);
     expect(seen).toEqual(["view", "view"]);
     expect($("[data-role=show-boxes]").closest("label").hidden).toBe(false);
+  });
+  it("positive only is ticked and fixed while the map's method is never negative, and comes back after", () => {
+    const { model, env, $ } = setup(viewControlsView);
+    const box = $("[data-role=positive-only]");
+    expect([box.checked, box.disabled]).toEqual([false, false]);
+    model.trigger("heatmap_meta", CAM_META);
+    expect([box.checked, box.disabled]).toEqual([true, true]);
+    expect(box.closest("label").title).toMatch(/Grad-CAM maps are never negative/);
+    expect(env.local.positiveOnly).toBe(false);
+    model.trigger("heatmap_meta", baseState().heatmap_meta);
+    expect([box.checked, box.disabled, box.closest("label").title]).toEqual([false, false, ""]);
   });
 });
 

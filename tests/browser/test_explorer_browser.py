@@ -226,9 +226,20 @@ def test_explorer_in_browser(browser, server):
         assert ex.text("error") == "" and ex.text("field-error", "[data-param=low]") == ""
         assert ex.drawn().split("|")[1] == "sglrp"
 
-        # 5. a bad value: a sentence next to its field (legible), then a good value clears it
+        # 5. Grad-CAM's maps are never negative: its colour bar starts at 0, with no "no evidence" end, and
+        # positive-only shows ticked and fixed; the next method has both ends again and the box free
+        ex.loc("method-select").select_option("grad_cam")
+        ex.wait_map(lambda m: m[1] == "grad_cam", "Grad-CAM")
+        assert (ex.text("legend-low"), ex.text("legend-mid"), ex.text("legend-low-words")) == ("0", "", "")
+        box = ex.loc("positive-only")
+        assert box.is_checked() and box.is_disabled()
+        ex.shot("3-grad-cam-from-zero")
+
+        # 6. a bad value: a sentence next to its field (legible), then a good value clears it
         ex.loc("method-select").select_option("lrp.epsilon")
         ex.wait_map(lambda m: m[1] == "lrp.epsilon", "LRP-epsilon")
+        assert ex.text("legend-low").startswith("−") and ex.text("legend-low-words")
+        assert not box.is_checked() and box.is_enabled()
         eps = ex.loc("param", "[data-param=epsilon]")
         count1 = ex.comm_count()
         _type(eps, "abc", "Enter")
@@ -236,38 +247,38 @@ def test_explorer_in_browser(browser, server):
         ex.wait(lambda: "abc" in (err.text_content() or ""), "the error next to epsilon")
         assert err.is_visible() and eps.input_value() == "abc"
         assert ex.contrast("field-error", "[data-param=epsilon]") >= 4.5
-        ex.shot("3-error-next-to-field")
+        ex.shot("4-error-next-to-field")
         assert ex.comm_count() == count1, "a rejected value was sent"
         _type(eps, "0.5", "Tab")
         ex.wait(lambda: (err.text_content() or "") == "" and "epsilon=0.5" in ex.text("code"), "epsilon=0.5")
         assert not err.is_visible()
 
-        # 6. Compare: a titled grid, k of n, then stale when the image changes
+        # 7. Compare: a titled grid, k of n, then stale when the image changes
         ex.loc("compare").click()
         ex.wait(lambda: re.fullmatch(r"(\d+) of \1", ex.text("compare-progress")), "the comparison", LONG)
         grid = ex.loc("compare-grid")
         assert grid.locator("canvas").count() == 4 * 3
         assert "× top 3 classes · image 1 / 8" in ex.text("compare-title")
         page.wait_for_timeout(300)
-        ex.shot("4-compare")
+        ex.shot("5-compare")
         ex.loc("next").click()
         ex.wait_map(lambda m: m[0] == "1", "image 2")
         assert ex.text("compare-progress").startswith("stale: shows image 1, the selection is image 2")
         assert "sglrp-stale" in (ex.loc("compare-view").get_attribute("class") or "")
-        ex.shot("5-compare-stale")
+        ex.shot("6-compare-stale")
 
-        # 7. PNG export: display size, title, colour bar; named after the 1-based image, method, class
+        # 8. PNG export: display size, title, colour bar; named after the 1-based image, method, class
         with page.expect_download(timeout=30_000) as dl:
             ex.loc("download").click()
         name = dl.value.suggested_filename
         assert re.fullmatch(r"sglrp_image2_lrp-epsilon_[a-z-]+\.png", name), name
-        target = ARTIFACTS / f"{kind}-6-export-{name}"
+        target = ARTIFACTS / f"{kind}-7-export-{name}"
         dl.value.save_as(str(target))
         cw, ch = ex.canvas.evaluate("c => [c.width, c.height]")
         assert Image.open(target).size == (max(320, cw), ch + 46 + 52)
         print(f"downloaded: {target}")
 
-        # 8. saved, closed, reopened without the kernel: the last map and its labels, not an error
+        # 9. saved, closed, reopened without the kernel: the last map and its labels, not an error
         if server.jupyter:
             last, caption = ex.drawn(), ex.text("caption")
             page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
@@ -287,7 +298,7 @@ def test_explorer_in_browser(browser, server):
             ex.wait(lambda: ex.drawn() == last, "the saved map")
             assert ex.text("caption") == caption
             assert "Error displaying widget" not in page.locator(".jp-OutputArea").first.inner_text()
-            ex.shot("7-reopened")
+            ex.shot("8-reopened")
         errors = [c for c in console if c.startswith("error") and "sglrp" in c.lower()]
         assert not errors, errors
     except Exception:
