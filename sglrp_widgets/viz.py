@@ -137,7 +137,8 @@ def _as_2d(heatmap: Any, name: str = "heatmap") -> np.ndarray:
 
 
 def normalize_heatmap(
-    heatmap: Any, symmetric: bool = True, vmax: float | None = None, norm: str = "percentile"
+    heatmap: Any, symmetric: bool = True, vmax: float | None = None, norm: str = "percentile",
+    vmin: float | None = None,
 ) -> np.ndarray:
     """Scale a 2-D heatmap to [0, 1] for a colormap.
 
@@ -149,11 +150,14 @@ def normalize_heatmap(
         If True, ``0`` maps to ``0.5`` and ``±vmax`` to ``1``/``0``, with
         ``vmax = robust_scale(heatmap, norm)`` by default: signs keep their meaning. If False,
         the range ``[min, top]`` maps to ``[0, 1]`` (``top``: the 99.5th percentile or the maximum,
-        see ``norm``; ``vmax`` replaces it).
+        see ``norm``; ``vmax`` replaces it, ``vmin`` replaces ``min``).
     vmax : float, optional
         Fixed scale, e.g. shared by several maps. Values beyond it are clipped.
     norm : {"percentile", "max"}
         How the scale is found when ``vmax`` is not given (:func:`robust_scale`).
+    vmin : float, optional
+        With ``symmetric=False``: the value at the low end instead of the map's minimum (``0`` draws a map's
+        positive part from 0 up, as a colour bar that starts at 0 says). Values below it are clipped.
 
     Returns
     -------
@@ -164,6 +168,8 @@ def normalize_heatmap(
     -------
     >>> normalize_heatmap([[-2.0, 0.0, 1.0]], norm="max").tolist()
     [[0.0, 0.5, 0.75]]
+    >>> normalize_heatmap([[0.5, 1.0, 2.0]], symmetric=False, norm="max", vmin=0.0).tolist()
+    [[0.25, 0.5, 1.0]]
     """
     h = _as_2d(heatmap)
     if norm not in NORMS:
@@ -172,12 +178,14 @@ def normalize_heatmap(
         vmax = float(vmax)
         if not np.isfinite(vmax) or vmax <= 0:
             raise ValueError(f"vmax must be a positive finite number, got {vmax!r}")
+    if vmin is not None and not np.isfinite(float(vmin)):
+        raise ValueError(f"vmin must be a finite number, got {vmin!r}")
     if symmetric:
         scale = robust_scale(h, norm) if vmax is None else vmax
         if scale == 0.0:
             return np.full(h.shape, 0.5)
         return np.clip(0.5 + 0.5 * h / scale, 0.0, 1.0)
-    lo = float(h.min()) if h.size else 0.0
+    lo = float(vmin) if vmin is not None else float(h.min()) if h.size else 0.0
     if vmax is not None:
         hi = vmax
     elif not h.size:
@@ -196,6 +204,7 @@ def heatmap_rgba(
     symmetric: bool = True,
     vmax: float | None = None,
     norm: str = "percentile",
+    vmin: float | None = None,
 ) -> np.ndarray:
     """Colour a 2-D heatmap.
 
@@ -212,6 +221,8 @@ def heatmap_rgba(
         Fixed scale instead of the map's own (see ``norm``).
     norm : {"percentile", "max"}
         The map's own scale: its 99.5th percentile of ``|value|`` or its maximum (:func:`robust_scale`).
+    vmin : float, optional
+        Without ``symmetric``: the value at the colormap's low end (see :func:`normalize_heatmap`).
 
     Returns
     -------
@@ -225,7 +236,7 @@ def heatmap_rgba(
     ([0.0, 0.0, 3.0, 10.0], [5.0, 0.0, 0.0, 10.0])
     """
     cm = _cmap(cmap)
-    return np.asarray(cm(normalize_heatmap(heatmap_2d, symmetric, vmax, norm)), dtype=np.float32)
+    return np.asarray(cm(normalize_heatmap(heatmap_2d, symmetric, vmax, norm, vmin)), dtype=np.float32)
 
 
 def image_to_float(image: Any) -> np.ndarray:
@@ -273,6 +284,7 @@ def overlay(
     grayscale: bool = True,
     norm: str = "percentile",
     fade: bool = False,
+    vmin: float | None = None,
 ) -> np.ndarray:
     """Blend a coloured heatmap over an image.
 
@@ -290,7 +302,7 @@ def overlay(
         (H, W) relevance map of the same height and width.
     alpha : float
         Opacity of the heatmap in [0, 1].
-    cmap, symmetric, vmax, norm
+    cmap, symmetric, vmax, norm, vmin
         As in :func:`heatmap_rgba`.
     grayscale : bool
         Show the image in gray underneath.
@@ -320,7 +332,7 @@ def overlay(
     if grayscale:
         g = base @ np.array([0.299, 0.587, 0.114])
         base = np.repeat(g[..., None], 3, axis=-1)
-    t = normalize_heatmap(h, symmetric, vmax, norm)
+    t = normalize_heatmap(h, symmetric, vmax, norm, vmin)
     rgb = np.asarray(_cmap(cmap)(t), dtype=np.float64)[..., :3]
     a = alpha * np.sqrt(np.abs(2.0 * t - 1.0) if symmetric else t)[..., None] if fade else alpha
     return ((1.0 - a) * base + a * rgb).astype(np.float32)
@@ -338,7 +350,8 @@ def display_overlay(
 
     Diverging colormaps put zero at their centre and fade with ``|relevance|`` (``fade=True`` in
     :func:`overlay`); sequential ones blend with a constant ``opacity``. ``positive_only`` keeps the
-    positive part (scaled by its own :func:`robust_scale`). Returns float32 (H, W, 3) in [0, 1].
+    positive part (scaled by its own :func:`robust_scale`), from 0 at a sequential colormap's low end (also
+    where the map has no zeros, as Grad-CAM++'s often has not). Returns float32 (H, W, 3) in [0, 1].
 
     Example
     -------
@@ -350,7 +363,8 @@ def display_overlay(
         h = np.maximum(h, 0.0)
     diverging = is_diverging(cmap)
     return overlay(image, h, alpha=float(np.clip(opacity, 0.0, 1.0)), cmap=cmap,
-                   symmetric=diverging or not positive_only, grayscale=False, norm=norm, fade=diverging)
+                   symmetric=diverging or not positive_only, grayscale=False, norm=norm, fade=diverging,
+                   vmin=0.0 if positive_only else None)
 
 
 #: Methods whose sign says how the class score changes with the pixel (not a decomposition of it).
@@ -536,6 +550,7 @@ def plot_grid(
     title: str | None = None,
     image_label: str = "input",
     norm: str = "percentile",
+    positive_only: bool | Sequence[bool] = False,
 ):
     """A rows × columns grid of heatmaps, e.g. methods × classes (as in the SGLRP paper).
 
@@ -564,6 +579,11 @@ def plot_grid(
         Figure title.
     image_label : str
         Title of the image column.
+    positive_only : bool or sequence of bool
+        For all rows or per row: draw only the maps' positive part, from 0 up, as :func:`display_overlay`
+        does (a diverging colormap's upper half, a sequential one's whole range).
+        :meth:`RelevanceExplorer.compare <sglrp_widgets.RelevanceExplorer.compare>` passes its positive-only
+        setting, and ``True`` for methods whose maps are never negative.
 
     Returns
     -------
@@ -586,6 +606,9 @@ def plot_grid(
     if not np.all(np.isfinite(m)):
         raise ValueError("maps contain non-finite values (NaN or inf)")
     rows, cols, height, width = m.shape
+    positive = [bool(p) for p in positive_only] if np.ndim(positive_only) else [bool(positive_only)] * rows
+    if len(positive) != rows:
+        raise ValueError(f"got {len(positive)} positive_only flags for {rows} rows of maps")
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"got {len(row_labels)} row_labels for {rows} rows of maps")
     if col_labels is not None and len(col_labels) != cols:
@@ -626,13 +649,17 @@ def plot_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_frame_on(row_images[r] is not None)
+        # a positive-only row on a sequential colormap runs from 0 at its low end
+        sym = symmetric and not (positive[r] and not is_diverging(cmap))
+        colours = dict(cmap=cmap, symmetric=sym, vmax=vmax, norm=norm, vmin=0.0 if positive[r] and not sym else None)
         for c in range(cols):
             ax = axes[r, lead + c]
             base = bases[r]
+            h = np.maximum(m[r, c], 0.0) if positive[r] else m[r, c]
             if alpha is not None and base is not None:
-                pix = overlay(base, m[r, c], alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm)
+                pix = overlay(base, h, alpha=alpha, **colours)
             else:
-                pix = heatmap_rgba(m[r, c], cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm)
+                pix = heatmap_rgba(h, **colours)
             ax.imshow(pix, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

@@ -751,7 +751,8 @@ class RelevanceExplorer(anywidget.AnyWidget):
 
     def compare(self, methods: Sequence[str] | None = None, targets: Sequence[int] | None = None,
                 index: int | None = None):
-        """A matplotlib figure: rows = methods, columns = classes, for one image.
+        """A matplotlib figure: rows = methods, columns = classes, for one image, in the view's colours (the
+        positive-only setting included; Grad-CAM rows from 0, as in the browser's compare grid).
 
         Defaults: the current method and a few of other families, and the top-3 classes of the image.
         """
@@ -763,7 +764,9 @@ class RelevanceExplorer(anywidget.AnyWidget):
         return viz.plot_grid(self._images.display(index), grid,
                              row_labels=[self._specs[m].get("label", m) for m in methods],
                              col_labels=[f"{self.class_names[c]}\n{format_probability(p[c])}" for c in targets],
-                             cmap=self.colormap, norm=self.norm)
+                             cmap=self.colormap, norm=self.norm,
+                             positive_only=[self.positive_only or bool(self._specs[m].get("never_negative"))
+                                            for m in methods])
 
     # -- static fallback -------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any):

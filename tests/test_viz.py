@@ -250,6 +250,26 @@ def test_plot_grid_shared_scale_and_overlay():
     assert len(fig2.axes[2].get_images()) == 1  # per-row images shown in every row
 
 
+def test_plot_grid_positive_rows_are_drawn_from_zero():
+    # row 0 signed (-1 .. 1), row 1 with no zeros (0.5 .. 1, as Grad-CAM++ maps often are); max norm
+    maps = np.stack([np.linspace(-1, 1, 16).reshape(4, 4), np.linspace(0.5, 1, 16).reshape(4, 4)])[:, None]
+
+    def corners(fig, row):    # the colours of the smallest and the largest value of a row's map
+        px = np.asarray(fig.axes[row].get_images()[0].get_array())[..., :3]
+        return px[0, 0], px[-1, -1]
+
+    bwr, viridis = matplotlib.colormaps["bwr"], matplotlib.colormaps["viridis"]
+    fig = viz.plot_grid(None, maps, cmap="bwr", norm="max", positive_only=[True, False])
+    np.testing.assert_allclose(corners(fig, 0), [[1.0, 1.0, 1.0], bwr(1.0)[:3]], atol=1e-6)  # -1 is 0: white
+    fig = viz.plot_grid(None, maps, cmap="viridis", norm="max", positive_only=True)
+    np.testing.assert_allclose(corners(fig, 1), [viridis(0.5)[:3], viridis(1.0)[:3]], atol=1e-6)  # 0.5 of 1
+    np.testing.assert_allclose(corners(fig, 0)[0], viridis(0.0)[:3], atol=1e-6)
+    fig = viz.plot_grid(None, maps, cmap="viridis", norm="max")         # signed: 0 in the middle
+    np.testing.assert_allclose(corners(fig, 1), [viridis(0.75)[:3], viridis(1.0)[:3]], atol=1e-6)
+    with pytest.raises(ValueError, match="got 1 positive_only flags for 2 rows"):
+        viz.plot_grid(None, maps, positive_only=[True])
+
+
 def test_plot_grid_savefig(tmp_path):
     fig = viz.plot_grid(np.zeros((8, 8, 3)), np.ones((2, 2, 8, 8)), ["a", "b"], ["c", "d"])
     fig.savefig(tmp_path / "g.png")

@@ -591,6 +591,17 @@ def test_compare_cancel_and_python_figure(model, images):
         assert fig.axes[1].get_title().startswith("c0\n") and fig.axes[1].get_title().endswith("%")
         with pytest.raises(ValueError):
             w.compare(methods=["nope"])
+        # in the view's colours: Grad-CAM rows from 0 always, every row with positive-only ticked
+        seen = []
+        real = viz.plot_grid
+        viz.plot_grid = lambda *a, **kw: seen.append(kw["positive_only"]) or real(*a, **kw)
+        try:
+            w.compare(methods=["sglrp", "grad_cam"], targets=[0])
+            w.positive_only = True
+            w.compare(methods=["sglrp", "grad_cam"], targets=[0])
+        finally:
+            viz.plot_grid = real
+        assert seen == [[False, True], [True, True]]
     finally:
         w.close()
 
@@ -714,41 +725,44 @@ def test_demo_takes_a_model_name():
 
 
 def test_browser_blend_matches_the_python_overlay(tmp_path):
-    """The JS module and viz.display_overlay draw the same pixels (one normalisation, one blend)."""
+    """The JS module and viz.display_overlay draw the same pixels (one normalisation, one blend), for a signed
+    map and for one with no zeros (as Grad-CAM++'s: positive-only draws it from 0, not from its minimum)."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
     rng = np.random.default_rng(1)
-    heat = (rng.normal(size=(8, 8)) ** 3).astype(np.float32)
+    signed = (rng.normal(size=(8, 8)) ** 3).astype(np.float32)
+    heats = [signed, np.abs(signed) + np.float32(0.5 * np.abs(signed).max())]
     img = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
-    cases = [("bwr", False, "percentile"), ("bwr", True, "max"), ("viridis", False, "percentile"),
-             ("viridis", True, "percentile")]
+    cases = [("bwr", False, "percentile", 0), ("bwr", True, "max", 0), ("viridis", False, "percentile", 0),
+             ("viridis", True, "percentile", 0), ("viridis", True, "max", 1), ("bwr", True, "percentile", 1)]
     script = tmp_path / "blend.mjs"
     script.write_text(f"""
 import * as W from {json.dumps((ROOT / 'js' / 'widget.js').as_uri())};
 const input = JSON.parse(process.argv[2]);
-const out = input.cases.map(([name, pos, norm]) => {{
+const out = input.cases.map(([name, pos, norm, which]) => {{
   const lut = W.lutFromHex(input.luts[name]);
   const img = new Uint8ClampedArray(input.rgba);
-  const scale = W.mapScale({{ scales: input.scales }}, norm, pos);
-  const v = W.normalizeHeatmap(Float32Array.from(input.heat), scale, pos);
+  const scale = W.mapScale({{ scales: input.scales[which] }}, norm, pos);
+  const v = W.normalizeHeatmap(Float32Array.from(input.heats[which]), scale, pos);
   return Array.from(W.blend(img, v, lut, 0.8, {{ diverging: name === "bwr", positiveOnly: pos }}));
 }});
 out.push(input.probs.map(W.formatPercent));
 console.log(JSON.stringify(out));
 """)
     rgba = np.concatenate([img, np.full((8, 8, 1), 255, np.uint8)], -1).ravel().tolist()
-    scales = {n: [viz.robust_scale(heat, n), viz.robust_scale(heat, n, positive_only=True)] for n in viz.NORMS}
+    scales = [{n: [viz.robust_scale(h, n), viz.robust_scale(h, n, positive_only=True)] for n in viz.NORMS}
+              for h in heats]
     probs = [0.973, 0.002, 0.0006, 1e-7]
-    arg = json.dumps({"cases": cases, "heat": heat.ravel().tolist(), "rgba": rgba, "scales": scales, "probs": probs,
-                      "luts": {n: viz.colormap_lut(n).tobytes().hex() for n in ("bwr", "viridis")}})
+    arg = json.dumps({"cases": cases, "heats": [h.ravel().tolist() for h in heats], "rgba": rgba, "scales": scales,
+                      "probs": probs, "luts": {n: viz.colormap_lut(n).tobytes().hex() for n in ("bwr", "viridis")}})
     proc = subprocess.run([node, str(script), arg], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    for (name, pos, norm), js in zip(cases, result):
-        py = viz.display_overlay(img, heat, cmap=name, opacity=0.8, positive_only=pos, norm=norm) * 255
+    for (name, pos, norm, which), js in zip(cases, result):
+        py = viz.display_overlay(img, heats[which], cmap=name, opacity=0.8, positive_only=pos, norm=norm) * 255
         diff = np.abs(np.asarray(js, float).reshape(8, 8, 4)[..., :3] - py)
-        assert diff.max() <= 3.0, (name, pos, norm, diff.max())  # a 257-entry table vs continuous colours
+        assert diff.max() <= 3.0, (name, pos, norm, which, diff.max())  # a 257-entry table vs continuous colours
     assert result[-1] == [format_probability(p) for p in probs]
 
 
