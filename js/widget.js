@@ -684,7 +684,7 @@ export function viewControlsView(env) {
     const meta = model.get("heatmap_meta") || {};
     pos.checked = showsPositiveOnly(meta, local);
     pos.disabled = !!meta.never_negative;
-    posLabel.title = meta.never_negative ? `${meta.label || "these"} maps are never negative: only their positive part exists` : "";
+    posLabel.title = meta.never_negative ? `${meta.never_negative_why || "this map is never negative"}, so positive only is always on here` : "";
     norm.value = local.norm;
     layout.value = local.layout;
     boxes.checked = local.showBoxes;

@@ -499,8 +499,9 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 "target": target, "class_name": name, "probability": prob, "dtype": "float16", "scale": scale,
                 "width": int(heat.shape[1]), "height": int(heat.shape[0]), "seconds": seconds,
                 "cached": bool(out.cached), "request_id": sel["request_id"], "generation": gen,
-                "scales": map_scales(heat), "legend": [low, high],
-                "never_negative": bool(spec.get("never_negative"))}
+                "scales": map_scales(heat), "legend": [low, high]}
+        why = self._never_negative_why(method, params)
+        meta.update(never_negative=bool(why), never_negative_why=why)
         self._current = {"index": index, "method": method, "params": params, "target": target, "heat": heat}
         took = "cached" if out.cached else f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms"
         with self.hold_sync():
@@ -593,7 +594,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 maps = self._compare_row(index, m, targets, shown)
                 rows = list(self.compare_grid.get("rows", []))
                 rows.append({"method": m, "label": label, "maps": [encode_heatmap(h)[0] for h in maps],
-                             "never_negative": bool(self._specs[m].get("never_negative")),
+                             "never_negative": bool(self._never_negative_why(m, shown[1] if m == shown[0] else {})),
                              "scales": [{**map_scales(h), "max_abs": float(np.max(np.abs(h)))} for h in maps]})
                 publish({**self.compare_grid, "rows": rows, "done": len(rows),
                          "state": "running" if len(rows) < len(methods) else "done"})
@@ -734,9 +735,17 @@ class RelevanceExplorer(anywidget.AnyWidget):
             positive_only=self._positive_only(), norm=self.norm, boxes=boxes, width=width)
 
     def _positive_only(self) -> bool:
-        """Whether the current map shows only a positive part: the view setting, or a method whose maps are
-        never negative (Grad-CAM: its colour bar starts at 0, as the browser's does)."""
-        return self.positive_only or bool(self._specs[self._current["method"]].get("never_negative"))
+        """Whether the current map shows only a positive part: the view setting, or a map that is never negative
+        (its colour bar starts at 0, as the browser's does)."""
+        return self.positive_only or bool(self._never_negative_why(self._current["method"], self._current["params"]))
+
+    def _never_negative_why(self, method: str, params: dict) -> str:
+        """Why a method's maps with these parameters have no negative part, in words; '' when they may have one."""
+        if self._specs[method].get("never_negative"):
+            return f"{self._specs[method].get('label', method)} maps are never negative"
+        if params.get("relu"):
+            return "relu keeps only the positive part of the map"
+        return ""
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save the current map: ``.npy`` -> the float heatmap; another suffix -> the labelled figure."""
@@ -765,8 +774,8 @@ class RelevanceExplorer(anywidget.AnyWidget):
                              row_labels=[self._specs[m].get("label", m) for m in methods],
                              col_labels=[f"{self.class_names[c]}\n{format_probability(p[c])}" for c in targets],
                              cmap=self.colormap, norm=self.norm,
-                             positive_only=[self.positive_only or bool(self._specs[m].get("never_negative"))
-                                            for m in methods])
+                             positive_only=[self.positive_only or bool(
+                                 self._never_negative_why(m, shown[1] if m == shown[0] else {})) for m in methods])
 
     # -- static fallback -------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any):

@@ -74,6 +74,7 @@ describe("captionView", () => {
 });
 
 const CAM_META = { ...baseState().heatmap_meta, method: "grad_cam", label: "Grad-CAM", never_negative: true,
+  never_negative_why: "Grad-CAM maps are never negative",
   legend: ["no evidence for “star”", "evidence for “star”"], scales: { percentile: [1.5, 1.5], max: [2, 2] } };
 
 describe("pictureView", () => {
@@ -192,7 +193,7 @@ describe("viewControlsView", () => {
     expect([box.checked, box.disabled]).toEqual([false, false]);
     model.trigger("heatmap_meta", CAM_META);
     expect([box.checked, box.disabled]).toEqual([true, true]);
-    expect(box.closest("label").title).toMatch(/Grad-CAM maps are never negative/);
+    expect(box.closest("label").title).toBe("Grad-CAM maps are never negative, so positive only is always on here");
     expect(env.local.positiveOnly).toBe(false);
     model.trigger("heatmap_meta", baseState().heatmap_meta);
     expect([box.checked, box.disabled, box.closest("label").title]).toEqual([false, false, ""]);
