@@ -329,7 +329,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     prep = _choose_preprocess(args, model, source)
 
     from .engine import explain
-    from .viz import save_heatmap_png
+    from .methods import get_method
+    from .viz import is_diverging, save_heatmap_png
+
+    # maps with no negative part run from 0 at a sequential colormap's low end (a diverging one's centre is 0)
+    from_zero = _positive_only(get_method(method), args) and not is_diverging(args.cmap)
 
     labels = class_labels_for_files(names, n_classes)
     paths = [Path(f) for f in args.image]
@@ -364,7 +368,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 else:
                     save_heatmap_png(png_path, heat[i, j], image=img if args.alpha is not None else None,
                                      alpha=args.alpha if args.alpha is not None else 0.5, cmap=args.cmap,
-                                     scale=args.scale)
+                                     scale=args.scale, symmetric=not from_zero, vmin=0.0 if from_zero else None)
                 if args.npy:
                     np.save(outdir / f"{base}.npy", rel[i, j].astype(np.float32))
                 written += 1

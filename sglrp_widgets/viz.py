@@ -494,6 +494,7 @@ def save_heatmap_png(
     vmax: float | None = None,
     scale: int = 1,
     norm: str = "percentile",
+    vmin: float | None = None,
 ) -> Path:
     """Write a heatmap (optionally over its image) as a PNG at the map's own resolution.
 
@@ -506,7 +507,7 @@ def save_heatmap_png(
     image : array_like, optional
         Image to blend under the map (see :func:`overlay`); without it the PNG is the
         coloured map alone (RGB).
-    cmap, symmetric, alpha, vmax, norm
+    cmap, symmetric, alpha, vmax, norm, vmin
         As in :func:`overlay`.
     scale : int
         Integer upscaling (nearest neighbour) of the written image.
@@ -526,9 +527,9 @@ def save_heatmap_png(
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     if image is None:
-        rgb = heatmap_rgba(heatmap, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm)[..., :3]
+        rgb = heatmap_rgba(heatmap, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm, vmin=vmin)[..., :3]
     else:
-        rgb = overlay(image, heatmap, alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm)
+        rgb = overlay(image, heatmap, alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm, vmin=vmin)
     u8 = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     if scale > 1:
         u8 = np.repeat(np.repeat(u8, scale, axis=0), scale, axis=1)

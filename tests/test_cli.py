@@ -309,6 +309,24 @@ def test_relu_keeps_positive_part(tmp_path, scene_files):
     np.testing.assert_allclose(pos, np.clip(full, 0, None), rtol=1e-5, atol=1e-7)
 
 
+def test_bare_maps_with_no_negative_part_start_at_a_sequential_colormaps_low_end(tmp_path, scene_files):
+    import matplotlib
+
+    src, stem = str(scene_files[0][0]), scene_files[0][0].stem
+    low_end = np.rint(np.asarray(matplotlib.colormaps["viridis"](0.0)[:3]) * 255)
+    middle = np.rint(np.asarray(matplotlib.colormaps["viridis"](0.5)[:3]) * 255)
+    for flag, sub, zero_colour in (([], "signed", middle), (["--relu"], "pos", low_end)):
+        assert cli.main(["explain", "--model", "demo", "--image", src, "--method", "sglrp", "--target", "0",
+                         "--cmap", "viridis", "--npy", *flag, "-o", str(tmp_path / sub)]) == 0
+        png = np.asarray(Image.open(tmp_path / sub / f"{stem}_sglrp_circle.png"), float)
+        heat = np.load(tmp_path / sub / f"{stem}_sglrp_circle.npy").sum(-1)
+        zero = heat == 0
+        if not zero.any():       # the signed map: its 0 lies between its pixels
+            zero = np.abs(heat) == np.abs(heat).min()
+            assert np.abs(heat).min() < 1e-3 * np.abs(heat).max()
+        np.testing.assert_allclose(png[zero][:, :3], np.broadcast_to(zero_colour, (int(zero.sum()), 3)), atol=2)
+
+
 def test_own_model_with_vgg16_preprocessing(tmp_path, capsys):
     import keras
 
