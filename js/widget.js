@@ -183,8 +183,8 @@ export function formatNumber(v) {
   return `${m}e${Number(e)}`;
 }
 
-/** Whether a map is drawn from 0 up: the positive-only setting, or a method whose maps are never negative
- * (Grad-CAM; the meta says so), whose colour bar has no negative end to explain. */
+/** Whether a map is drawn from 0 up: the positive-only setting, or a map that is never negative (Grad-CAM's,
+ * or any with relu on; the meta says so and why), whose colour bar has no negative end to explain. */
 export function showsPositiveOnly(meta, local) {
   return !!(local.positiveOnly || (meta && meta.never_negative));
 }
