@@ -186,7 +186,7 @@ export function formatNumber(v) {
 /** Whether a map is drawn from 0 up: the positive-only setting, or a map that is never negative (Grad-CAM's,
  * or any with relu on; the meta says so and why), whose colour bar has no negative end to explain. */
 export function showsPositiveOnly(meta, local) {
-  return !!(local.positiveOnly || (meta && meta.never_negative));
+  return !!(local.positiveOnly || (meta && meta.never_negative_why));
 }
 
 /** What the colour bar says: the meaning of both ends for the map's class, and the scale. */
@@ -683,8 +683,8 @@ export function viewControlsView(env) {
     // a never-negative map has only a positive part: the box shows that, and keeps the setting for other methods
     const meta = model.get("heatmap_meta") || {};
     pos.checked = showsPositiveOnly(meta, local);
-    pos.disabled = !!meta.never_negative;
-    posLabel.title = meta.never_negative ? `${meta.never_negative_why || "this map is never negative"}, so positive only is always on here` : "";
+    pos.disabled = !!meta.never_negative_why;
+    posLabel.title = meta.never_negative_why ? `${meta.never_negative_why}, so positive only is always on here` : "";
     norm.value = local.norm;
     layout.value = local.layout;
     boxes.checked = local.showBoxes;
@@ -1013,11 +1013,11 @@ export function compareView(env) {
     return node;
   }
   // the maps alone, in the current colours and scale, next to their image (as viz.plot_grid draws them)
-  function tile(buf, scales, w, h_, neverNegative) {
+  function tile(buf, scales, w, h_, row) {
     const c = h("canvas", { class: "sglrp-tile", width: w, height: h_ });
     const values = decodeHeatmap(buf, { dtype: "float16", width: w, height: h_, scale: scales.max_abs });
     const cm = colormapOf(model.get("colormaps"), local.colormap);
-    const positiveOnly = showsPositiveOnly({ never_negative: neverNegative }, local);
+    const positiveOnly = showsPositiveOnly(row, local);
     const opts = { diverging: cm.diverging, positiveOnly };
     const norm = normalizeHeatmap(values, mapScale({ scales }, local.norm, positiveOnly), positiveOnly);
     const ctx = c.getContext("2d");
@@ -1051,7 +1051,7 @@ export function compareView(env) {
     for (const t of targets) grid.append(h("span", { class: "sglrp-compare-col", text: `${t.name} · ${t.percent || formatPercent(t.probability)}` }));
     (g.rows || []).forEach((row, r) => {
       grid.append(h("span", { class: "sglrp-compare-row", text: row.label }), r === 0 ? picture(g) : h("span"));
-      row.maps.forEach((buf, j) => grid.append(tile(buf, row.scales[j], g.width, g.height, row.never_negative)));
+      row.maps.forEach((buf, j) => grid.append(tile(buf, row.scales[j], g.width, g.height, row)));
     });
   }
   return { el, keys: ["compare_grid", "index", "view", "image_meta"], update };

@@ -330,10 +330,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     from .engine import explain
     from .methods import get_method
-    from .viz import is_diverging, save_heatmap_png
+    from .viz import save_heatmap_png
 
-    # maps with no negative part run from 0 at a sequential colormap's low end (a diverging one's centre is 0)
-    from_zero = _positive_only(get_method(method), args) and not is_diverging(args.cmap)
+    positive_only = _positive_only(get_method(method), args)
 
     labels = class_labels_for_files(names, n_classes)
     paths = [Path(f) for f in args.image]
@@ -368,7 +367,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 else:
                     save_heatmap_png(png_path, heat[i, j], image=img if args.alpha is not None else None,
                                      alpha=args.alpha if args.alpha is not None else 0.5, cmap=args.cmap,
-                                     scale=args.scale, symmetric=not from_zero, vmin=0.0 if from_zero else None)
+                                     scale=args.scale, positive_only=positive_only)
                 if args.npy:
                     np.save(outdir / f"{base}.npy", rel[i, j].astype(np.float32))
                 written += 1
@@ -410,7 +409,7 @@ def _save_figure(path: Path, image: np.ndarray, heat: np.ndarray, class_name: st
 
 def _positive_only(spec, args: argparse.Namespace) -> bool:
     """Whether the maps have no negative part to show: ``--relu``, or a method whose maps are never negative."""
-    return args.relu or spec.never_negative
+    return bool(spec.why_never_negative({"relu": args.relu}))
 
 
 #: Colour maps whose low and high ends the summary names by colour.

@@ -47,6 +47,15 @@ class Method:
     def uses_bounds(self) -> bool:
         return any(p.name == "low" for p in self.params)
 
+    def why_never_negative(self, params: dict | None = None) -> str:
+        """Why this method's maps with ``params`` have no negative part, in words ('' when they may have one):
+        their colour bars start at 0 in the widget, its figures and the CLI's."""
+        if self.never_negative:
+            return f"{self.label} maps are never negative"
+        if (params or {}).get("relu"):
+            return "relu keeps only the positive part of the map"
+        return ""
+
     def to_dict(self) -> dict:
         return {"name": self.name, "label": self.label, "family": self.family, "description": self.description,
                 "params": [p.to_dict() for p in self.params], "never_negative": self.never_negative}

@@ -180,6 +180,8 @@ def normalize_heatmap(
             raise ValueError(f"vmax must be a positive finite number, got {vmax!r}")
     if vmin is not None and not np.isfinite(float(vmin)):
         raise ValueError(f"vmin must be a finite number, got {vmin!r}")
+    if vmin is not None and vmax is not None and not symmetric and float(vmin) >= vmax:
+        raise ValueError(f"vmin ({vmin!r}) must be below vmax ({vmax!r})")
     if symmetric:
         scale = robust_scale(h, norm) if vmax is None else vmax
         if scale == 0.0:
@@ -338,6 +340,14 @@ def overlay(
     return ((1.0 - a) * base + a * rgb).astype(np.float32)
 
 
+def _zero_placement(cmap: Any, positive_only: bool, symmetric: bool = True) -> dict:
+    """Where 0 sits on the colormap (``symmetric`` and ``vmin`` for :func:`normalize_heatmap`): at a diverging
+    colormap's centre, and for signed maps; at a sequential one's low end for a map's positive part, whose colour
+    bar starts at 0 (as the widget draws it)."""
+    from_zero = positive_only and not is_diverging(cmap)
+    return {"symmetric": symmetric and not from_zero, "vmin": 0.0 if from_zero else None}
+
+
 def display_overlay(
     image: Any,
     heatmap: Any,
@@ -362,9 +372,8 @@ def display_overlay(
     if positive_only:
         h = np.maximum(h, 0.0)
     diverging = is_diverging(cmap)
-    return overlay(image, h, alpha=float(np.clip(opacity, 0.0, 1.0)), cmap=cmap,
-                   symmetric=diverging or not positive_only, grayscale=False, norm=norm, fade=diverging,
-                   vmin=0.0 if positive_only else None)
+    return overlay(image, h, alpha=float(np.clip(opacity, 0.0, 1.0)), cmap=cmap, grayscale=False, norm=norm,
+                   fade=diverging, **_zero_placement(cmap, positive_only))
 
 
 #: Methods whose sign says how the class score changes with the pixel (not a decomposition of it).
@@ -494,7 +503,7 @@ def save_heatmap_png(
     vmax: float | None = None,
     scale: int = 1,
     norm: str = "percentile",
-    vmin: float | None = None,
+    positive_only: bool = False,
 ) -> Path:
     """Write a heatmap (optionally over its image) as a PNG at the map's own resolution.
 
@@ -507,10 +516,12 @@ def save_heatmap_png(
     image : array_like, optional
         Image to blend under the map (see :func:`overlay`); without it the PNG is the
         coloured map alone (RGB).
-    cmap, symmetric, alpha, vmax, norm, vmin
+    cmap, symmetric, alpha, vmax, norm
         As in :func:`overlay`.
     scale : int
         Integer upscaling (nearest neighbour) of the written image.
+    positive_only : bool
+        Keep the positive part, from 0 up, as :func:`display_overlay` does (a sequential colormap's whole range).
 
     Returns
     -------
@@ -526,10 +537,12 @@ def save_heatmap_png(
 
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    h = np.maximum(_as_2d(heatmap), 0.0) if positive_only else heatmap
+    colours = dict(cmap=cmap, vmax=vmax, norm=norm, **_zero_placement(cmap, positive_only, symmetric))
     if image is None:
-        rgb = heatmap_rgba(heatmap, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm, vmin=vmin)[..., :3]
+        rgb = heatmap_rgba(h, **colours)[..., :3]
     else:
-        rgb = overlay(image, heatmap, alpha=alpha, cmap=cmap, symmetric=symmetric, vmax=vmax, norm=norm, vmin=vmin)
+        rgb = overlay(image, h, alpha=alpha, **colours)
     u8 = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     if scale > 1:
         u8 = np.repeat(np.repeat(u8, scale, axis=0), scale, axis=1)
@@ -650,9 +663,7 @@ def plot_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_frame_on(row_images[r] is not None)
-        # a positive-only row on a sequential colormap runs from 0 at its low end
-        sym = symmetric and not (positive[r] and not is_diverging(cmap))
-        colours = dict(cmap=cmap, symmetric=sym, vmax=vmax, norm=norm, vmin=0.0 if positive[r] and not sym else None)
+        colours = dict(cmap=cmap, vmax=vmax, norm=norm, **_zero_placement(cmap, positive[r], symmetric))
         for c in range(cols):
             ax = axes[r, lead + c]
             base = bases[r]

@@ -134,6 +134,13 @@ def _method_specs(model: Any, methods: Sequence[str] | None) -> list[dict]:
     return specs
 
 
+def _never_negative_why(method: str, params: dict) -> str:
+    """Why the method's maps with these parameters have no negative part ('' when they may have one)."""
+    from .methods import get_method
+
+    return get_method(method).why_never_negative(params)
+
+
 def _class_names(n_classes: int, class_names: Sequence[str] | None) -> list[str]:
     if class_names is None:
         return imagenet_class_names() if n_classes == 1000 else [f"class {i}" for i in range(n_classes)]
@@ -500,8 +507,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 "width": int(heat.shape[1]), "height": int(heat.shape[0]), "seconds": seconds,
                 "cached": bool(out.cached), "request_id": sel["request_id"], "generation": gen,
                 "scales": map_scales(heat), "legend": [low, high]}
-        why = self._never_negative_why(method, params)
-        meta.update(never_negative=bool(why), never_negative_why=why)
+        meta["never_negative_why"] = _never_negative_why(method, params)
         self._current = {"index": index, "method": method, "params": params, "target": target, "heat": heat}
         took = "cached" if out.cached else f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms"
         with self.hold_sync():
@@ -563,7 +569,12 @@ class RelevanceExplorer(anywidget.AnyWidget):
 
     def _compare_row(self, index: int, method: str, targets: list[int], shown: tuple[str, dict]) -> np.ndarray:
         """Maps (K, H, W) of one method; the method on screen keeps its parameters, the others their defaults."""
-        return self._explain(index, method, shown[1] if method == shown[0] else {}, targets)[1]
+        return self._explain(index, method, self._compare_params(method, shown), targets)[1]
+
+    @staticmethod
+    def _compare_params(method: str, shown: tuple[str, dict]) -> dict:
+        """The parameters a compared method runs with: the method on screen its own, the others their defaults."""
+        return shown[1] if method == shown[0] else {}
 
     def _start_compare(self) -> None:
         """The Compare button: a methods x classes grid of the current image, row by row in the background."""
@@ -594,7 +605,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 maps = self._compare_row(index, m, targets, shown)
                 rows = list(self.compare_grid.get("rows", []))
                 rows.append({"method": m, "label": label, "maps": [encode_heatmap(h)[0] for h in maps],
-                             "never_negative": bool(self._never_negative_why(m, shown[1] if m == shown[0] else {})),
+                             "never_negative_why": _never_negative_why(m, self._compare_params(m, shown)),
                              "scales": [{**map_scales(h), "max_abs": float(np.max(np.abs(h)))} for h in maps]})
                 publish({**self.compare_grid, "rows": rows, "done": len(rows),
                          "state": "running" if len(rows) < len(methods) else "done"})
@@ -713,8 +724,9 @@ class RelevanceExplorer(anywidget.AnyWidget):
         """The current map over its image as the widget draws it (view settings included), uint8 RGB."""
         if self._current is None:
             return None
-        rgb = viz.display_overlay(self._images.display(self._current["index"]), self._current["heat"],
-                                  cmap=self.colormap, opacity=self.opacity, positive_only=self._positive_only(),
+        cur = self._current
+        rgb = viz.display_overlay(self._images.display(cur["index"]), cur["heat"], cmap=self.colormap,
+                                  opacity=self.opacity, positive_only=self._from_zero(cur["method"], cur["params"]),
                                   norm=self.norm)
         return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
 
@@ -732,20 +744,12 @@ class RelevanceExplorer(anywidget.AnyWidget):
             title=f"{self.class_names[target]} · {format_probability(self._probs[cur['index']][target])}",
             subtitle=f"{meta.get('label', cur['method'])} · image {cur['index'] + 1} / {len(self._images)}",
             legend=tuple(meta.get("legend", ("against", "for"))), cmap=self.colormap, opacity=self.opacity,
-            positive_only=self._positive_only(), norm=self.norm, boxes=boxes, width=width)
+            positive_only=self._from_zero(cur["method"], cur["params"]), norm=self.norm, boxes=boxes, width=width)
 
-    def _positive_only(self) -> bool:
-        """Whether the current map shows only a positive part: the view setting, or a map that is never negative
-        (its colour bar starts at 0, as the browser's does)."""
-        return self.positive_only or bool(self._never_negative_why(self._current["method"], self._current["params"]))
-
-    def _never_negative_why(self, method: str, params: dict) -> str:
-        """Why a method's maps with these parameters have no negative part, in words; '' when they may have one."""
-        if self._specs[method].get("never_negative"):
-            return f"{self._specs[method].get('label', method)} maps are never negative"
-        if params.get("relu"):
-            return "relu keeps only the positive part of the map"
-        return ""
+    def _from_zero(self, method: str, params: dict) -> bool:
+        """Whether a map of ``method`` with ``params`` is drawn from 0: the positive-only setting, or a map with no
+        negative part (its colour bar starts at 0, as the browser's does)."""
+        return self.positive_only or bool(_never_negative_why(method, params))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save the current map: ``.npy`` -> the float heatmap; another suffix -> the labelled figure."""
@@ -774,8 +778,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                              row_labels=[self._specs[m].get("label", m) for m in methods],
                              col_labels=[f"{self.class_names[c]}\n{format_probability(p[c])}" for c in targets],
                              cmap=self.colormap, norm=self.norm,
-                             positive_only=[self.positive_only or bool(
-                                 self._never_negative_why(m, shown[1] if m == shown[0] else {})) for m in methods])
+                             positive_only=[self._from_zero(m, self._compare_params(m, shown)) for m in methods])
 
     # -- static fallback -------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any):

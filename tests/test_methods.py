@@ -149,6 +149,10 @@ def test_only_methods_whose_maps_are_never_negative_say_so():
     for name in flagged | {"guided_grad_cam"}:
         rel = Explainer(model, name, cache=None)(X9, [0, 1]).relevance
         assert bool(rel.min() >= 0) is (name in flagged), name
+    # and why, in words for the widget's tooltip; relu makes any method's maps never negative
+    assert METHODS["grad_cam"].why_never_negative() == "Grad-CAM maps are never negative"
+    assert METHODS["sglrp"].why_never_negative({"relu": False}) == ""
+    assert METHODS["sglrp"].why_never_negative({"relu": True}) == "relu keeps only the positive part of the map"
 
 
 def test_cam_layer_errors_are_clear():

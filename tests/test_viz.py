@@ -149,6 +149,10 @@ def test_unknown_cmap_and_bad_vmax():
         viz.heatmap_rgba(np.zeros((2, 2)), cmap="nope")
     with pytest.raises(ValueError, match="vmax must be a positive finite number, got -1.0"):
         viz.normalize_heatmap(np.zeros((2, 2)), vmax=-1)
+    with pytest.raises(ValueError, match="vmin must be a finite number, got nan"):
+        viz.normalize_heatmap(np.zeros((2, 2)), symmetric=False, vmin=float("nan"))
+    with pytest.raises(ValueError, match=r"vmin \(2.0\) must be below vmax \(1.0\)"):
+        viz.heatmap_rgba(np.zeros((2, 2)), symmetric=False, vmin=2.0, vmax=1.0)
 
 
 def test_image_to_float():

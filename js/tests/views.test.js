@@ -73,7 +73,7 @@ describe("captionView", () => {
   });
 });
 
-const CAM_META = { ...baseState().heatmap_meta, method: "grad_cam", label: "Grad-CAM", never_negative: true,
+const CAM_META = { ...baseState().heatmap_meta, method: "grad_cam", label: "Grad-CAM",
   never_negative_why: "Grad-CAM maps are never negative",
   legend: ["no evidence for “star”", "evidence for “star”"], scales: { percentile: [1.5, 1.5], max: [2, 2] } };
 
@@ -122,7 +122,7 @@ describe("pictureView", () => {
     };
     expect(await zeroPixel(CAM_META)).toEqual([0, 0, 0]);
     // a signed map's 0 is the ramp's middle (the test's two-colour gray ramp rounds it up to white)
-    expect(await zeroPixel({ ...CAM_META, never_negative: false })).toEqual([255, 255, 255]);
+    expect(await zeroPixel({ ...CAM_META, never_negative_why: "" })).toEqual([255, 255, 255]);
   });
   it("recolours from the decoded map when a view setting changes (no kernel message)", async () => {
     const { model, env, view } = setup(pictureView);
