@@ -178,6 +178,18 @@ _RUN = textwrap.dedent("""
     from sglrp_widgets import demo
     from sglrp_widgets.dataset import explain_dataset
     out, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    pause_after = int(os.environ.get("PAUSE_AFTER_CHUNKS", "0"))
+    if pause_after:                     # hang before chunk pause_after + 1, to be killed there
+        import time
+        from sglrp_widgets.engine import Explainer
+        real, chunks = Explainer.__call__, []
+        def paused(self, x, **kw):
+            if len(x) > 1:              # not the one-image probe
+                chunks.append(len(x))
+            if len(chunks) > pause_after:
+                time.sleep(3600)
+            return real(self, x, **kw)
+        Explainer.__call__ = paused
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -218,7 +230,8 @@ def test_killed_run_resumes_to_the_same_store(tmp_path):
     """SIGKILL a run after a few chunks, start it again: the store equals an uninterrupted run's."""
     script, n = _script(tmp_path), 96                  # 12 chunks of 8
     out = tmp_path / "cut.zarr"
-    proc = subprocess.Popen([sys.executable, script, str(out), str(n), "default"], env=_env(),
+    # The run hangs before its fourth chunk, so that a fast machine cannot finish it between two looks.
+    proc = subprocess.Popen([sys.executable, script, str(out), str(n), "default"], env=_env(PAUSE_AFTER_CHUNKS="3"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     done = 0
