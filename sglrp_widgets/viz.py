@@ -580,8 +580,8 @@ def plot_grid(
     cmap, symmetric
         As in :func:`heatmap_rgba`.
     shared_scale : bool
-        Use one colour scale (found over all maps, see ``norm``) for every map instead of
-        normalizing each map on its own. Per-map scaling (default) is what the
+        Use one colour scale (found over all maps as drawn, see ``norm`` and ``positive_only``) for every
+        map instead of normalizing each map on its own. Per-map scaling (default) is what the
         literature shows; a shared scale compares magnitudes.
     norm : {"percentile", "max"}
         How a scale is found (:func:`robust_scale`).
@@ -645,9 +645,10 @@ def plot_grid(
                 raise ValueError(
                     f"image height/width {x.shape[:2]} do not match the maps' {(height, width)}"
                 )
+    drawn = np.stack([np.maximum(m[r], 0.0) if positive[r] else m[r] for r in range(rows)])
     vmax = None
-    if shared_scale:
-        top = robust_scale(m, norm) if symmetric else float(np.max(m))
+    if shared_scale:                      # over what is drawn: a positive-only row's negative part is not
+        top = robust_scale(drawn, norm) if symmetric else float(np.max(drawn))
         vmax = top if top > 0 else None
     lead = 1 if images is not None else 0
     ncols = cols + lead
@@ -667,7 +668,7 @@ def plot_grid(
         for c in range(cols):
             ax = axes[r, lead + c]
             base = bases[r]
-            h = np.maximum(m[r, c], 0.0) if positive[r] else m[r, c]
+            h = drawn[r, c]
             if alpha is not None and base is not None:
                 pix = overlay(base, h, alpha=alpha, **colours)
             else:

@@ -274,6 +274,20 @@ def test_plot_grid_positive_rows_are_drawn_from_zero():
         viz.plot_grid(None, maps, positive_only=[True])
 
 
+def test_plot_grid_shared_scale_is_found_over_what_is_drawn():
+    # row 0 positive-only with a strong negative part (-4) that is not drawn; row 1 signed, up to 2
+    maps = np.zeros((2, 1, 4, 4))
+    maps[0, 0, 0, 0], maps[0, 0, 0, 1] = -4.0, 1.0
+    maps[1, 0, 0, 0] = 2.0
+    fig = viz.plot_grid(None, maps, cmap="viridis", norm="max", shared_scale=True, positive_only=[True, False])
+    pos = np.asarray(fig.axes[0].get_images()[0].get_array())[..., :3]
+    signed = np.asarray(fig.axes[1].get_images()[0].get_array())[..., :3]
+    viridis = matplotlib.colormaps["viridis"]
+    np.testing.assert_allclose(pos[0, 1], viridis(0.5)[:3], atol=1e-6)      # 1 of the shared 2, from 0
+    np.testing.assert_allclose(pos[0, 0], viridis(0.0)[:3], atol=1e-6)      # the clipped -4 is 0
+    np.testing.assert_allclose(signed[0, 0], viridis(1.0)[:3], atol=1e-6)   # 2 is the top of the scale
+
+
 def test_plot_grid_savefig(tmp_path):
     fig = viz.plot_grid(np.zeros((8, 8, 3)), np.ones((2, 2, 8, 8)), ["a", "b"], ["c", "d"])
     fig.savefig(tmp_path / "g.png")
