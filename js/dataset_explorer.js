@@ -100,6 +100,14 @@ export function tilePixels(thumb, heat, opacity = 0.6) {
   return out;
 }
 
+/** A tile's tooltip: "image 7 · label 3 · largest |relevance| 0.012 · click to open" (its map's own scale). */
+export function tileTitle(item) {
+  const parts = [`image ${item.id}`];
+  if (item.label != null) parts.push(`label ${item.label}`);
+  if (Number.isFinite(item.scale)) parts.push(`largest |relevance| ${Number(item.scale.toPrecision(2))}`);
+  return [...parts, "click to open"].join(" · ");
+}
+
 /** Split a page's two buffers into per-item (thumb, heat) views; throws on a size mismatch. */
 export function pageTiles(meta, buffers) {
   const thumbs = toUint8(buffers[0]);
@@ -357,10 +365,14 @@ export function galleryView(env) {
   const count = h("div", { class: "sglrp-help", role: "gallery-count" });
   const scroller = h("div", { class: "sglrp-gallery-scroll" }, grid, more);
   const maps = h("input", { type: "checkbox", checked: true, role: "show-maps" });
+  const legend = h("span", { role: "map-legend" });
   const el = h("div", { class: "sglrp-gallery" },
     h("div", { class: "sglrp-row" }, h("span", { class: "sglrp-title", role: "gallery-title" }), count,
-      h("label", { class: "sglrp-check" }, maps, "maps (red: for the class, blue: against)")),
+      h("label", { class: "sglrp-check" }, maps, "maps (", legend, ")")),
     scroller);
+  const showLegend = () => {
+    legend.textContent = env.model.get("map_legend") || "red: for the class, blue: against";
+  };
   let want = null, loaded = 0, pages = 1, loading = false;
   const tiles = new Map();       // position in the class -> {canvas, thumb, heat, item}
   function drawTile(t) {
@@ -402,7 +414,7 @@ export function galleryView(env) {
       const canvas = h("canvas", { class: "sglrp-thumb", width: meta.width, height: meta.height });
       const tile = h("button", { class: "sglrp-tile-btn", type: "button", role: "tile",
         "data-row": String(t.item.row), "data-position": String(t.item.position),
-        title: `image ${t.item.id}${t.item.label != null ? ` · label ${t.item.label}` : ""} · click to open` },
+        title: tileTitle(t.item) },
       canvas, h("span", { class: "sglrp-tile-id", text: String(t.item.id) }));
       tile.addEventListener("click", () => env.send({ type: "open", row: t.item.row }));
       tile.addEventListener("mouseenter", () => { env.hover = t.item.position; env.emit("hover"); });
@@ -424,9 +436,11 @@ export function galleryView(env) {
   }
   let pending = false;         // one reset for the several traits a class change sets at once
   return {
-    el, keys: ["overview", "cluster", "hover"], receive,
+    el, keys: ["overview", "cluster", "hover", "map_legend"], receive,
     update(what) {
       if (what === "hover") { highlight(); return; }
+      if (what === "map_legend" || what === "init") showLegend();
+      if (what === "map_legend") return;
       if (pending) return;
       pending = true;
       queueMicrotask(() => { pending = false; reset(); });

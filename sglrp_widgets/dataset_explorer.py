@@ -36,6 +36,7 @@ import traitlets as t
 
 from .dataset_browse import PAGE_SIZE, StoreBrowser
 from .errors import ExplainError
+from .methods import get_method
 from .widget import _front_end
 
 
@@ -80,6 +81,7 @@ class DatasetExplorer(anywidget.AnyWidget):
     relevance = anywidget.WidgetTrait().tag(sync=True)
     can_open = t.Unicode("").tag(sync=True)   # why images cannot be opened ("" = they can)
     method_label = t.Unicode("").tag(sync=True)
+    map_legend = t.Unicode("").tag(sync=True)    # what the gallery tiles' colours mean
     status = t.Unicode("").tag(sync=True)
     busy = t.Unicode("").tag(sync=True)
     error = t.Unicode("").tag(sync=True)
@@ -105,6 +107,7 @@ class DatasetExplorer(anywidget.AnyWidget):
                   else self._browser.image_source() or "")
         super().__init__(classes=classes, can_open=reason,
                          method_label=f"{info.get('method', '?')} maps of {info.get('num_images', '?')} images",
+                         map_legend=_map_legend(info),
                          **kwargs)
         self.on_msg(self._on_custom)
         self._show_class(cls)
@@ -267,3 +270,13 @@ class DatasetExplorer(anywidget.AnyWidget):
 
 def _sentence(e: BaseException) -> str:
     return str(e) if isinstance(e, (ExplainError, ValueError)) else f"{type(e).__name__}: {e}"
+
+
+def _map_legend(info: dict) -> str:
+    """The gallery's key to its tiles' colours, in words: blue is named only where the maps can be negative."""
+    try:
+        why = get_method(info.get("method", "")).why_never_negative(info.get("params"))
+    except ExplainError:                          # a store from a method this version does not know
+        why = ""
+    colours = f"red: for the class; {why}" if why else "red: for the class, blue: against"
+    return f"{colours}; each tile on its own scale (hover over it to see the scale)"

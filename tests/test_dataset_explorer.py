@@ -121,6 +121,28 @@ def test_gallery_pages_are_binary_and_cover_the_cluster_once(store):
     assert meta["total"] == len(members)
 
 
+@pytest.mark.parametrize("method, params, words", [
+    ("grad_cam", {}, "red: for the class; Grad-CAM maps are never negative;"),
+    ("sglrp", {"relu": True}, "red: for the class; relu keeps only the positive part of the map;"),
+])
+def test_the_gallery_legend_names_blue_only_where_the_maps_can_be_negative(store, scenes, model, tmp_path,
+                                                                           method, params, words):
+    signed = DatasetExplorer(store).map_legend
+    assert signed.startswith("red: for the class, blue: against;") and "own scale" in signed
+    images, labels = scenes
+    out = tmp_path / f"{method}.zarr"
+    explain_dataset(model, (images[:8], labels[:8]), method, targets="label", out=out, batch_size=8,
+                    preprocess=demo.preprocess, progress=False, **params)
+    legend = DatasetExplorer(str(out)).map_legend
+    assert legend.startswith(words) and "blue" not in legend and "own scale" in legend
+
+
+def test_a_store_of_a_method_this_version_does_not_know_gets_the_signed_legend():
+    from sglrp_widgets.dataset_explorer import _map_legend
+
+    assert _map_legend({"method": "future_method", "params": {}}).startswith("red: for the class, blue: against;")
+
+
 @pytest.mark.parametrize("state, words", [
     ({"cls": 99}, "class must be a whole number in 0..5"),
     ({"cls": 0}, None),                         # a class without SpRAy is a notice, not an error

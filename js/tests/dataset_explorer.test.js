@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import widget, {
   classLabel, classView, clusterColor, clusterLabel, clustersView, exportFileName, exportView, galleryView, idsCsv,
   kAtX, makeEnv, nearestPoint, noticeView, pageIsCurrent, pageTiles, PALETTE, relevanceView, scatterPositions,
-  scatterView, spectrumGeometry, spectrumView, statusView, tilePixels, toUint8,
+  scatterView, spectrumGeometry, spectrumView, statusView, tilePixels, tileTitle, toUint8,
 } from "../dataset_explorer.js";
 import { fakeModel, installCanvas } from "./helpers.js";
 
@@ -53,6 +53,12 @@ function setup(viewFn, extra = {}, ...args) {
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 describe("helpers", () => {
+  it("tileTitle names the image, its label and its map's own scale", () => {
+    expect(tileTitle({ id: 7, label: 3, scale: 2.345e-5 })).toBe("image 7 · label 3 · largest |relevance| 0.000023 · click to open");
+    expect(tileTitle({ id: "a.png", label: null, scale: 1.5 })).toBe("image a.png · largest |relevance| 1.5 · click to open");
+    expect(tileTitle({ id: 1 })).toBe("image 1 · click to open");
+  });
+
   it("labels classes and clusters for people (1-based clusters, coherence to 2 places)", () => {
     expect(classLabel({ name: "ring", count: 1, analysed: true })).toBe("ring · 1 map");
     expect(classLabel({ name: "star", count: 7, analysed: false })).toBe("star · 7 maps · no SpRAy yet");
@@ -214,6 +220,17 @@ describe("views", () => {
     await tick();
     expect(el.querySelectorAll("[data-role=tile]").length).toBe(0);
     expect(model.sent.filter((m) => m.type === "page" && m.cluster === 1)).toHaveLength(1);   // one reset
+  });
+
+  it("gallery says what its colours mean, as the kernel words it, and each tile's scale on hover", async () => {
+    const { model, view, $ } = setup(galleryView, { map_legend: "red: for the class, blue: against; each tile on its own scale" });
+    expect($("[data-role=map-legend]").textContent).toBe("red: for the class, blue: against; each tile on its own scale");
+    model.trigger("map_legend", "red: for the class; Grad-CAM maps are never negative");
+    expect($("label").textContent).toBe("maps (red: for the class; Grad-CAM maps are never negative)");
+    await tick();
+    view.receive({ type: "page", cls: 4, k: 2, cluster: 0, page: 0, pages: 1, total: 1, width: 1, height: 1,
+      items: [{ row: 10, id: 7, position: 0, label: 3, scale: 0.0123456 }] }, [new Uint8Array(3), new Uint8Array(1)]);
+    expect($("[data-role=tile]").title).toBe("image 7 · label 3 · largest |relevance| 0.012 · click to open");
   });
 
   it("gallery stops waiting when the kernel says a page failed", async () => {
