@@ -368,10 +368,10 @@ export function galleryView(env) {
   const legend = h("span", { role: "map-legend" });
   const el = h("div", { class: "sglrp-gallery" },
     h("div", { class: "sglrp-row" }, h("span", { class: "sglrp-title", role: "gallery-title" }), count,
-      h("label", { class: "sglrp-check" }, maps, "maps (", legend, ")")),
+      h("label", { class: "sglrp-check" }, maps, "maps", legend)),
     scroller);
   const showLegend = () => {
-    legend.textContent = env.model.get("map_legend") || "red: for the class, blue: against";
+    legend.textContent = `(${env.model.get("map_legend") || "red: for the class, blue: against"})`;
   };
   let want = null, loaded = 0, pages = 1, loading = false;
   const tiles = new Map();       // position in the class -> {canvas, thumb, heat, item}

@@ -279,4 +279,4 @@ def _map_legend(info: dict) -> str:
     except ExplainError:                          # a store from a method this version does not know
         why = ""
     colours = f"red: for the class; {why}" if why else "red: for the class, blue: against"
-    return f"{colours}; each tile on its own scale (hover over it to see the scale)"
+    return f"{colours}; each tile has its own scale, shown when you hover over it"

@@ -128,13 +128,13 @@ def test_gallery_pages_are_binary_and_cover_the_cluster_once(store):
 def test_the_gallery_legend_names_blue_only_where_the_maps_can_be_negative(store, scenes, model, tmp_path,
                                                                            method, params, words):
     signed = DatasetExplorer(store).map_legend
-    assert signed.startswith("red: for the class, blue: against;") and "own scale" in signed
+    assert signed.startswith("red: for the class, blue: against;") and "its own scale" in signed
     images, labels = scenes
     out = tmp_path / f"{method}.zarr"
     explain_dataset(model, (images[:8], labels[:8]), method, targets="label", out=out, batch_size=8,
                     preprocess=demo.preprocess, progress=False, **params)
     legend = DatasetExplorer(str(out)).map_legend
-    assert legend.startswith(words) and "blue" not in legend and "own scale" in legend
+    assert legend.startswith(words) and "blue" not in legend and "its own scale" in legend
 
 
 def test_a_store_of_a_method_this_version_does_not_know_gets_the_signed_legend():
