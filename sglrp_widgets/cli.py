@@ -495,7 +495,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     d.add_argument("--scenes", type=int, default=1, help="number of scenes; >1 writes OUT_0.png, OUT_1.png, ...")
     d.add_argument("--alpha", type=float, default=None, help="draw maps over the image with this opacity")
-    d.add_argument("--dpi", type=int, default=120)
+    d.add_argument("--dpi", type=int, default=120, help="resolution of the figure in dots per inch (default: 120)")
 
     e = sub.add_parser("explain", help="write heatmap PNGs for image files",
                        epilog=_preprocess_guide(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -523,7 +523,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--figure", action="store_true",
                    help="write labelled figures instead of bare maps: the image under the map, the class and its "
                         "probability, the method and a colour bar that says what its ends mean")
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--batch-size", type=int, default=16, help="images explained at once (default: 16)")
     e.add_argument("--class-names", metavar="FILE",
                    help="text file with one class name per line (default: the model's own names, the bundled "
                         "model's, ImageNet's for 1000 classes, else class indices)")

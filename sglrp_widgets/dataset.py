@@ -966,10 +966,13 @@ def add_cli_parser(subparsers: Any, preprocessors: dict) -> argparse.ArgumentPar
                    help="raw RGB 0..255 -> model input: " + ", ".join(sorted(preprocessors))
                    + " (default: the bundled model's, else guessed from the model's name, and said)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter (repeatable)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images explained at once (default: 32)")
     p.add_argument("--chunk-size", type=int, help="images per chunk (default: a multiple of the batch near 64)")
-    p.add_argument("--channels", choices=["keep", "sum"], default="keep")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--channels", choices=["keep", "sum"], default="keep",
+                   help="keep: one map per colour channel; sum: one map per image, the channels added (a third "
+                        "of the disk space for RGB)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="number type of the stored maps (float16: half the disk space)")
     p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"], default="auto",
                    help="auto: multiworker when TF_CONFIG is set, else default")
     p.add_argument("--class-names", help="text file with one class name per line")

@@ -166,6 +166,16 @@ def test_bad_option_value_from_argparse(capsys):
     assert e.value.code == 2
 
 
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    commands = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) >= {"demo", "explain", "methods", "dataset"}
+    silent = [f"{name} {a.option_strings[-1]}" for name, sub in commands.items() for a in sub._actions
+              if a.option_strings and not a.help]
+    assert not silent, f"options without help text: {silent}"
+
+
 def test_preprocessors_values():
     x = np.array([[[0.0, 127.5, 255.0]]], np.float32)
     np.testing.assert_allclose(cli.PREPROCESSORS["scale01"][0](x), [[[0, 0.5, 1]]])

@@ -27,9 +27,17 @@ def test_docs_build_without_warnings(tmp_path):
                    "gradient-and-cam-methods", "choices-where-the-literature-leaves-one", "references"):
         assert f'id="{anchor}"' in methods, anchor
     api = (out / "api.html").read_text(encoding="utf-8")
-    for name in ("sglrp_widgets.engine.Explainer", "sglrp_widgets.engine.explain", "sglrp_widgets.widget.RelevanceExplorer",
-                 "sglrp_widgets.methods.list_methods", "sglrp_widgets.cli.main"):
+    for name in ("sglrp_widgets.engine.Explainer", "sglrp_widgets.engine.explain",
+                 "sglrp_widgets.widget.RelevanceExplorer", "sglrp_widgets.methods.list_methods",
+                 "sglrp_widgets.cli.main", "sglrp_widgets.propagation.register_layer",
+                 "sglrp_widgets.dataset.explain_dataset", "sglrp_widgets.spray.spray",
+                 "sglrp_widgets.dataset_explorer.DatasetExplorer"):
         assert f'id="{name}"' in api, name
+    datasets = (out / "datasets.html").read_text(encoding="utf-8")
+    for anchor in ("step-1-explain-dataset", "what-the-store-holds", "step-2-spray", "step-3-datasetexplorer",
+                   "from-the-command-line"):
+        assert f'id="{anchor}"' in datasets, anchor
+    assert 'href="api.html#sglrp_widgets.dataset.explain_dataset"' in datasets   # the guide links the reference
 
 
 def test_methods_page_covers_the_registry():
