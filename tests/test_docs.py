@@ -38,6 +38,10 @@ def test_docs_build_without_warnings(tmp_path):
                    "from-the-command-line"):
         assert f'id="{anchor}"' in datasets, anchor
     assert 'href="api.html#sglrp_widgets.dataset.explain_dataset"' in datasets   # the guide links the reference
+    widget = (out / "widget.html").read_text(encoding="utf-8")
+    for anchor in ("what-to-pass", "the-controls", "reading-the-picture", "from-python", "saved-notebooks"):
+        assert f'id="{anchor}"' in widget, anchor
+    assert 'href="api.html#sglrp_widgets.widget.RelevanceExplorer"' in widget
 
 
 def test_methods_page_covers_the_registry():
