@@ -3,6 +3,7 @@ method of the registry, and the README and docstrings point to it."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -67,3 +68,18 @@ def test_readme_and_docstrings_point_to_the_docs():
     assert "../shared/" not in readme, "the README must not point outside the repository"
     for module in ("__init__.py", "cli.py"):
         assert "docs/methods.md" in (ROOT / "sglrp_widgets" / module).read_text(encoding="utf-8"), module
+
+
+@pytest.mark.slow
+def test_the_datasets_page_worked_example_runs_and_prints_what_it_says(tmp_path):
+    pytest.importorskip("zarr")
+    pytest.importorskip("sklearn")
+    page = (ROOT / "docs" / "datasets.md").read_text(encoding="utf-8")
+    example = re.search(r"## A worked example.*?```python\n(.*?)```", page, flags=re.S).group(1)
+    r = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    n_clusters, marked_share = r.stdout.split()[-2:]
+    assert n_clusters == "2"                                      # "the eigengap's number of groups: 2"
+    assert abs(float(marked_share) - 0.9) < 0.05                  # "about 0.9"
+    assert (tmp_path / "rings.zarr").is_dir()
