@@ -371,7 +371,8 @@ export function galleryView(env) {
       h("label", { class: "sglrp-check" }, maps, "maps", legend)),
     scroller);
   const showLegend = () => {
-    legend.textContent = `(${env.model.get("map_legend") || "red: for the class, blue: against"})`;
+    const key = env.model.get("map_legend");
+    legend.textContent = key ? `(${key})` : "";
   };
   let want = null, loaded = 0, pages = 1, loading = false;
   const tiles = new Map();       // position in the class -> {canvas, thumb, heat, item}
@@ -439,8 +440,8 @@ export function galleryView(env) {
     el, keys: ["overview", "cluster", "hover", "map_legend"], receive,
     update(what) {
       if (what === "hover") { highlight(); return; }
-      if (what === "map_legend" || what === "init") showLegend();
-      if (what === "map_legend") return;
+      if (what === "map_legend") { showLegend(); return; }
+      if (what === "init") showLegend();
       if (pending) return;
       pending = true;
       queueMicrotask(() => { pending = false; reset(); });

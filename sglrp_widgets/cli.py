@@ -419,13 +419,10 @@ _END_COLOURS = {"seismic": ("blue", "red"), "bwr": ("blue", "red"), "coolwarm": 
 
 def _bare_map_legend(method: str, args: argparse.Namespace) -> str:
     """What the colours of bare maps mean (a line under the summary): the PNGs carry no legend of their own."""
-    from .methods import get_method
-    from .viz import legend_words
+    from .viz import colour_key
 
-    spec = get_method(method)
-    low, high = legend_words(method, spec.family, "its class", quoted=False)
     low_end, high_end = _END_COLOURS.get(args.cmap, (f"the low end of {args.cmap}", f"the high end of {args.cmap}"))
-    meaning = f"{high_end} = {high}" + ("" if _positive_only(spec, args) else f", {low_end} = {low}")
+    meaning = colour_key(method, {"relu": args.relu}, high_end, low_end)
     return (f"colours: {meaning} (the class is in each file's name); each map is scaled to its own 99.5th "
             "percentile of |relevance|; --figure writes labelled figures")
 

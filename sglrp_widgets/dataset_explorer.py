@@ -37,6 +37,7 @@ import traitlets as t
 from .dataset_browse import PAGE_SIZE, StoreBrowser
 from .errors import ExplainError
 from .methods import get_method
+from .viz import colour_key, legend_words
 from .widget import _front_end
 
 
@@ -273,10 +274,13 @@ def _sentence(e: BaseException) -> str:
 
 
 def _map_legend(info: dict) -> str:
-    """The gallery's key to its tiles' colours, in words: blue is named only where the maps can be negative."""
+    """The gallery's key to its tiles' colours, in the words of the widget's colour bar; blue is named only where
+    the maps can be negative."""
+    method, params = info.get("method", ""), info.get("params")
     try:
-        why = get_method(info.get("method", "")).why_never_negative(info.get("params"))
-    except ExplainError:                          # a store from a method this version does not know
-        why = ""
-    colours = f"red: for the class; {why}" if why else "red: for the class, blue: against"
-    return f"{colours}; each tile has its own scale, shown when you hover over it"
+        key = colour_key(method, params, "red", "blue", "the class")
+        why = get_method(method).why_never_negative(params)
+    except ExplainError:                # a store from a method this version does not know: the generic words
+        low, high = legend_words(method, "", "the class", quoted=False)
+        key, why = f"red = {high}, blue = {low}", ""
+    return "; ".join(filter(None, (key, why, "each tile has its own scale, shown when you hover over it")))

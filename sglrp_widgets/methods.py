@@ -4,13 +4,14 @@ Each entry declares its parameters (name, type, default, range or choices, help)
 them and the widget builds its controls from them. An LRP method is a head and a composite (data); a
 gradient or CAM method carries its own code, a function ``compute(toolbox, x, targets, params)`` over the
 gradient back end's toolbox (``gradient.py``). Adding a method is adding one entry to ``METHODS``.
+
+Reading the registry needs no TensorFlow (the CLI's ``methods``, a DatasetExplorer browsing a store): the
+functions that compute import it when they run.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-import tensorflow as tf
 
 from .errors import ExplainError, suggest
 
@@ -105,6 +106,8 @@ def _deconvnet(m, x, t, p):
 
 
 def _smoothgrad(m, x, t, p):
+    import tensorflow as tf
+
     axes = tf.range(1, tf.rank(x))
     sigma = p["noise"] * (tf.reduce_max(x, axis=axes, keepdims=True) - tf.reduce_min(x, axis=axes, keepdims=True))
     logits = m.logits(x)
@@ -118,6 +121,8 @@ def _smoothgrad(m, x, t, p):
 
 
 def _integrated_gradients(m, x, t, p):
+    import tensorflow as tf
+
     base = tf.fill(tf.shape(x), tf.cast(p["baseline"], x.dtype))
     logits = m.logits(x)
     tt = m.resolve(logits, t)
@@ -130,6 +135,8 @@ def _integrated_gradients(m, x, t, p):
 
 def _cam_map(m, x, t, weights_of):
     """ReLU(sum_c w_c A_c) at the feature map, upsampled bilinearly to the input: (rows, H, W, 1)."""
+    import tensorflow as tf
+
     g = m.gradient(x, t, at_feature=True)
     if g.feature.shape.rank != 4:
         raise ExplainError(f"CAM methods need a 2-D feature map (N, h, w, c); the chosen layer gives shape "
@@ -141,16 +148,22 @@ def _cam_map(m, x, t, weights_of):
 def _cam(weights_of):
     """A CAM method from its channel weighting; the map is spread over the channels as ``cam / C``."""
     def compute(m, x, t, p):
+        import tensorflow as tf
+
         cam, logits, tt = _cam_map(m, x, t, weights_of)
         return tf.broadcast_to(cam / tf.cast(tf.shape(x)[-1], x.dtype), tf.shape(x)), logits, tt
     return compute
 
 
 def _mean_gradient(g, a):
+    import tensorflow as tf
+
     return tf.reduce_mean(g, axis=(1, 2), keepdims=True)
 
 
 def _plus_plus_weights(g, a):
+    import tensorflow as tf
+
     g2, g3 = g * g, g * g * g
     alpha = tf.math.divide_no_nan(g2, 2.0 * g2 + tf.reduce_sum(a, axis=(1, 2), keepdims=True) * g3)
     return tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2), keepdims=True)

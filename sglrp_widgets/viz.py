@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .methods import get_method, list_methods
+
 __all__ = [
     "NORMS",
     "colormap_lut",
@@ -403,6 +405,17 @@ def legend_words(method: str, family: str, class_name: str, quoted: bool = True)
     return f"speaks against {c}", f"speaks for {c}"
 
 
+def colour_key(method: str, params: dict | None, high: str, low: str, class_name: str = "its class") -> str:
+    """What the two ends of a method's colours mean, for pictures without a colour bar: ``"red = speaks for its
+    class, blue = speaks against its class"`` (``high``/``low`` name the ends' colours); the low end is left out
+    where the maps have no negative part (Grad-CAM, ``relu``). Raises :class:`ExplainError` for an unknown method.
+    """
+    spec = get_method(method)
+    low_words, high_words = legend_words(method, spec.family, class_name, quoted=False)
+    key = f"{high} = {high_words}"
+    return key if spec.why_never_negative(params) else f"{key}, {low} = {low_words}"
+
+
 def explanation_figure(
     image: Any,
     heatmap: Any,
@@ -734,7 +747,6 @@ def compare_figure(
     ...                      raw_image=imgs[0])  # doctest: +SKIP
     """
     from .engine import explain
-    from .methods import list_methods
 
     x = np.asarray(image, dtype=np.float32)
     if x.ndim == 3:

@@ -42,6 +42,7 @@ import traitlets as t
 
 from . import viz
 from .imageset import ImageSet, to_display_uint8  # noqa: F401 - to_display_uint8 is part of this module's API
+from .methods import get_method
 from .scheduler import COMPARE, PREFETCH, Scheduler
 from .viz import format_probability, legend_words
 
@@ -132,13 +133,6 @@ def _method_specs(model: Any, methods: Sequence[str] | None) -> list[dict]:
     for s in specs:
         s["unavailable"] = support.get(s["name"])
     return specs
-
-
-def _never_negative_why(method: str, params: dict) -> str:
-    """Why the method's maps with these parameters have no negative part ('' when they may have one)."""
-    from .methods import get_method
-
-    return get_method(method).why_never_negative(params)
 
 
 def _class_names(n_classes: int, class_names: Sequence[str] | None) -> list[str]:
@@ -507,7 +501,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 "width": int(heat.shape[1]), "height": int(heat.shape[0]), "seconds": seconds,
                 "cached": bool(out.cached), "request_id": sel["request_id"], "generation": gen,
                 "scales": map_scales(heat), "legend": [low, high]}
-        meta["never_negative_why"] = _never_negative_why(method, params)
+        meta["never_negative_why"] = get_method(method).why_never_negative(params)
         self._current = {"index": index, "method": method, "params": params, "target": target, "heat": heat}
         took = "cached" if out.cached else f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms"
         with self.hold_sync():
@@ -605,7 +599,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
                 maps = self._compare_row(index, m, targets, shown)
                 rows = list(self.compare_grid.get("rows", []))
                 rows.append({"method": m, "label": label, "maps": [encode_heatmap(h)[0] for h in maps],
-                             "never_negative_why": _never_negative_why(m, self._compare_params(m, shown)),
+                             "never_negative_why": get_method(m).why_never_negative(self._compare_params(m, shown)),
                              "scales": [{**map_scales(h), "max_abs": float(np.max(np.abs(h)))} for h in maps]})
                 publish({**self.compare_grid, "rows": rows, "done": len(rows),
                          "state": "running" if len(rows) < len(methods) else "done"})
@@ -749,7 +743,7 @@ class RelevanceExplorer(anywidget.AnyWidget):
     def _from_zero(self, method: str, params: dict) -> bool:
         """Whether a map of ``method`` with ``params`` is drawn from 0: the positive-only setting, or a map with no
         negative part (its colour bar starts at 0, as the browser's does)."""
-        return self.positive_only or bool(_never_negative_why(method, params))
+        return self.positive_only or bool(get_method(method).why_never_negative(params))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save the current map: ``.npy`` -> the float heatmap; another suffix -> the labelled figure."""

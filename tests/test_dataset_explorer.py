@@ -5,6 +5,11 @@ values from the browser (a sentence, never a traceback; the widget keeps working
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -122,13 +127,15 @@ def test_gallery_pages_are_binary_and_cover_the_cluster_once(store):
 
 
 @pytest.mark.parametrize("method, params, words", [
-    ("grad_cam", {}, "red: for the class; Grad-CAM maps are never negative;"),
-    ("sglrp", {"relu": True}, "red: for the class; relu keeps only the positive part of the map;"),
+    ("grad_cam", {}, "red = evidence for the class; Grad-CAM maps are never negative;"),
+    ("sglrp", {"relu": True}, "red = speaks for the class over the others; relu keeps only the positive part of "
+                              "the map;"),
 ])
 def test_the_gallery_legend_names_blue_only_where_the_maps_can_be_negative(store, scenes, model, tmp_path,
                                                                            method, params, words):
-    signed = DatasetExplorer(store).map_legend
-    assert signed.startswith("red: for the class, blue: against;") and "its own scale" in signed
+    signed = DatasetExplorer(store).map_legend          # sglrp: the words of the widget's colour bar
+    assert signed.startswith("red = speaks for the class over the others, blue = speaks for the other classes;")
+    assert signed.endswith("; each tile has its own scale, shown when you hover over it")
     images, labels = scenes
     out = tmp_path / f"{method}.zarr"
     explain_dataset(model, (images[:8], labels[:8]), method, targets="label", out=out, batch_size=8,
@@ -137,10 +144,21 @@ def test_the_gallery_legend_names_blue_only_where_the_maps_can_be_negative(store
     assert legend.startswith(words) and "blue" not in legend and "its own scale" in legend
 
 
-def test_a_store_of_a_method_this_version_does_not_know_gets_the_signed_legend():
+def test_a_store_of_a_method_this_version_does_not_know_gets_the_generic_legend():
     from sglrp_widgets.dataset_explorer import _map_legend
 
-    assert _map_legend({"method": "future_method", "params": {}}).startswith("red: for the class, blue: against;")
+    assert _map_legend({"method": "future_method", "params": {}}).startswith(
+        "red = speaks for the class, blue = speaks against the class;")
+
+
+def test_browsing_a_store_without_a_model_needs_no_tensorflow(store):
+    """Opening the explorer on a store reads the method registry (for the gallery's key), not TensorFlow."""
+    code = ("import sys; from sglrp_widgets import DatasetExplorer; "
+            f"e = DatasetExplorer({store!r}); assert e.map_legend and e.overview.get('clusters'); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("state, words", [

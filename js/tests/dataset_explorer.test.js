@@ -223,10 +223,12 @@ describe("views", () => {
   });
 
   it("gallery says what its colours mean, as the kernel words it, and each tile's scale on hover", async () => {
-    const { model, view, $ } = setup(galleryView, { map_legend: "red: for the class, blue: against; each tile on its own scale" });
-    expect($("[data-role=map-legend]").textContent).toBe("(red: for the class, blue: against; each tile on its own scale)");
-    model.trigger("map_legend", "red: for the class; Grad-CAM maps are never negative");
-    expect($("label").textContent).toBe("maps(red: for the class; Grad-CAM maps are never negative)");   // a gap between in CSS
+    const { model, view, $ } = setup(galleryView, { map_legend: "red = speaks for the class, blue = speaks against the class" });
+    expect($("[data-role=map-legend]").textContent).toBe("(red = speaks for the class, blue = speaks against the class)");
+    model.trigger("map_legend", "red = evidence for the class; Grad-CAM maps are never negative");
+    expect($("label").textContent).toBe("maps(red = evidence for the class; Grad-CAM maps are never negative)");   // a gap between in CSS
+    model.trigger("map_legend", "");                      // no key from the kernel: no empty brackets
+    expect($("[data-role=map-legend]").textContent).toBe("");
     await tick();
     view.receive({ type: "page", cls: 4, k: 2, cluster: 0, page: 0, pages: 1, total: 1, width: 1, height: 1,
       items: [{ row: 10, id: 7, position: 0, label: 3, scale: 0.0123456 }] }, [new Uint8Array(3), new Uint8Array(1)]);

@@ -96,7 +96,8 @@ def test_dataset_explorer_in_browser(browser, dataset_server):
                 break
         _wait(lambda: tiles.count() == sizes[big], f"all {sizes[big]} tiles", page)
         assert loc("gallery-count").text_content() == f"{sizes[big]} of {sizes[big]} shown"
-        assert loc("map-legend").text_content().startswith("(red: for the class, blue: against; each tile has its own")
+        assert loc("map-legend").text_content().startswith(
+            "(red = speaks for the class over the others, blue = speaks for the other classes; each tile has its own")
         assert "largest |relevance| " in tiles.first.get_attribute("title")
         shot("1-class-gallery")
 
