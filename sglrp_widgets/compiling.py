@@ -41,20 +41,19 @@ class Pass:
     """``fn`` (a function of tensors and lists of tensors) served eagerly or compiled (see the module).
 
     ``signature``: the ``tf.function`` input signature; by default the first call's arguments with a free
-    leading (batch) dimension. ``counter`` wraps ``fn`` for tracing (the explainer counts its traces);
-    ``autograph`` lets Python loops over tensors compile (the gradient methods' sample loops). ``warm_args``
+    leading (batch) dimension. ``counter`` wraps ``fn`` for tracing (the explainer counts its traces). ``fn`` is
+    traced without autograph: loops over tensors are written as ``tf.while_loop``. ``warm_args``
     maps a call's arguments to the smaller ones the worker runs the compiled pass on once (one image of a
     batch: the warm-up runs beside the caller's next calls and should not hold a second batch's state).
     """
 
     def __init__(self, fn: Callable, *, mode: str = "background", signature: list | None = None,
-                 counter: Callable | None = None, autograph: bool = False, warm_args: Callable | None = None):
+                 counter: Callable | None = None, warm_args: Callable | None = None):
         if mode not in MODES:
             raise ValueError(f"compile must be one of {', '.join(MODES)}; got {mode!r}.")
         self._fn = fn
         self._traced = counter(fn) if counter is not None else fn
         self._signature = signature
-        self._autograph = autograph
         self._warm_args = warm_args
         self.mode = mode
         self.function = None            # the tf.function, once compiling started
@@ -89,7 +88,7 @@ class Pass:
                     signature = self._signature if self._signature is not None else \
                         [free_batch_spec(a) for a in example]
                     self.function = tf.function(self._traced, input_signature=signature,
-                                                autograph=self._autograph)
+                                                autograph=False)
                 with quiet_retracing_notices():
                     call = flat_caller(self.function.get_concrete_function())
                 if warm and not _WORKER.closing:

@@ -90,7 +90,7 @@ class GradientBackend:
         self.feature = cam_feature(graph, method.name, params.get("layer")) if method.kind == "cam" else None
         spec = tf.TensorSpec((None,) + tuple(graph.input_shape), tf.float32)
         tspec = tf.TensorSpec((None, None), tf.int32)
-        self.fn = Pass(self._body, mode=compile, signature=[spec, tspec], counter=counter, autograph=True,
+        self.fn = Pass(self._body, mode=compile, signature=[spec, tspec], counter=counter,
                        warm_args=lambda images, targets: (images[:1], targets[:1]))
         self.passes = (self.fn,)
 

@@ -112,12 +112,13 @@ def _smoothgrad(m, x, t, p):
     sigma = p["noise"] * (tf.reduce_max(x, axis=axes, keepdims=True) - tf.reduce_min(x, axis=axes, keepdims=True))
     logits = m.logits(x)
     tt = m.resolve(logits, t)                    # targets are resolved on the clean image
-    total = tf.zeros_like(x)
-    for i in tf.range(p["n"]):
+
+    def add_sample(i, total):
         # One noise draw per sample, shared by every row: an image's map does not depend on the batch.
         noise = tf.random.stateless_normal(tf.concat([[1], tf.shape(x)[1:]], 0), seed=tf.stack([p["seed"], i]))
-        total += m.gradient(x + sigma * noise, tt).grad
-    return total / float(p["n"]), logits, tt
+        return total + m.gradient(x + sigma * noise, tt).grad
+
+    return _sum_over(0, p["n"], add_sample, tf.zeros_like(x)) / float(p["n"]), logits, tt
 
 
 def _integrated_gradients(m, x, t, p):
@@ -126,11 +127,23 @@ def _integrated_gradients(m, x, t, p):
     base = tf.fill(tf.shape(x), tf.cast(p["baseline"], x.dtype))
     logits = m.logits(x)
     tt = m.resolve(logits, t)
-    total = tf.zeros_like(x)
-    for i in tf.range(1, p["steps"] + 1):        # the right Riemann sum, alpha = k / steps
+
+    def add_step(i, total):                      # the right Riemann sum, alpha = i / steps
         alpha = tf.cast(i, x.dtype) / float(p["steps"])
-        total += m.gradient(base + alpha * (x - base), tt).grad
+        return total + m.gradient(base + alpha * (x - base), tt).grad
+
+    total = _sum_over(1, p["steps"] + 1, add_step, tf.zeros_like(x))
     return (x - base) * total / float(p["steps"]), logits, tt
+
+
+def _sum_over(start: int, stop: int, add, total):
+    """``total = add(i, total)`` for ``i`` in ``range(start, stop)``, as one graph loop when traced (the loop
+    body is traced once, not ``stop - start`` times) and as a Python loop when run eagerly."""
+    import tensorflow as tf
+
+    _, total = tf.while_loop(lambda i, _: i < stop, lambda i, total: (i + 1, add(i, total)),
+                             (tf.constant(start), total))
+    return total
 
 
 def _cam_map(m, x, t, weights_of):
