@@ -38,7 +38,7 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
-from . import dataset
+from . import dataset, demo
 from .cli_inputs import (
     KERAS_APPLICATIONS,
     PREPROCESSORS,
@@ -51,6 +51,9 @@ from .cli_inputs import (
     read_image,
     resolve_model,
 )
+from .errors import suggest
+from .methods import METHODS, get_method, list_methods, validate_params
+from .viz import _cmap, colour_key, explanation_figure, format_probability, legend_words, plot_grid, save_heatmap_png
 
 __all__ = ["main", "PREPROCESSORS", "CliError", "resolve_method"]
 
@@ -125,8 +128,6 @@ def resolve_method(name: str) -> str:
     >>> resolve_method("SGLRP"), resolve_method("Grad-CAM"), resolve_method("lrp.Epsilon")
     ('sglrp', 'grad_cam', 'lrp.epsilon')
     """
-    from .errors import suggest
-    from .methods import METHODS
 
     def key(s: str) -> str:
         return "".join("_" if ch in "- " else ch for ch in s.strip().lower())
@@ -146,8 +147,6 @@ def _support_reason(model: Any, method: str) -> str | None:
 
 # ------------------------------------------------------------------ sub-commands
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from .methods import list_methods
-
     for m in list_methods():
         params = ", ".join(f"{p['name']}={p['default']!r}" for p in m["params"] if p["name"] != "relu")
         print(f"{m['name']:32s} {m['family']:16s} {m['description']}" + (f" [{params}]" if params else ""))
@@ -167,10 +166,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from . import demo
     from .engine import explain
-    from .methods import METHODS
-    from .viz import plot_grid
 
     model = demo.load_model(args.model)
     if methods is None:   # the defaults this model supports (a ViT has no convolution for Grad-CAM)
@@ -222,8 +218,6 @@ def _parse_params(items: Sequence[str] | None, method: str, relu: bool) -> dict[
     if relu:
         params["relu"] = True
     if params:
-        from .methods import validate_params
-
         validate_params(method, params)  # raises ExplainError (a ValueError) naming the bad value
     return params
 
@@ -245,8 +239,6 @@ def _choose_preprocess(args: argparse.Namespace, model: Any, source: Any) -> Any
     if args.preprocess:
         return PREPROCESSORS[args.preprocess][0]
     if source.bundled:
-        from . import demo
-
         return demo.preprocess
     guess = guess_preprocess(model.name)
     if guess is not None:
@@ -271,8 +263,6 @@ def _parse_target(value: str | None, names: Sequence[str] | None, n_classes: int
                            "(pass --class-names FILE to use names)") from None
         lowered = [s.lower() for s in names]
         if value.strip().lower() not in lowered:
-            from .errors import suggest
-
             raise CliError(f"--target {value!r} is not a class of the model.{suggest(value, names)}")
         return lowered.index(value.strip().lower())
     if not 0 <= t < n_classes:
@@ -305,7 +295,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.scale < 1:
         raise CliError(f"--scale must be >= 1, got {args.scale}")
     params = _parse_params(args.param, method, args.relu)
-    from .viz import _cmap
 
     _cmap(args.cmap)  # raises ValueError naming an unknown colormap before any work
     outdir = Path(args.output)
@@ -329,8 +318,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     prep = _choose_preprocess(args, model, source)
 
     from .engine import explain
-    from .methods import get_method
-    from .viz import save_heatmap_png
 
     positive_only = _positive_only(get_method(method), args)
 
@@ -396,9 +383,6 @@ def _save_figure(path: Path, image: np.ndarray, heat: np.ndarray, class_name: st
                  method: str, source: str, args: argparse.Namespace) -> None:
     """The labelled figure of one map: the image under it, class and probability, method and file, a colour bar
     that says what its ends mean."""
-    from .methods import get_method
-    from .viz import explanation_figure, format_probability, legend_words
-
     spec = get_method(method)
     fig = explanation_figure(image, heat, title=f"{class_name} · {format_probability(probability)}",
                              subtitle=f"{spec.label} · {source}", legend=legend_words(method, spec.family, class_name),
@@ -419,8 +403,6 @@ _END_COLOURS = {"seismic": ("blue", "red"), "bwr": ("blue", "red"), "coolwarm": 
 
 def _bare_map_legend(method: str, args: argparse.Namespace) -> str:
     """What the colours of bare maps mean (a line under the summary): the PNGs carry no legend of their own."""
-    from .viz import colour_key
-
     low_end, high_end = _END_COLOURS.get(args.cmap, (f"the low end of {args.cmap}", f"the high end of {args.cmap}"))
     meaning = colour_key(method, {"relu": args.relu}, high_end, low_end)
     return (f"colours: {meaning} (the class is in each file's name); each map is scaled to its own 99.5th "
@@ -472,8 +454,6 @@ def _preprocess_guide() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import demo
-
     bundled = ", ".join(f"{n} ({m.description})" for n, m in demo.MODELS.items())
     ap = argparse.ArgumentParser(
         prog=PROG,

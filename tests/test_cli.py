@@ -273,7 +273,7 @@ def test_figure_labels_the_map_and_bare_maps_get_a_legend_note(tmp_path, scene_f
         drawn.append((np.asarray(image), np.asarray(heatmap), kw))
         return real(image, heatmap, **kw)
 
-    monkeypatch.setattr(viz, "explanation_figure", spy)
+    monkeypatch.setattr(cli, "explanation_figure", spy)
     assert cli.main(["explain", "--model", "demo", "--image", str(src), "--method", "sglrp", "--target", "0",
                      "--figure", "--npy", "-o", str(tmp_path / "fig")]) == 0
     assert "colours" not in capsys.readouterr().out
