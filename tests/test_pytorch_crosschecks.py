@@ -1,4 +1,5 @@
-"""An independent implementation agrees: every LRP composite and the SGLRP/CLRP heads against zennit (PyTorch).
+"""Independent implementations agree: every LRP composite and SGLRP/CLRP against zennit, the gradient and CAM
+methods against Captum (both PyTorch).
 
 The same network is built twice, in Keras and in PyTorch, with the same weights (a BatchNorm to fold, a strided
 convolution, a max pool, a depthwise convolution, a residual sum, an average pool, a flatten and two dense
@@ -11,13 +12,15 @@ engine runs one batched pass and the dual sums.
 Where zennit does something the contract does not, the zennit side is set up to follow the contract, and the
 comments say why: the average pooling's stabilizer, the contract's form of LRP-γ, and the BatchNorm's eps (zennit's
 canonizer would leave every map scaled by 1 / sqrt(1 + eps)). With those, every map agreed within 3e-5 of its largest
-value here (float32 against float32; the tests allow 1e-4).
+value here (float32 against float32; the tests allow 1e-4). Captum's gradient, input × gradient, guided backprop,
+deconvnet, Integrated Gradients (right Riemann sum, 32 steps), Grad-CAM and Guided Grad-CAM (bilinear upsampling)
+agreed within 5e-7. (SmoothGrad draws its own noise and Grad-CAM++ is not in Captum.)
 
-PyTorch and zennit are not dependencies of the project, so CI skips this file. To run it (zennit 0.5.1 here, which
-brought torch 2.14.1 and torchvision 0.29.1)::
+PyTorch, zennit and Captum are not dependencies of the project, so CI skips this file. To run it (zennit 0.5.1 and
+Captum 0.9.0 here, which brought torch 2.14.1 and torchvision 0.29.1)::
 
-    python -m venv --system-site-packages /tmp/zv && /tmp/zv/bin/pip install zennit
-    /tmp/zv/bin/python -m pytest -q tests/test_zennit_crosscheck.py
+    python -m venv --system-site-packages /tmp/zv && /tmp/zv/bin/pip install zennit captum
+    /tmp/zv/bin/python -m pytest -q tests/test_pytorch_crosschecks.py
 """
 import sys
 
@@ -41,6 +44,9 @@ from zennit.rules import GammaMod  # noqa: E402
 from zennit.types import Activation, AvgPool, BatchNorm  # noqa: E402
 
 from sglrp_widgets import Explainer  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients"),
+              pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")]
 
 L = keras.layers
 LOW, HIGH = -1.0, 1.0
@@ -215,11 +221,16 @@ def test_every_composite_agrees_with_zennit(nets, name):
     assert_close(ours, theirs)
 
 
-def test_zennit_sees_a_different_map_for_a_different_rule(nets):
-    """The comparison can fail: z+ and epsilon give maps far apart on this net."""
+def test_the_comparisons_can_fail(nets):
+    """Maps of different rules or methods are far apart on this net: z+ against zennit's epsilon, and our gradient
+    against Captum's deconvnet."""
     model, net, x = nets
     ours = Explainer(model, "lrp.z_plus", cache=None)(x, TARGETS).relevance
     theirs = zennit_relevance(net, "lrp.epsilon", x, lambda z: z * onehot(TARGETS))
+    assert np.abs(ours - theirs).max() > 0.05 * np.abs(theirs).max()
+    ours = Explainer(model, "gradient", cache=None)(x, TARGETS).relevance
+    theirs = captum_methods()["deconvnet"](net, torch.tensor(x.transpose(0, 3, 1, 2).copy()), torch.tensor(TARGETS))
+    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
     assert np.abs(ours - theirs).max() > 0.05 * np.abs(theirs).max()
 
 
@@ -253,3 +264,44 @@ def test_sglrp_and_clrp_agree_with_two_naive_zennit_attributions(nets, method):
                               zennit_relevance(net, "deep_taylor.bounded", x, dual_head))
     assert_close(ours, theirs)
     np.testing.assert_allclose(ours.sum(axis=(1, 2, 3)), 0, atol=1e-4 * np.abs(ours).sum())
+
+
+# -- the gradient and CAM family against Captum -----------------------------------------------------------------
+def captum_methods():
+    captum = pytest.importorskip("captum.attr")
+
+    def last_conv(net):                    # the residual branch's 1x1, the layer our Grad-CAM picks by default
+        return next(m for m in net.modules() if isinstance(m, Residual)).c4
+
+    def grad_cam(net, x, t):
+        cam = captum.LayerGradCam(net, last_conv(net)).attribute(x, target=t, relu_attributions=True)
+        return captum.LayerAttribution.interpolate(cam, x.shape[2:], interpolate_mode="bilinear")
+
+    return {
+        "gradient": lambda net, x, t: captum.Saliency(net).attribute(x, target=t, abs=False),
+        "input_x_gradient": lambda net, x, t: captum.InputXGradient(net).attribute(x, target=t),
+        "guided_backprop": lambda net, x, t: captum.GuidedBackprop(net).attribute(x, target=t),
+        "deconvnet": lambda net, x, t: captum.Deconvolution(net).attribute(x, target=t),
+        "integrated_gradients": lambda net, x, t: captum.IntegratedGradients(net).attribute(
+            x, baselines=0.0, target=t, n_steps=32, method="riemann_right"),
+        "grad_cam": grad_cam,
+        "guided_grad_cam": lambda net, x, t: captum.GuidedGradCam(net, last_conv(net)).attribute(
+            x, target=t, interpolate_mode="bilinear"),
+    }
+
+
+GRADIENT_METHODS = ["gradient", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients",
+                    "grad_cam", "guided_grad_cam"]
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_the_gradient_and_cam_methods_agree_with_captum(nets, method):
+    """Captum's implementations on the PyTorch copy. Grad-CAM on the last convolution (the residual branch's 1x1),
+    upsampled bilinearly; our CAM maps spread the CAM over the channels, so their channel sum is compared."""
+    model, net, x = nets
+    ours = Explainer(model, method, cache=None)(x, TARGETS).relevance
+    theirs = captum_methods()[method](net, torch.tensor(x.transpose(0, 3, 1, 2).copy()), torch.tensor(TARGETS))
+    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
+    if method == "grad_cam":
+        ours = ours.sum(axis=-1, keepdims=True)
+    assert_close(ours, theirs)
