@@ -20,7 +20,8 @@ Each node gets a *kind*, which names the handler that carries relevance across i
 ``contraction``           ``matmul``/``einsum``/``Dot`` of two signals
 ``attention``             ``ops.dot_product_attention`` (inside ``MultiHeadAttention``)
 ``layer_norm``            LayerNormalization, RMSNormalization
-``route``                 reshaping, padding, cropping, slicing, concatenation, max pooling
+``route``                 reshaping, padding, cropping, slicing, concatenation, max pooling, data
+                          augmentation (the identity at inference)
 ``opaque``                anything else (no LRP rule; replayed as is)
 ========================  =================================================================================
 
@@ -50,6 +51,14 @@ ROUTING_LAYERS = (
     L.Cropping1D, L.Cropping2D, L.Cropping3D, L.Concatenate, L.Identity, L.ActivityRegularization,
     L.RepeatVector, L.Maximum, L.Minimum,
 )
+#: Keras's data-augmentation layers: random in training, the identity at inference (what is explained), so
+#: relevance passes unchanged. (RandomCrop is not among them: its inference output has another shape.)
+AUGMENTATION_LAYERS = tuple(getattr(L, n) for n in (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
+    "RandomColorDegeneration", "RandomColorJitter", "RandomElasticTransform", "RandomErasing",
+    "RandomGaussianBlur", "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective",
+    "RandomPosterization", "RandomSaturation", "RandomSharpness", "RandomShear", "AugMix", "RandAugment",
+    "CutMix", "MixUp") if hasattr(L, n))
 MAX_POOLING = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
                L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D)
 AVG_POOLING = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
@@ -399,12 +408,16 @@ def _shape(kt) -> tuple:
 
 
 def _replay(op, arguments) -> Callable:
-    """``call(values)``: ``op`` applied to the recorded arguments with ``values`` in place of its tensors."""
+    """``call(values)``: ``op`` applied to the recorded arguments with ``values`` in place of its tensors, in
+    inference mode as ``model(x, training=False)`` runs it: Keras records the ``training`` a layer had when the
+    model was built (``True`` for data augmentation layers) and overrides it with the model call's, which we do
+    too."""
     tensors = arguments.keras_tensors
+    inference = "training" in getattr(op, "_call_context_args", ()) or getattr(op, "_call_has_training_arg", False)
 
     def call(values):
         args, kwargs = arguments.fill_in({id(t): v for t, v in zip(tensors, values)})
-        return op(*args, **kwargs)
+        return op(*args, **{**kwargs, "training": False}) if inference else op(*args, **kwargs)
     return call
 
 
@@ -589,7 +602,7 @@ class _Reader:
         if isinstance(layer, UPSAMPLING):
             kind = "fixed_linear" if getattr(layer, "interpolation", "nearest") != "nearest" else "route"
             return self.add(kind, name, layer, ins, **kw)
-        if isinstance(layer, MAX_POOLING + ROUTING_LAYERS):
+        if isinstance(layer, MAX_POOLING + ROUTING_LAYERS + AUGMENTATION_LAYERS):
             return self.add("route", name, layer, ins, nonlinear=isinstance(layer, MAX_POOLING + (L.Maximum,
                                                                                                   L.Minimum)), **kw)
         if isinstance(layer, (L.Add, L.Subtract, L.Average)):

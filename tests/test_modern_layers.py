@@ -335,6 +335,36 @@ def test_scaled_sum_conserves_like_add():
     np.testing.assert_allclose(out.relevance.sum(-1), out.logits[[0, 1], [0, 1]], rtol=1e-4)
 
 
+def _augmented_and_plain(augment: bool):
+    """The Keras tutorials' classifier: a data augmentation block, Rescaling, convolutions; and the same net
+    (the same weights) without the augmentation block."""
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((12, 12, 3))
+    x = keras.Sequential([L.RandomFlip("horizontal"), L.RandomRotation(0.1), L.RandomZoom(0.1),
+                          L.RandomTranslation(0.1, 0.1), L.RandomContrast(0.2)], name="augment")(inp) \
+        if augment else inp
+    x = L.Rescaling(1 / 255.0)(x)
+    x = L.Conv2D(6, 3, activation="relu", name="c1")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(4, name="logits")(x))
+
+
+@pytest.mark.parametrize("method", ["sglrp", "lrp.epsilon", "gradient", "grad_cam"])
+def test_data_augmentation_layers_are_explained_as_the_identity_they_are_at_inference(method):
+    """Keras records ``training=True`` for augmentation layers and ``model(x, training=False)`` overrides it; the
+    replay did not, so it flipped and rotated the image at random and the replay check refused the model."""
+    augmented, plain = _augmented_and_plain(True), _augmented_and_plain(False)
+    plain.set_weights(augmented.get_weights())
+    x = np.random.default_rng(3).uniform(0, 255, (2, 12, 12, 3)).astype("float32")
+    np.testing.assert_array_equal(augmented(x, training=False), plain(x))
+    got = Explainer(augmented, method, cache=None)(x, [1, 2])
+    want = Explainer(plain, method, cache=None)(x, [1, 2])
+    np.testing.assert_allclose(got.logits, want.logits, rtol=1e-6)
+    np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-5, atol=1e-6 * np.abs(want.relevance).max())
+    kinds = {n.name: n.kind for n in read_model(augmented).nodes}
+    assert {k for n, k in kinds.items() if n.startswith("augment/")} == {"route"}
+
+
 def test_user_layers_are_opened_and_the_model_is_left_untouched():
     inp = keras.Input((5,))
     block = SmallBlock(name="block")
