@@ -142,8 +142,8 @@ def mark_gates(graph: Graph) -> None:
 
 
 def find_first_layers(graph: Graph) -> None:
-    """The linear layers that read the input through single-input routes and affine maps only, and those
-    routes and maps (``graph.bounds_path``, in order): they carry the input's z_box bounds to the layers."""
+    """The linear layers that read the input through single-input routes, affine maps and resizing only, and
+    those nodes (``graph.bounds_path``, in order): they carry the input's z_box bounds to the layers."""
     consumers = graph.consumers()
     index = {id(n): i for i, n in enumerate(graph.nodes)}
     path, first = [], set()
@@ -154,8 +154,8 @@ def find_first_layers(graph: Graph) -> None:
             node = graph.nodes[i]
             if node.kind == "linear":
                 first.add(i)
-            elif len(node.inputs) == 1 and (node.kind == "affine" or (node.kind == "route"
-                                                                       and not node.attrs.get("nonlinear"))):
+            elif len(node.inputs) == 1 and (node.kind == "affine" or node.attrs.get("carries_bounds") or (
+                    node.kind == "route" and not node.attrs.get("nonlinear"))):
                 if i not in path:
                     path.append(i)
                     frontier.append(node.output)

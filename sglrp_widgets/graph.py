@@ -11,7 +11,8 @@ Each node gets a *kind*, which names the handler that carries relevance across i
 
 ========================  =================================================================================
 ``linear``                Dense, EinsumDense, Conv1D/2D/3D (grouped, dilated), DepthwiseConv2D, SeparableConv
-``fixed_linear``          average pooling, mean/sum reductions, bilinear up-sampling: linear, fixed weights
+``fixed_linear``          average pooling, mean/sum reductions, bilinear up-sampling and resizing: linear,
+                          fixed weights
 ``affine``                ``y = a x + c`` with ``a``, ``c`` fixed: BatchNorm, Rescaling, Normalization,
                           ``x + 3.0``, ``x * gamma`` (LayerScale), ...
 ``activation``            elementwise nonlinearities (ReLU, GELU, swish, sigmoid, ...)
@@ -19,7 +20,7 @@ Each node gets a *kind*, which names the handler that carries relevance across i
 ``product``               elementwise ``a * b`` (and ``a / b``): gates and products of two signals
 ``contraction``           ``matmul``/``einsum``/``Dot`` of two signals
 ``attention``             ``ops.dot_product_attention`` (inside ``MultiHeadAttention``)
-``layer_norm``            LayerNormalization, RMSNormalization
+``layer_norm``            LayerNormalization, RMSNormalization, GroupNormalization (channels last)
 ``route``                 reshaping, padding, cropping, slicing, concatenation, max pooling, data
                           augmentation (the identity at inference)
 ``opaque``                anything else (no LRP rule; replayed as is)
@@ -413,12 +414,38 @@ def _replay(op, arguments) -> Callable:
     model was built (``True`` for data augmentation layers) and overrides it with the model call's, which we do
     too."""
     tensors = arguments.keras_tensors
+    fixed = _free_batch_reshape(op)
+    if fixed is not None:
+        return lambda values: keras.ops.reshape(values[0], fixed)
     inference = "training" in getattr(op, "_call_context_args", ()) or getattr(op, "_call_has_training_arg", False)
 
     def call(values):
         args, kwargs = arguments.fill_in({id(t): v for t, v in zip(tensors, values)})
         return op(*args, **{**kwargs, "training": False}) if inference else op(*args, **kwargs)
     return call
+
+
+def _resizing_kind(layer) -> str | None:
+    """``Resizing``: nearest neighbours route values; bilinear and area averaging are linear maps with fixed,
+    non-negative weights (they also carry the input's bounds). Kernels with negative lobes (bicubic, Lanczos...)
+    and padding with a non-zero fill value get no reading (they stay opaque)."""
+    if layer.pad_to_aspect_ratio and layer.fill_value:
+        return None
+    return {"nearest": "route", "bilinear": "fixed_linear", "area": "fixed_linear"}.get(layer.interpolation)
+
+
+def _free_batch_reshape(op) -> tuple | None:
+    """The shape of a ``keras.ops.reshape`` recorded with the symbolic batch size (``ops.reshape(y,
+    ops.shape(x))`` in ``GroupNormalization``): its one ``None`` is the size known only at run time, which
+    ``-1`` infers. ``None`` for any other operation."""
+    if type(op).__name__ != "Reshape" or isinstance(op, L.Layer):
+        return None
+    shape = getattr(op, "newshape", None)
+    if not isinstance(shape, (list, tuple)) or not all(d is None or isinstance(d, int) for d in shape):
+        return None
+    if sum(d is None for d in shape) != 1 or -1 in shape:
+        return None
+    return tuple(-1 if d is None else d for d in shape)
 
 
 def _constant_operand(arguments):
@@ -586,6 +613,8 @@ class _Reader:
                             channelwise=_broadcasts_per_channel(layer.mean), **kw)
         if isinstance(layer, L.LayerNormalization) or type(layer).__name__ == "RMSNormalization":
             return self.add("layer_norm", name, layer, ins, **kw)
+        if isinstance(layer, getattr(L, "GroupNormalization", ())) and layer.axis in (-1, len(kw["in_shapes"][0])):
+            return self.add("layer_norm", name, layer, ins, **kw)
         if isinstance(layer, L.Activation):
             return self.add("activation", name, layer, ins, activation=_activation_name(layer.activation), **kw)
         if isinstance(layer, L.Softmax):
@@ -602,6 +631,13 @@ class _Reader:
         if isinstance(layer, UPSAMPLING):
             kind = "fixed_linear" if getattr(layer, "interpolation", "nearest") != "nearest" else "route"
             return self.add(kind, name, layer, ins, **kw)
+        if isinstance(layer, L.Resizing):
+            kind = _resizing_kind(layer)
+            return self.add(kind, name, layer, ins, carries_bounds=True, **kw) if kind else None
+        if isinstance(layer, L.CenterCrop):            # a crop, or a bilinear resize where the image is smaller
+            side = kw["in_shapes"][0][:2] if kw["in_shapes"] and kw["in_shapes"][0] else (None, None)
+            crops = None not in side and side[0] >= layer.height and side[1] >= layer.width
+            return self.add("route" if crops else "fixed_linear", name, layer, ins, carries_bounds=True, **kw)
         if isinstance(layer, MAX_POOLING + ROUTING_LAYERS + AUGMENTATION_LAYERS):
             return self.add("route", name, layer, ins, nonlinear=isinstance(layer, MAX_POOLING + (L.Maximum,
                                                                                                   L.Minimum)), **kw)
@@ -673,6 +709,7 @@ class _Reader:
             kwargs["training"] = False
         layers = list(layer._flatten_layers(include_self=True, recursive=True))
         sizes = [(len(x._inbound_nodes), len(x._outbound_nodes)) for x in layers]
+        start = len(self.nodes)
         try:
             outs = keras.tree.flatten(layer.call(*args, **kwargs))
             if not outs or not all(isinstance(o, keras.KerasTensor) for o in outs):
@@ -683,13 +720,39 @@ class _Reader:
             env = {id(s): v for s, v in zip(symbolic, ins)}
             for knode in recorded:
                 self.read_node(knode, env, prefix=f"{name}/")
-            return [env[id(o)] for o in outs]
+            opened = [env[id(o)] for o in outs]
+            if self.replays(layer, arguments, ins, opened, start):
+                return opened
+            del self.nodes[start:]
+            return None
         except Exception:                      # noqa: BLE001 - Keras cannot trace it: the layer stays opaque
+            del self.nodes[start:]
             return None
         finally:
             for x, (n_in, n_out) in zip(layers, sizes):
                 del x._inbound_nodes[n_in:]
                 del x._outbound_nodes[n_out:]
+
+    def replays(self, layer, arguments, ins, outs, start) -> bool:
+        """Whether the nodes read from ``layer.call`` (``self.nodes[start:]``) compute what the layer computes,
+        on a random batch: an operation recorded with a stand-in for a value known only at run time (the
+        symbolic batch size ``None`` in a reshape, say) would not. Inputs of unknown size or not floating
+        point are not probed; the whole model's replay check still covers them."""
+        tensors = arguments.keras_tensors
+        if any(d is None for t in tensors for d in t.shape[1:]) or \
+                not all(str(t.dtype).startswith(("float", "bfloat")) for t in tensors):
+            return True
+        rng = np.random.default_rng(0)
+        by_id = {}
+        for t in tensors:
+            if id(t) not in by_id:
+                by_id[id(t)] = tf.constant(rng.normal(size=(t.shape[0] or 2,) + tuple(t.shape[1:])), t.dtype)
+        concrete = [by_id[id(t)] for t in tensors]
+        want = keras.tree.flatten(_replay(layer, arguments)(concrete))
+        values = dict(zip(ins, concrete))
+        for node in self.nodes[start:]:
+            values[node.output] = node.run([values[v] for v in node.inputs])
+        return len(want) == len(outs) and all(_agree(np.asarray(values[o]), np.asarray(w)) for o, w in zip(outs, want))
 
 
 def _registered_reading(op):

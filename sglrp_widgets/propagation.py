@@ -364,47 +364,61 @@ def _attention_probs(node, xs):
 
 
 class LayerNorm(Handler):
-    """LayerNormalization with ``sigma`` held constant (CP-LRP): ``y = (x - mean(x)) gamma / sigma + beta`` is
-    a linear map of ``x``; its epsilon rule is ``R_x = x * (t - mean(t))`` with ``t = gamma / sigma * R / y``
-    (no centering for RMS normalisation)."""
+    """LayerNormalization (and GroupNormalization, RMSNormalization) with ``sigma`` held constant (CP-LRP):
+    ``y = (x - mean(x)) gamma / sigma + beta`` is a linear map of ``x``; its epsilon rule is
+    ``R_x = x * (t - mean(t))`` with ``t = gamma / sigma * R / y`` (no centering for RMS normalisation). The
+    statistics run over the layer's axes, or for GroupNormalization over each group of channels and the
+    positions."""
 
     def needs(self, node):
         return [True]
 
-    def _axes(self, node, rank):
-        axis = getattr(node.layer, "axis", -1)
-        axes = [axis] if isinstance(axis, int) else list(axis)
-        return sorted(a % rank for a in axes)
+    def _grouped(self, node, t):
+        """``t`` as the groups its statistics run over, and their axes; ``back(view)`` undoes the view."""
+        layer, rank = node.layer, t.shape.rank
+        if type(layer).__name__ == "GroupNormalization":
+            c = t.shape[-1]
+            view = tf.reshape(t, tf.concat([tf.shape(t)[:-1], [layer.groups, c // layer.groups]], 0))
+            return view, [a for a in range(1, rank + 1) if a != rank - 1], lambda v: tf.reshape(v, tf.shape(t))
+        axis = getattr(layer, "axis", -1)
+        axes = sorted(a % rank for a in ([axis] if isinstance(axis, int) else axis))
+        return t, axes, lambda v: v
 
     def _centered(self, node):
-        return type(node.layer).__name__ == "LayerNormalization" and not node.layer.rms_scaling
+        name = type(node.layer).__name__
+        return name == "GroupNormalization" or (name == "LayerNormalization" and not node.layer.rms_scaling)
+
+    def _center(self, node, t):
+        if not self._centered(node):
+            return t
+        view, axes, back = self._grouped(node, t)
+        return back(view - tf.reduce_mean(view, axis=axes, keepdims=True))
 
     def state(self, node, i, xs, y, ctx):
         layer, x = node.layer, xs[0]
-        axes = self._axes(node, x.shape.rank)
-        shape = [x.shape[a] if a in axes else 1 for a in range(x.shape.rank)]
-        if type(layer).__name__ == "LayerNormalization":
-            _, var = tf.nn.moments(x, axes, keepdims=True)
+        view, axes, back = self._grouped(node, x)
+        if type(layer).__name__ == "RMSNormalization":    # x * rsqrt(mean(x^2) + eps) * scale
+            w = tf.math.rsqrt(tf.reduce_mean(tf.square(view), axes, keepdims=True) + (layer.epsilon or 1e-7))
+            gamma = getattr(layer, "scale", None)
+        else:
+            _, var = tf.nn.moments(view, axes, keepdims=True)
             w = tf.math.rsqrt(var + layer.epsilon)
             gamma = layer.gamma if layer.scale else None
-        else:                                  # RMSNormalization: x * rsqrt(mean(x^2) + eps) * scale
-            w = tf.math.rsqrt(tf.reduce_mean(tf.square(x), axes, keepdims=True) + (layer.epsilon or 1e-7))
-            gamma = getattr(layer, "scale", None)
+        w = back(tf.broadcast_to(w, tf.shape(view))) if view is not x else w
         if gamma is not None and not isinstance(gamma, bool):
+            if type(layer).__name__ == "GroupNormalization":
+                shape = [1] * (x.shape.rank - 1) + [-1]
+            else:
+                shape = [x.shape[a] if a in axes else 1 for a in range(x.shape.rank)]
             w = w * tf.reshape(tf.convert_to_tensor(gamma), shape)
         return {"w_inv": w / R.stabilize(y, EPS), "w": w, "inv": 1.0 / R.stabilize(y, EPS)}
 
     def backward(self, node, i, xs, st, r, ctx):
-        t = per_head(st["w_inv"], r, ctx.n)
-        if self._centered(node):
-            t = t - tf.reduce_mean(t, axis=self._axes(node, t.shape.rank), keepdims=True)
+        t = self._center(node, per_head(st["w_inv"], r, ctx.n))
         return [per_head(xs[0], t, ctx.n)]
 
     def transpose(self, node, i, xs, st, us, ctx):
-        v = xs[0] * us[0]
-        if self._centered(node):
-            v = v - tf.reduce_mean(v, axis=self._axes(node, v.shape.rank), keepdims=True)
-        return st["w"] * v * st["inv"]
+        return st["w"] * self._center(node, xs[0] * us[0]) * st["inv"]
 
 
 class Route(Handler):

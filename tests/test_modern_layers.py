@@ -210,6 +210,36 @@ def test_layer_norm_holds_sigma_and_gets_the_epsilon_rule_of_what_remains():
     np.testing.assert_allclose(out.relevance[0], Rx, rtol=2e-4, atol=1e-7)
 
 
+def test_group_norm_holds_each_groups_sigma_and_gets_the_epsilon_rule_of_what_remains():
+    """GroupNormalization on a (2, 2, 6) map in 3 groups of 2 channels: per image and group, the mean and sigma over
+    the 4 positions and 2 channels; sigma held constant, the rest a linear map with the epsilon rule."""
+    inp = keras.Input((2, 2, 3))
+    h = L.Dense(6, name="d1")(inp)
+    y = L.GroupNormalization(3, name="gn")(h)
+    model = randomize(keras.Model(inp, L.Dense(3, name="d2")(L.Flatten()(y))), 29)
+    gn = model.get_layer("gn")
+    gn.gamma.assign(np.random.default_rng(0).uniform(0.5, 1.5, 6).astype("float32"))
+    gn.beta.assign(np.random.default_rng(1).normal(0, 0.3, 6).astype("float32"))
+    assert {n.kind for n in read_model(model).nodes if n.name == "gn"} == {"layer_norm"}
+    x = np.random.default_rng(8).normal(size=(1, 2, 2, 3)).astype("float32")
+    out = explain_eps(model, x, 1)
+    (W1, b1), (W2, b2) = dense_w(model.get_layer("d1")), dense_w(model.get_layer("d2"))
+    gamma, beta = npy(gn.gamma), npy(gn.beta)
+    xn = x[0].reshape(4, 3).astype(np.float64)
+    hn = xn @ W1 + b1                                       # (4 positions, 6 channels)
+    group = np.repeat(np.arange(3), 2)                      # the group of each channel
+    sigma = np.array([np.sqrt(hn[:, group == g].var() + gn.epsilon) for g in group])
+    # y = h M + beta over the 24 values (position-major), sigma fixed: subtract the group mean, scale
+    same = (group[None, :] == group[:, None]).astype(float)
+    M = (np.eye(24) - np.kron(np.ones((4, 4)), same) / 8) @ np.diag(np.tile(gamma / sigma, 4))
+    yn = hn.reshape(24) @ M + np.tile(beta, 4)
+    z = yn @ W2 + b2
+    Ry = eps_rule(yn, W2, b2, np.eye(3)[1] * z[1])
+    Rh = eps_rule(hn.reshape(24), M, np.tile(beta, 4), Ry).reshape(4, 6)
+    Rx = np.stack([eps_rule(xn[p], W1, b1, Rh[p]) for p in range(4)])
+    np.testing.assert_allclose(out.relevance[0].reshape(4, 3), Rx, rtol=2e-4, atol=1e-7)
+
+
 def test_multi_head_attention_holds_the_attention_weights():
     inp = keras.Input((4, 6))
     mha = L.MultiHeadAttention(2, 3, name="mha")
@@ -363,6 +393,83 @@ def test_data_augmentation_layers_are_explained_as_the_identity_they_are_at_infe
     np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-5, atol=1e-6 * np.abs(want.relevance).max())
     kinds = {n.name: n.kind for n in read_model(augmented).nodes}
     assert {k for n, k in kinds.items() if n.startswith("augment/")} == {"route"}
+
+
+def _after(front, seed=6, side=10):
+    """``front`` layers, then Rescaling, a ReLU convolution and a dense head."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((side, side, 3))
+    x = inp
+    for layer in front:
+        x = layer(x)
+    x = L.Conv2D(4, 3, activation="relu", name="c1")(L.Rescaling(1 / 127.5, offset=-1.0)(x))
+    return keras.Model(inp, L.Dense(3, name="logits")(L.GlobalAveragePooling2D()(x)))
+
+
+def test_resizing_is_a_fixed_linear_map_with_the_epsilon_rule_and_carries_the_bounds():
+    model = _after([L.Resizing(6, 6)])
+    graph = canonize(read_model(model), fold=True)
+    assert [n.kind for n in graph.nodes if n.name == "resizing"] == ["fixed_linear"]
+    assert {graph.nodes[i].name for i in graph.first_linear} == {"c1"}       # the bounds reach the first conv
+    x = np.random.default_rng(4).uniform(0, 255, (1, 10, 10, 3)).astype("float32")
+    # the resize as an explicit matrix (300 inputs -> 108 outputs), from the layer applied to basis images
+    basis = np.eye(300, dtype="float32").reshape(300, 10, 10, 3)
+    W = npy(model.get_layer("resizing")(basis)).reshape(300, 108)
+    small = _after([], side=6)
+    small.set_weights(model.get_weights())
+    y = npy(model.get_layer("resizing")(x)).reshape(1, 6, 6, 3).astype("float32")
+    r_small = explain_eps(small, y, 1).relevance[0].reshape(108)      # the relevance at the resized image
+    want = eps_rule(npy(x).reshape(300), W, 0.0, r_small).reshape(10, 10, 3)
+    np.testing.assert_allclose(explain_eps(model, x, 1).relevance[0], want, rtol=1e-3,
+                               atol=1e-5 * np.abs(want).max())
+    Explainer(model, "sglrp", cache=None)(x, 1)                          # the z_box layer gets its bounds
+
+
+def test_center_crop_routes_the_relevance_of_the_kept_pixels():
+    model = _after([L.CenterCrop(6, 6)])
+    small = _after([], side=6)
+    small.set_weights(model.get_weights())
+    x = np.random.default_rng(5).uniform(0, 255, (2, 10, 10, 3)).astype("float32")
+    for method, params in (("sglrp", {"low": 0.0, "high": 255.0}), ("lrp.epsilon", {}), ("lrp.flat", {})):
+        got = Explainer(model, method, cache=None, **params)(x, [0, 2]).relevance
+        want = Explainer(small, method, cache=None, **params)(x[:, 2:8, 2:8], [0, 2]).relevance
+        np.testing.assert_allclose(got[:, 2:8, 2:8], want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+        assert not got[:, :2].any() and not got[:, 8:].any()
+
+
+class ReshapedTwice(L.Layer):
+    """Doubles its input through a reshape to (batch, n) and back with ``ops.shape(x)``, which records the
+    symbolic batch size ``None`` (as GroupNormalization's call does)."""
+
+    def call(self, x):
+        flat = ops.reshape(x, (-1, int(np.prod(x.shape[1:]))))
+        return ops.reshape(flat * 2.0, ops.shape(x))
+
+
+def test_a_layer_reshaping_with_the_symbolic_batch_size_is_opened_and_replayed():
+    model = _after([ReshapedTwice(name="twice")])
+    plain = _after([L.Rescaling(2.0)])
+    plain.set_weights(model.get_weights())
+    assert "opaque" not in {n.kind for n in read_model(model).nodes}
+    x = np.random.default_rng(6).uniform(0, 100, (2, 10, 10, 3)).astype("float32")
+    for method in ("lrp.epsilon", "gradient"):
+        got, want = Explainer(model, method, cache=None)(x, 1), Explainer(plain, method, cache=None)(x, 1)
+        np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-5, atol=1e-6 * np.abs(want.relevance).max())
+
+
+def test_a_layer_whose_opened_operations_do_not_replay_it_stays_opaque():
+    """Conv2DTranspose opens into an operation Keras cannot replay outside the layer; before the check, every
+    gradient method crashed on such a model. Now the layer stays one node: gradients work, LRP names it."""
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2DTranspose(4, 3, strides=2, activation="relu", name="up")(L.MaxPooling2D()(inp))
+    model = keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(4, 3, name="c")(x))))
+    assert [n.kind for n in read_model(model).nodes if n.name.startswith("up")] == ["opaque"]
+    x = np.random.default_rng(7).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    out = Explainer(model, "gradient", cache=None)(x, 1)
+    np.testing.assert_allclose(out.logits, model(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ExplainError, match="Conv2DTranspose"):
+        Explainer(model, "sglrp", cache=None)(x, 1)
 
 
 def test_user_layers_are_opened_and_the_model_is_left_untouched():
