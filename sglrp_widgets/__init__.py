@@ -17,7 +17,7 @@ _quiet.install()  # before anything imports TensorFlow: keeps its C++ start-up l
 __version__ = "0.1.0"
 
 __all__ = ["Explainer", "Explanation", "explain", "list_methods", "method_support", "register_layer",
-           "RelevanceExplorer", "ExplainError", "explain_dataset", "DatasetExplorer"]
+           "float32_copy", "RelevanceExplorer", "ExplainError", "explain_dataset", "DatasetExplorer"]
 
 
 def __getattr__(name):
@@ -28,6 +28,9 @@ def __getattr__(name):
     if name == "register_layer":
         from .propagation import register_layer
         return register_layer
+    if name == "float32_copy":
+        from .graph import float32_copy
+        return float32_copy
     if name == "list_methods":
         from .methods import list_methods
         return list_methods

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,13 +191,20 @@ def load_model(source: ModelSource, unsafe: bool = False) -> Any:
     import keras
 
     try:
-        return keras.saving.load_model(source.path, safe_mode=not unsafe)
+        model = keras.saving.load_model(source.path, safe_mode=not unsafe)
     except Exception as e:  # noqa: BLE001 - every loading failure is a user-facing error
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         hint = ""
         if not unsafe and ("safe_mode" in str(e) or "lambda" in str(e).lower()):
             hint = " (the model contains code that safe mode refuses; pass --unsafe-load only if you trust the file)"
         raise CliError(f"cannot load model {str(source.path)!r}: {type(e).__name__}: {first}{hint}") from None
+    from .graph import float32_copy, half_precision_layers
+
+    if half_precision_layers(model):
+        print(f"sglrp-widgets: note: model {model.name!r} computes in half precision (mixed precision); "
+              "explaining a float32 copy with the same weights", file=sys.stderr)
+        model = float32_copy(model)
+    return model
 
 
 # ------------------------------------------------------------------ images

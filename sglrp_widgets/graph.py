@@ -385,8 +385,8 @@ def batchnorm_affine(bn) -> tuple[tf.Tensor, tf.Tensor]:
 
 def _normalization_affine(layer) -> tuple[tf.Tensor, tf.Tensor]:
     """``keras.layers.Normalization``: ``(x - mean) / max(sqrt(var), eps)``, or its inverse."""
-    mean = tf.convert_to_tensor(layer.mean, tf.float32)
-    std = tf.maximum(tf.sqrt(tf.convert_to_tensor(layer.variance, tf.float32)), keras.config.epsilon())
+    mean = _as_tensor(layer.mean)                # float16 in a model trained with mixed precision
+    std = tf.maximum(tf.sqrt(_as_tensor(layer.variance)), keras.config.epsilon())
     return (std, mean) if layer.invert else (1.0 / std, -mean / std)
 
 
@@ -885,6 +885,12 @@ def read_model(model, *, output: int | str | None = None) -> Graph:
     if len(model.inputs) != 1:
         raise ExplainError(f"Model {model.name!r} has {len(model.inputs)} inputs; sglrp_widgets explains image "
                            "classifiers with exactly one image input.")
+    half = half_precision_layers(model)
+    if half:
+        raise ExplainError(f"Model {model.name!r} computes in half precision (mixed precision: {len(half)} layers, "
+                           f"e.g. {half[0]!r}). Its own outputs are exact to only about 1e-3 per layer, so the "
+                           "engine cannot check that it replays the model. Explain a float32 copy with the same "
+                           "weights: sglrp_widgets.float32_copy(model).")
     reader = _Reader()
     input_id = reader.new_value()
     outs = reader.walk(model, [input_id], prefix="", top=True)
@@ -895,6 +901,30 @@ def read_model(model, *, output: int | str | None = None) -> Graph:
     return Graph(nodes=reader.nodes, input_id=input_id, output_id=out_id, input_shape=shape,
                  num_classes=int(out_shape[-1]), output_index=out_index, feature_value=reader.feature_value,
                  keras_values=reader.keras_values)
+
+
+def half_precision_layers(model) -> list[str]:
+    """The names of the layers of ``model`` that compute in float16 or bfloat16 (mixed precision)."""
+    return [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)
+            if getattr(layer, "compute_dtype", "float32") in ("float16", "bfloat16")
+            and not isinstance(layer, (L.InputLayer, keras.Model))]
+
+
+def float32_copy(model):
+    """A copy of ``model`` that computes in float32, with the same weights: what to explain of a model trained
+    with mixed precision (``mixed_float16`` or ``mixed_bfloat16``), whose layers compute in half precision.
+    Made once; after training the model further, make a new copy.
+
+    Examples
+    --------
+    >>> RelevanceExplorer(float32_copy(model), images)
+    """
+    def in_float32(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _output_index(model, count: int, output) -> int:

@@ -157,6 +157,27 @@ def test_unsafe_load_needed_for_lambda(tmp_path, scene_files, capsys):
     assert "cannot load model" in line and "--unsafe-load" in line
 
 
+def test_a_mixed_precision_model_file_is_explained_as_a_float32_copy_with_a_note(tmp_path, scene_files, capsys):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inp = keras.Input((64, 64, 3))
+        x = keras.layers.Conv2D(2, 3, activation="relu")(keras.layers.Rescaling(1 / 255.0)(inp))
+        x = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+        model = keras.Model(inp, keras.layers.Activation("softmax", dtype="float32")(x))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    path = tmp_path / "mixed.keras"
+    model.save(path)
+    rc = cli.main(["explain", "--model", str(path), "--image", str(scene_files[0][0]), "--method", "sglrp",
+                   "--target", "1", "--preprocess", "none", "-o", str(tmp_path / "o")])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "half precision" in err and "float32 copy" in err
+    assert len(list((tmp_path / "o").glob("*.png"))) == 1
+
+
 def test_bad_option_value_from_argparse(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["explain", "--model", "demo", "--image", "x.png", "--preprocess", "nope", "-o", "o"])

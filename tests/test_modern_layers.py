@@ -472,6 +472,36 @@ def test_a_layer_whose_opened_operations_do_not_replay_it_stays_opaque():
         Explainer(model, "sglrp", cache=None)(x, 1)
 
 
+def _mixed_and_float32():
+    nets = []
+    for policy in ("mixed_float16", "float32"):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            keras.utils.set_random_seed(8)
+            inp = keras.Input((8, 8, 3))
+            x = L.BatchNormalization(name="bn")(L.Conv2D(4, 3, name="c1")(L.Rescaling(1 / 255.0, name="scale")(inp)))
+            x = L.GlobalAveragePooling2D()(L.ReLU()(x))
+            nets.append(keras.Model(inp, L.Activation("softmax", dtype="float32")(L.Dense(3, name="d")(x))))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+    return nets
+
+
+def test_a_mixed_precision_model_is_refused_clearly_and_its_float32_copy_is_explained():
+    from sglrp_widgets import float32_copy
+    mixed, plain = _mixed_and_float32()
+    plain.set_weights(mixed.get_weights())
+    x = np.random.default_rng(9).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    with pytest.raises(ExplainError, match=r"half precision .*'scale'.*float32_copy\(model\)"):
+        Explainer(mixed, "sglrp", cache=None)(x, 1)
+    copy = float32_copy(mixed)
+    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    assert mixed.layers[2].compute_dtype == "float16"                  # the model itself is left as it was
+    for method in ("sglrp", "gradient"):
+        got, want = Explainer(copy, method, cache=None)(x, 1), Explainer(plain, method, cache=None)(x, 1)
+        np.testing.assert_array_equal(got.relevance, want.relevance)
+
+
 def test_user_layers_are_opened_and_the_model_is_left_untouched():
     inp = keras.Input((5,))
     block = SmallBlock(name="block")
