@@ -457,6 +457,20 @@ def test_a_layer_reshaping_with_the_symbolic_batch_size_is_opened_and_replayed()
         np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-5, atol=1e-6 * np.abs(want.relevance).max())
 
 
+class LogTwice(L.Layer):
+    def call(self, x):
+        return ops.log(x) * 2.0
+
+
+def test_the_replay_probe_of_an_opened_layer_accepts_values_outside_its_domain():
+    """The probe feeds random normal values, so ``log`` gives NaN at the negative ones, in the layer and in its
+    replay alike: the layer is still opened (its ``* 2.0`` becomes an affine node)."""
+    inp = keras.Input((4,))
+    model = keras.Model(inp, L.Dense(2)(LogTwice(name="logs")(L.Dense(4, activation="relu")(inp))))
+    kinds = {n.name: n.kind for n in read_model(model).nodes}
+    assert kinds["logs/multiply"] == "affine" and "logs" not in kinds
+
+
 def test_a_layer_whose_opened_operations_do_not_replay_it_stays_opaque():
     """Conv2DTranspose opens into an operation Keras cannot replay outside the layer; before the check, every
     gradient method crashed on such a model. Now the layer stays one node: gradients work, LRP names it."""
