@@ -429,7 +429,7 @@ def _resizing_kind(layer) -> str | None:
     """``Resizing``: nearest neighbours route values; bilinear and area averaging are linear maps with fixed,
     non-negative weights (they also carry the input's bounds). Kernels with negative lobes (bicubic, Lanczos...)
     and padding with a non-zero fill value get no reading (they stay opaque)."""
-    if layer.pad_to_aspect_ratio and layer.fill_value:
+    if getattr(layer, "pad_to_aspect_ratio", False) and getattr(layer, "fill_value", 0.0):   # Keras >= 3.4
         return None
     return {"nearest": "route", "bilinear": "fixed_linear", "area": "fixed_linear"}.get(layer.interpolation)
 
@@ -613,7 +613,8 @@ class _Reader:
                             channelwise=_broadcasts_per_channel(layer.mean), **kw)
         if isinstance(layer, L.LayerNormalization) or type(layer).__name__ == "RMSNormalization":
             return self.add("layer_norm", name, layer, ins, **kw)
-        if isinstance(layer, getattr(L, "GroupNormalization", ())) and layer.axis in (-1, len(kw["in_shapes"][0])):
+        if isinstance(layer, L.GroupNormalization) and kw["in_shapes"] and kw["in_shapes"][0] is not None \
+                and layer.axis in (-1, len(kw["in_shapes"][0])):            # channels last
             return self.add("layer_norm", name, layer, ins, **kw)
         if isinstance(layer, L.Activation):
             return self.add("activation", name, layer, ins, activation=_activation_name(layer.activation), **kw)
