@@ -924,7 +924,10 @@ def float32_copy(model):
     def in_float32(layer):
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
-    copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
+    try:
+        copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
+    except TypeError:                   # a Keras without `recursive` (then read_model says if a nested model stays half)
+        copy = keras.models.clone_model(model, clone_function=in_float32)
     copy.set_weights(model.get_weights())
     return copy
 
