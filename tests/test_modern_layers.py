@@ -407,7 +407,7 @@ def _after(front, seed=6, side=10):
 
 
 def test_resizing_is_a_fixed_linear_map_with_the_epsilon_rule_and_carries_the_bounds():
-    model = _after([L.Resizing(6, 6)])
+    model = _after([L.Resizing(6, 6, name="resizing")])
     graph = canonize(read_model(model), fold=True)
     assert [n.kind for n in graph.nodes if n.name == "resizing"] == ["fixed_linear"]
     assert {graph.nodes[i].name for i in graph.first_linear} == {"c1"}       # the bounds reach the first conv
@@ -468,7 +468,8 @@ def test_the_replay_probe_of_an_opened_layer_accepts_values_outside_its_domain()
     inp = keras.Input((4,))
     model = keras.Model(inp, L.Dense(2)(LogTwice(name="logs")(L.Dense(4, activation="relu")(inp))))
     kinds = {n.name: n.kind for n in read_model(model).nodes}
-    assert kinds["logs/multiply"] == "affine" and "logs" not in kinds
+    assert "logs" not in kinds                               # not one opaque node
+    assert "affine" in {kind for name, kind in kinds.items() if name.startswith("logs/")}
 
 
 def test_a_layer_whose_opened_operations_do_not_replay_it_stays_opaque():
