@@ -152,6 +152,7 @@ def gamma():
 #: composite -> (zennit rule of the first layer or None, of the other conv layers, of the dense layers)
 ZENNIT = {
     "lrp.epsilon": (None, lambda: Z.Epsilon(1e-7), lambda: Z.Epsilon(1e-7)),
+    "lrp.z": (None, lambda: Z.Epsilon(1e-7), lambda: Z.Epsilon(1e-7)),        # z: the stabilizer alone
     "lrp.z_plus": (None, zplus, zplus),
     "lrp.alpha_2_beta_1": (None, lambda: Z.AlphaBeta(2.0, 1.0, stabilizer=1e-7),
                            lambda: Z.AlphaBeta(2.0, 1.0, stabilizer=1e-7)),
@@ -163,6 +164,8 @@ ZENNIT = {
     "deep_taylor": (None, zplus, zplus),
     "deep_taylor.bounded": (lambda: BOX, zplus, zplus),
     "lrp.sequential_preset_a": (None, lambda: Z.AlphaBeta(1.0, 0.0, stabilizer=1e-7), lambda: Z.Epsilon(0.1)),
+    "lrp.sequential_preset_b": (None, lambda: Z.AlphaBeta(2.0, 1.0, stabilizer=1e-7), lambda: Z.Epsilon(0.1)),
+    "lrp.sequential_preset_a_flat": (flat, lambda: Z.AlphaBeta(1.0, 0.0, stabilizer=1e-7), lambda: Z.Epsilon(0.1)),
     "lrp.sequential_preset_b_flat": (flat, lambda: Z.AlphaBeta(2.0, 1.0, stabilizer=1e-7), lambda: Z.Epsilon(0.1)),
     "lrp.epsilon_plus_flat": (flat, zplus, lambda: Z.Epsilon(1e-6)),
     "lrp.epsilon_gamma_box": (lambda: BOX, gamma, lambda: Z.Epsilon(1e-6)),
@@ -219,6 +222,11 @@ def test_every_composite_agrees_with_zennit(nets, name):
     ours = Explainer(model, name, cache=None, **bounds)(x, TARGETS).relevance
     theirs = zennit_relevance(net, name, x, lambda z: z * onehot(TARGETS))
     assert_close(ours, theirs)
+
+
+def test_every_composite_of_the_engine_is_cross_checked():
+    from sglrp_widgets.composites import COMPOSITES
+    assert set(ZENNIT) == set(COMPOSITES)
 
 
 def test_the_comparisons_can_fail(nets):
