@@ -48,6 +48,7 @@ from .cli_inputs import (
     class_names_for,
     guess_preprocess,
     load_model,
+    note,
     read_image,
     resolve_model,
 )
@@ -106,8 +107,7 @@ class Progress:
 
 # ------------------------------------------------------------------ messages
 def _note(msg: str, args: argparse.Namespace) -> None:
-    if not getattr(args, "quiet", False):
-        print(f"{PROG}: note: {msg}", file=sys.stderr)
+    note(msg, getattr(args, "quiet", False))
 
 
 def _warn(msg: str) -> None:
@@ -301,7 +301,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if outdir.exists() and not outdir.is_dir():
         raise CliError(f"output path exists and is not a folder: {str(outdir)!r}")
 
-    model = load_model(source, args.unsafe_load)
+    model = load_model(source, args.unsafe_load, args.quiet)
     shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
     if shape is None or len(shape) != 4:
         raise CliError(f"the model must take one image input (N, H, W, C), its input shape is {model.input_shape}")
@@ -413,9 +413,9 @@ def _read_batch(chunk: Sequence[Path], size: tuple[int | None, int | None], chan
                 args: argparse.Namespace) -> np.ndarray:
     arrays = []
     for p in chunk:
-        arr, note = read_image(p, size, channels, args.resize)
-        if note:
-            _note(note, args)
+        arr, resized = read_image(p, size, channels, args.resize)
+        if resized:
+            _note(resized, args)
         arrays.append(arr)
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:

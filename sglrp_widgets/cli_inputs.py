@@ -25,6 +25,7 @@ __all__ = [
     "ModelSource",
     "resolve_model",
     "load_model",
+    "note",
     "guess_preprocess",
     "read_image",
     "class_names_for",
@@ -182,8 +183,15 @@ def _is_keras_zip(path: Path) -> bool:
         return "config.json" in zf.namelist()
 
 
-def load_model(source: ModelSource, unsafe: bool = False) -> Any:
-    """Load the model (bundled models from the demo's cache; files with Keras's ``safe_mode``)."""
+def note(msg: str, quiet: bool = False) -> None:
+    """A ``sglrp-widgets: note: ...`` line on stderr (what the CLI chose for the user), unless ``quiet``."""
+    if not quiet:
+        print(f"sglrp-widgets: note: {msg}", file=sys.stderr)
+
+
+def load_model(source: ModelSource, unsafe: bool = False, quiet: bool = False) -> Any:
+    """Load the model (bundled models from the demo's cache; files with Keras's ``safe_mode``). A model trained
+    with mixed precision is loaded as its float32 copy, with a note."""
     if source.bundled:
         from . import demo
 
@@ -201,8 +209,8 @@ def load_model(source: ModelSource, unsafe: bool = False) -> Any:
     from .graph import float32_copy, half_precision_layers
 
     if half_precision_layers(model):
-        print(f"sglrp-widgets: note: model {model.name!r} computes in half precision (mixed precision); "
-              "explaining a float32 copy with the same weights", file=sys.stderr)
+        note(f"model {model.name!r} computes in half precision (mixed precision); explaining a float32 copy "
+             "with the same weights", quiet)
         model = float32_copy(model)
     return model
 

@@ -996,7 +996,7 @@ def cli(args: argparse.Namespace, *, resolve_method: Callable[[str], str],
     if re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", targets):
         targets = [int(t) for t in targets.split(",")]
     data = _cli_data(args.data)
-    model = load_model(source, args.unsafe_load)
+    model = load_model(source, args.unsafe_load, args.quiet)
     preprocess = choose_preprocess(args, model, source)
     names, _ = class_names_for(model, source, int(model.output_shape[-1]), args.class_names)
     store = explain_dataset(model, data, method, targets=targets, out=args.out, batch_size=args.batch_size,

@@ -924,10 +924,9 @@ def float32_copy(model):
     def in_float32(layer):
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
-    try:
-        copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
-    except TypeError:                   # a Keras without `recursive` (then read_model says if a nested model stays half)
-        copy = keras.models.clone_model(model, clone_function=in_float32)
+    # A Keras without `recursive` clones nested models as they are; read_model then says which layer stays half.
+    nested = {"recursive": True} if "recursive" in inspect.signature(keras.models.clone_model).parameters else {}
+    copy = keras.models.clone_model(model, clone_function=in_float32, **nested)
     copy.set_weights(model.get_weights())
     return copy
 

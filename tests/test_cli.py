@@ -176,6 +176,9 @@ def test_a_mixed_precision_model_file_is_explained_as_a_float32_copy_with_a_note
     err = capsys.readouterr().err
     assert "half precision" in err and "float32 copy" in err
     assert len(list((tmp_path / "o").glob("*.png"))) == 1
+    assert cli.main(["explain", "--model", str(path), "--image", str(scene_files[0][0]), "--method", "sglrp",
+                     "--target", "1", "--preprocess", "none", "-q", "-o", str(tmp_path / "q")]) == 0
+    assert "half precision" not in capsys.readouterr().err                   # --quiet: no notes
 
 
 def test_bad_option_value_from_argparse(capsys):
