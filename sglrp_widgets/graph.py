@@ -20,7 +20,8 @@ Each node gets a *kind*, which names the handler that carries relevance across i
 ``product``               elementwise ``a * b`` (and ``a / b``): gates and products of two signals
 ``contraction``           ``matmul``/``einsum``/``Dot`` of two signals
 ``attention``             ``ops.dot_product_attention`` (inside ``MultiHeadAttention``)
-``layer_norm``            LayerNormalization, RMSNormalization, GroupNormalization (channels last)
+``layer_norm``            LayerNormalization, RMSNormalization, GroupNormalization (channels last),
+                          UnitNormalization
 ``route``                 reshaping, padding, cropping, slicing, concatenation, max pooling, data
                           augmentation (the identity at inference)
 ``opaque``                anything else (no LRP rule; replayed as is)
@@ -611,7 +612,7 @@ class _Reader:
         if isinstance(layer, L.Normalization):
             return self.add("affine", name, layer, ins, affine=lambda n=layer: _normalization_affine(n),
                             channelwise=_broadcasts_per_channel(layer.mean), **kw)
-        if isinstance(layer, L.LayerNormalization) or type(layer).__name__ == "RMSNormalization":
+        if isinstance(layer, (L.LayerNormalization, L.UnitNormalization)) or type(layer).__name__ == "RMSNormalization":
             return self.add("layer_norm", name, layer, ins, **kw)
         if isinstance(layer, L.GroupNormalization) and kw["in_shapes"] and kw["in_shapes"][0] is not None \
                 and layer.axis in (-1, len(kw["in_shapes"][0])):            # channels last

@@ -364,11 +364,11 @@ def _attention_probs(node, xs):
 
 
 class LayerNorm(Handler):
-    """LayerNormalization (and GroupNormalization, RMSNormalization) with ``sigma`` held constant (CP-LRP):
-    ``y = (x - mean(x)) gamma / sigma + beta`` is a linear map of ``x``; its epsilon rule is
-    ``R_x = x * (t - mean(t))`` with ``t = gamma / sigma * R / y`` (no centering for RMS normalisation). The
-    statistics run over the layer's axes, or for GroupNormalization over each group of channels and the
-    positions."""
+    """LayerNormalization (and GroupNormalization, RMSNormalization, UnitNormalization) with ``sigma`` held
+    constant (CP-LRP): ``y = (x - mean(x)) gamma / sigma + beta`` is a linear map of ``x``; its epsilon rule is
+    ``R_x = x * (t - mean(t))`` with ``t = gamma / sigma * R / y`` (no centering for RMS and unit
+    normalisation, whose ``sigma`` is the root mean square or the L2 norm). The statistics run over the
+    layer's axes, or for GroupNormalization over each group of channels and the positions."""
 
     def needs(self, node):
         return [True]
@@ -397,7 +397,9 @@ class LayerNorm(Handler):
     def state(self, node, i, xs, y, ctx):
         layer, x = node.layer, xs[0]
         view, axes, back = self._grouped(node, x)
-        if type(layer).__name__ == "RMSNormalization":    # x * rsqrt(mean(x^2) + eps) * scale
+        if type(layer).__name__ == "UnitNormalization":    # x * min(rsqrt(sum(x^2)), 1e12), as Keras does
+            w, gamma = tf.minimum(tf.math.rsqrt(tf.reduce_sum(tf.square(view), axes, keepdims=True)), 1e12), None
+        elif type(layer).__name__ == "RMSNormalization":    # x * rsqrt(mean(x^2) + eps) * scale
             w = tf.math.rsqrt(tf.reduce_mean(tf.square(view), axes, keepdims=True) + (layer.epsilon or 1e-7))
             gamma = getattr(layer, "scale", None)
         else:

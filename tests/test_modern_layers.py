@@ -240,6 +240,30 @@ def test_group_norm_holds_each_groups_sigma_and_gets_the_epsilon_rule_of_what_re
     np.testing.assert_allclose(out.relevance[0].reshape(4, 3), Rx, rtol=2e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("axis", [-1, [1, 2]])
+def test_unit_norm_holds_the_norm_and_gets_the_epsilon_rule_of_the_scaling(axis):
+    """UnitNormalization ``y = h / ||h||`` with the norm held constant: ``y = h M``, ``M`` diagonal, epsilon rule
+    (no bias). Over the last axis (one norm per position) and over both axes (one norm per image)."""
+    inp = keras.Input((2, 3))
+    h = L.Dense(4, name="d1")(inp)
+    y = L.UnitNormalization(axis=axis, name="un")(h)
+    model = randomize(keras.Model(inp, L.Dense(3, name="d2")(L.Flatten()(y))), 31)
+    assert {n.kind for n in read_model(model).nodes if n.name == "un"} == {"layer_norm"}
+    x = np.random.default_rng(9).normal(size=(1, 2, 3)).astype("float32")
+    out = explain_eps(model, x, 2)
+    (W1, b1), (W2, b2) = dense_w(model.get_layer("d1")), dense_w(model.get_layer("d2"))
+    xn = x[0].astype(np.float64)
+    hn = xn @ W1 + b1                                       # (2 positions, 4 channels)
+    norm = np.linalg.norm(hn, axis=-1, keepdims=True) if axis == -1 else np.linalg.norm(hn) * np.ones((2, 1))
+    yn = (hn / norm).reshape(8)
+    z = yn @ W2 + b2
+    Ry = eps_rule(yn, W2, b2, np.eye(3)[2] * z[2])
+    Rh = eps_rule(hn.reshape(8), np.diag(1 / np.repeat(norm[:, 0], 4)), 0.0, Ry).reshape(2, 4)
+    Rx = np.stack([eps_rule(xn[p], W1, b1, Rh[p]) for p in range(2)])
+    np.testing.assert_allclose(out.relevance[0], Rx, rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(out.logits[0], z, rtol=1e-5, atol=1e-6)
+
+
 def test_multi_head_attention_holds_the_attention_weights():
     inp = keras.Input((4, 6))
     mha = L.MultiHeadAttention(2, 3, name="mha")
