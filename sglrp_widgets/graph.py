@@ -20,6 +20,7 @@ Each node gets a *kind*, which names the handler that carries relevance across i
 ``product``               elementwise ``a * b`` (and ``a / b``): gates and products of two signals
 ``contraction``           ``matmul``/``einsum``/``Dot`` of two signals
 ``attention``             ``ops.dot_product_attention`` (inside ``MultiHeadAttention``)
+``scored_attention``      ``Attention`` (dot or concat scores), ``AdditiveAttention``
 ``layer_norm``            LayerNormalization, RMSNormalization, GroupNormalization (channels last),
                           UnitNormalization
 ``route``                 reshaping, padding, cropping, slicing, concatenation, max pooling, data
@@ -617,6 +618,9 @@ class _Reader:
         if isinstance(layer, L.GroupNormalization) and kw["in_shapes"] and kw["in_shapes"][0] is not None \
                 and layer.axis in (-1, len(kw["in_shapes"][0])):            # channels last
             return self.add("layer_norm", name, layer, ins, **kw)
+        if isinstance(layer, L.Attention) and _plain_attention_call(arguments):
+            return self.add("scored_attention", name, layer, ins, causal=bool(arguments.kwargs.get(
+                "use_causal_mask")), **kw)
         if isinstance(layer, L.Activation):
             return self.add("activation", name, layer, ins, activation=_activation_name(layer.activation), **kw)
         if isinstance(layer, L.Softmax):
@@ -837,6 +841,14 @@ def _attention_attrs(op, arguments) -> dict:
     return {"positions": positions, "scale": bound.get("scale"), "mask": bound.get("mask"),
             "is_causal": bool(getattr(op, "is_causal", False)),
             "soft_cap": getattr(op, "attn_logits_soft_cap", None)}
+
+
+def _plain_attention_call(arguments) -> bool:
+    """Whether an ``Attention`` layer was called on ``[query, value(, key)]`` with no masks, returning its output
+    only (what ``scored_attention`` reads; other calls are opened or stay opaque)."""
+    kwargs = arguments.kwargs
+    return len(arguments.keras_tensors) in (2, 3) and kwargs.get("mask") is None and \
+        not kwargs.get("return_attention_scores")
 
 
 def _recorded_nodes(outs, symbolic) -> list | None:

@@ -323,6 +323,32 @@ class Attention(Handler):
         return tf.einsum("bnts,bsnh->btnh", st["probs"], vu) * st["inv"]
 
 
+class ScoredAttention(Handler):
+    """``keras.layers.Attention`` (dot or concat scores) and ``AdditiveAttention``: ``softmax(score(q, k)) @ v``.
+    The attention weights are held constant (CP-LRP), computed by the layer's own score and softmax methods
+    (scale, concat weights, causal mask as it has them); the value gets the epsilon rule of that map."""
+
+    def carries(self, node):
+        return [j == 1 for j in range(len(node.inputs))]
+
+    def needs(self, node):
+        return [True] * len(node.inputs)
+
+    def state(self, node, i, xs, y, ctx):
+        layer, q, v = node.layer, xs[0], xs[1]
+        scores = layer._calculate_scores(query=q, key=xs[2] if len(xs) > 2 else v)
+        mask = layer._calculate_score_mask(scores, None, node.attrs["causal"])
+        return {"probs": layer._apply_scores(scores, v, mask, training=False)[1], "inv": 1.0 / R.stabilize(y, EPS)}
+
+    def backward(self, node, i, xs, st, r, ctx):
+        s = per_head(st["inv"], r, ctx.n)
+        g = tf.matmul(tile_heads(st["probs"], s), s, transpose_a=True)
+        return [per_head(xs[1], g, ctx.n) if j == 1 else None for j in range(len(xs))]
+
+    def transpose(self, node, i, xs, st, us, ctx):
+        return tf.matmul(st["probs"], xs[1] * us[1]) * st["inv"]
+
+
 def _regroup(v, probs):
     """Repeat grouped key/value heads to the query heads (grouped-query attention), as Keras does."""
     heads, kv = probs.shape[1], v.shape[2]
@@ -456,7 +482,7 @@ class Opaque(Handler):
 HANDLERS: dict[str, Handler] = {
     "linear": Linear(), "fixed_linear": FixedLinear(), "affine": Affine(), "activation": Activation(),
     "add": Add(), "product": Product(), "contraction": Contraction(), "attention": Attention(),
-    "layer_norm": LayerNorm(), "route": Route(), "opaque": Opaque(),
+    "scored_attention": ScoredAttention(), "layer_norm": LayerNorm(), "route": Route(), "opaque": Opaque(),
 }
 
 

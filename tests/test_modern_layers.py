@@ -264,6 +264,55 @@ def test_unit_norm_holds_the_norm_and_gets_the_epsilon_rule_of_the_scaling(axis)
     np.testing.assert_allclose(out.logits[0], z, rtol=1e-5, atol=1e-6)
 
 
+def _attention_scores(layer, q, k):
+    """Keras's ``Attention`` / ``AdditiveAttention`` scores, written out in numpy from the layer's weights."""
+    if isinstance(layer, L.AdditiveAttention):
+        scale = npy(layer.scale) if layer.use_scale else 1.0
+        return (scale * np.tanh(q[:, None] + k[None])).sum(-1)
+    scale = float(npy(layer.scale)) if layer.use_scale else 1.0
+    if layer.score_mode == "dot":
+        return q @ k.T * scale
+    return float(npy(layer.concat_score_weight)) * np.tanh(scale * (q[:, None] + k[None])).sum(-1)
+
+
+@pytest.mark.parametrize("kind", ["dot", "concat", "additive", "dot, causal, q = v, own key"])
+def test_keras_attention_layers_hold_their_weights_and_give_the_value_the_epsilon_rule(kind):
+    """``Attention`` and ``AdditiveAttention``: ``softmax(score(q, k)) @ v`` with the softmax held constant; the
+    query and key get no relevance."""
+    inp = keras.Input((5, 6))
+    q, v, k = (L.Dense(4, name=n)(inp) for n in ("q", "v", "k"))
+    if kind == "additive":
+        layer = L.AdditiveAttention(name="att")
+    else:
+        layer = L.Attention(use_scale=True, score_mode=kind.split(",")[0], name="att")
+    causal = "causal" in kind
+    inputs = [v, v, k] if "q = v" in kind else [q, v]
+    model = randomize(keras.Model(inp, L.Dense(3, name="top")(L.Flatten()(layer(inputs, use_causal_mask=causal)))),
+                      32, scale=0.7)
+    for w in layer.weights:
+        w.assign(np.random.default_rng(3).uniform(0.5, 1.5, w.shape).astype("float32"))
+    assert {n.kind for n in read_model(model).nodes if n.name == "att"} == {"scored_attention"}
+    x = np.random.default_rng(10).normal(size=(1, 5, 6)).astype("float32")
+    out = explain_eps(model, x, 1)
+    X = x[0].astype(np.float64)
+    names = ("q" if inputs[0] is q else "v", "v", "k" if len(inputs) > 2 else "v")
+    Q, V, K = (X @ W + b for W, b in (dense_w(model.get_layer(n)) for n in names))
+    S = _attention_scores(layer, Q, K)
+    if causal:
+        S = np.where(np.tril(np.ones((5, 5))) > 0, S, S - 1e9)
+    A = np.exp(S - S.max(-1, keepdims=True))
+    A /= A.sum(-1, keepdims=True)
+    Y = A @ V
+    W3, b3 = dense_w(model.get_layer("top"))
+    z = Y.reshape(-1) @ W3 + b3
+    RY = eps_rule(Y.reshape(-1), W3, b3, np.eye(3)[1] * z[1]).reshape(5, 4)
+    RV = V * (A.T @ (RY / ref.stab(Y)))                        # the epsilon rule of Y = A V, A fixed
+    Wv, bv = dense_w(model.get_layer("v"))
+    Rx = np.stack([eps_rule(X[t], Wv, bv, RV[t]) for t in range(5)])
+    np.testing.assert_allclose(out.logits[0], z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.relevance[0], Rx, rtol=2e-4, atol=1e-7)
+
+
 def test_multi_head_attention_holds_the_attention_weights():
     inp = keras.Input((4, 6))
     mha = L.MultiHeadAttention(2, 3, name="mha")
