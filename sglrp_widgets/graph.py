@@ -32,7 +32,10 @@ Model surgery (removing the final softmax, folding BatchNorm, finding gates) is 
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -366,8 +369,38 @@ class Graph:
 # ---- user registrations ----------------------------------------------------------------------------------
 
 #: Layer class -> how to read it: a node kind (``"activation"``, ``"route"``, ``"opaque"``, a kind a
-#: handler was registered for) or a function ``layer -> LinearOp``. Filled by ``register_layer``.
+#: handler was registered for), a function ``layer -> LinearOp``, or an :class:`OpensAs`. Filled by
+#: ``register_layer``.
 LAYER_READINGS: dict[type, Any] = {}
+
+
+@dataclass(frozen=True)
+class OpensAs:
+    """Open a layer as ``fn(layer, *args, **kwargs)``, an equivalent of its ``call`` written with ``keras.ops``
+    and its sublayers that Keras can trace on symbolic inputs (where the layer's own ``call`` cannot be: a
+    class token tiled to the symbolic batch size, say). The opened operations must compute what the layer
+    computes (the replay probe checks them on a batch); otherwise the layer stays opaque."""
+    fn: Callable
+
+
+def _vit_patching_and_embedding(layer, inputs):
+    """keras_hub's ``ViTPatchingAndEmbedding``: the patch convolution, flattened to tokens, the class token in
+    front and the position embedding added. The class token, which the layer tiles to the batch size, is
+    ``0 * (first token) + class_token`` here: a constant per image, which gets no relevance."""
+    tokens = layer.patch_embedding(inputs)
+    if layer.data_format == "channels_first":
+        tokens = keras.ops.transpose(tokens, (0, 2, 3, 1))
+    tokens = keras.ops.reshape(tokens, (-1, tokens.shape[1] * tokens.shape[2], tokens.shape[3]))
+    if layer.use_class_token:
+        token = tokens[:, :1] * 0.0 + layer.class_token
+        tokens = keras.ops.concatenate([token, tokens], axis=1)
+    return tokens + layer.position_embedding.embeddings      # position_ids are 0..n-1: the table itself
+
+
+#: Equivalents for layers of other libraries, by the class's module and name (nothing is imported).
+KNOWN_EQUIVALENTS: dict[str, OpensAs] = {
+    "keras_hub.src.models.vit.vit_layers.ViTPatchingAndEmbedding": OpensAs(_vit_patching_and_embedding),
+}
 
 
 # ---- reading --------------------------------------------------------------------------------------------
@@ -418,7 +451,8 @@ def _replay(op, arguments) -> Callable:
     tensors = arguments.keras_tensors
     fixed = _free_batch_reshape(op)
     if fixed is not None:
-        return lambda values: keras.ops.reshape(values[0], fixed)
+        return lambda values: keras.ops.reshape(values[0], fixed if fixed[0] is not None else
+                                                (keras.ops.shape(values[0])[0],) + fixed[1:])
     inference = "training" in getattr(op, "_call_context_args", ()) or getattr(op, "_call_has_training_arg", False)
 
     def call(values):
@@ -438,15 +472,19 @@ def _resizing_kind(layer) -> str | None:
 
 def _free_batch_reshape(op) -> tuple | None:
     """The shape of a ``keras.ops.reshape`` recorded with the symbolic batch size (``ops.reshape(y,
-    ops.shape(x))`` in ``GroupNormalization``): its one ``None`` is the size known only at run time, which
-    ``-1`` infers. ``None`` for any other operation."""
+    ops.shape(x))`` in ``GroupNormalization``, ``ops.reshape(x, (B, -1, C))`` with ``B = ops.shape(x)[0]``):
+    its one ``None`` is the size known only at run time, which ``-1`` infers; where the shape has a ``-1``
+    already, a leading ``None`` (returned as is) is the batch size of the reshaped tensor. ``None`` for any other
+    operation. The replay probe of the layer that recorded it checks the reading on a batch."""
     if type(op).__name__ != "Reshape" or isinstance(op, L.Layer):
         return None
     shape = getattr(op, "newshape", None)
     if not isinstance(shape, (list, tuple)) or not all(d is None or isinstance(d, int) for d in shape):
         return None
-    if sum(d is None for d in shape) != 1 or -1 in shape:
+    if sum(d is None for d in shape) != 1:
         return None
+    if -1 in shape:
+        return tuple(shape) if shape[0] is None else None
     return tuple(-1 if d is None else d for d in shape)
 
 
@@ -530,7 +568,11 @@ class _Reader:
         call = _replay(op, arguments)
         kw = dict(call=call, in_shapes=shapes, out_shape=out_shapes[0])
         reading = _registered_reading(op)
-        if reading is not None:
+        if isinstance(reading, OpensAs):
+            opened = self.open(op, arguments, ins, name, reading.fn)
+            if opened is not None:
+                return opened
+        elif reading is not None:
             return [self.read_registered(op, reading, ins, name, kw)]
         if isinstance(op, L.Layer) and type(op).__module__.startswith("keras.src.layers"):
             out = self.read_layer(op, arguments, ins, name, kw)
@@ -695,8 +737,9 @@ class _Reader:
         return self.add("opaque", name, op, ins, **kw)
 
     # -- opening layers into their operations ---------------------------------------------------------------
-    def open(self, layer, arguments, ins, name) -> list[int] | None:
-        """Read ``layer.call`` as the operations it records on symbolic inputs; ``None`` if Keras cannot.
+    def open(self, layer, arguments, ins, name, equivalent: Callable | None = None) -> list[int] | None:
+        """Read ``layer.call`` (or ``equivalent(layer, ...)``) as the operations it records on symbolic inputs;
+        ``None`` if Keras cannot.
 
         Whatever the call records on the layer and its sublayers is removed again afterwards, so the user's
         model keeps exactly the nodes it had.
@@ -706,8 +749,9 @@ class _Reader:
         tensors = arguments.keras_tensors
         symbolic = [keras.KerasTensor(t.shape, dtype=t.dtype) for t in tensors]
         args, kwargs = arguments.fill_in({id(t): s for t, s in zip(tensors, symbolic)})
+        call = layer.call if equivalent is None else functools.partial(equivalent, layer)
         try:
-            accepted = inspect.signature(layer.call).parameters
+            accepted = inspect.signature(call).parameters
         except (TypeError, ValueError):
             return None
         kwargs = {k: v for k, v in kwargs.items() if k != "mask" or "mask" in accepted}
@@ -717,7 +761,8 @@ class _Reader:
         sizes = [(len(x._inbound_nodes), len(x._outbound_nodes)) for x in layers]
         start = len(self.nodes)
         try:
-            outs = keras.tree.flatten(layer.call(*args, **kwargs))
+            with _variables_meet_symbolic_tensors():
+                outs = keras.tree.flatten(call(*args, **kwargs))
             if not outs or not all(isinstance(o, keras.KerasTensor) for o in outs):
                 return None
             recorded = _recorded_nodes(outs, symbolic)
@@ -766,6 +811,9 @@ def _registered_reading(op):
     for cls in type(op).__mro__:
         if cls in LAYER_READINGS:
             return LAYER_READINGS[cls]
+        known = KNOWN_EQUIVALENTS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if known is not None:
+            return known
     return None
 
 
@@ -841,6 +889,44 @@ def _attention_attrs(op, arguments) -> dict:
     return {"positions": positions, "scale": bound.get("scale"), "mask": bound.get("mask"),
             "is_causal": bool(getattr(op, "is_causal", False)),
             "soft_cap": getattr(op, "attn_logits_soft_cap", None)}
+
+
+_VARIABLE_OPERATORS = {"__add__": "add", "__radd__": "add", "__sub__": "subtract", "__rsub__": "subtract",
+                       "__mul__": "multiply", "__rmul__": "multiply", "__truediv__": "divide",
+                       "__rtruediv__": "divide", "__matmul__": "matmul", "__rmatmul__": "matmul"}
+
+
+_VARIABLE_OPERATORS_LOCK = threading.RLock()       # two threads opening layers at once restore in turn
+
+
+@contextlib.contextmanager
+def _variables_meet_symbolic_tensors():
+    """While a layer is opened, ``variable * x`` with a symbolic ``x`` records ``ops.multiply(variable, x)``, as
+    ``x * variable`` does (Keras's variable operators compute eagerly and fail on symbolic tensors:
+    ``self.scale * x`` in a layer's ``call`` kept it from being opened). The variable stays an argument, read
+    at run time; with any other operand the operators are Keras's own."""
+    cls = keras.Variable
+
+    def operator(name, plain):
+        def apply(self, other):
+            if isinstance(other, keras.KerasTensor):
+                fn = getattr(keras.ops, _VARIABLE_OPERATORS[name])
+                return fn(other, self) if name.startswith("__r") else fn(self, other)
+            return plain(self, other)
+        return apply
+
+    with _VARIABLE_OPERATORS_LOCK:
+        saved = {name: cls.__dict__.get(name) for name in _VARIABLE_OPERATORS}
+        try:
+            for name in _VARIABLE_OPERATORS:
+                setattr(cls, name, operator(name, getattr(cls, name)))
+            yield
+        finally:
+            for name, method in saved.items():
+                if method is None:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, method)
 
 
 def _plain_attention_call(arguments) -> bool:

@@ -23,11 +23,13 @@ A user adds a kind for their own layer class with :func:`register_layer`.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import tensorflow as tf
 
 from . import rules as R
 from .errors import ExplainError
-from .graph import LAYER_READINGS, NONNEG_ACTIVATIONS, LinearOp, Node
+from .graph import LAYER_READINGS, NONNEG_ACTIVATIONS, LinearOp, Node, OpensAs
 
 EPS = R.SAFE_EPS
 
@@ -490,10 +492,16 @@ def handler(node: Node) -> Handler:
     return HANDLERS[node.kind]
 
 
-def register_layer(layer_class: type, rule) -> None:
+def register_layer(layer_class: type, rule=None, *, opens_as: Callable | None = None) -> None:
     """Tell the engine how relevance crosses ``layer_class`` (a user's own layer class).
 
-    ``rule`` may be:
+    ``opens_as=fn``: read the layer as ``fn(layer, *inputs)``, an equivalent of its ``call`` written with
+    ``keras.ops`` and its sublayers, for a ``call`` that Keras cannot trace symbolically (one that tiles a
+    weight to the batch size ``ops.shape(x)[0]``, say). Relevance then crosses the operations ``fn`` records,
+    with their rules. The engine checks on a batch that ``fn`` computes what the layer computes, and keeps
+    the layer opaque if it does not.
+
+    Otherwise ``rule`` may be:
 
     - ``"identity"`` — an elementwise map: relevance passes unchanged (like an activation);
     - ``"route"`` — it only moves values (reshape, crop...): relevance follows its gradient;
@@ -508,13 +516,20 @@ def register_layer(layer_class: type, rule) -> None:
     --------
     >>> register_layer(MyClip, "identity")
     >>> register_layer(MyDense, lambda layer: LinearOp("dense", layer, layer.w, layer.b))
+    >>> register_layer(MyTokens, opens_as=lambda layer, x: ops.concatenate([x[:, :1] * 0.0 + layer.token, x], 1))
     """
     if not isinstance(layer_class, type):
         raise ExplainError(f"register_layer needs a layer class, got {layer_class!r}.")
-    if rule is None:
+    if opens_as is not None:
+        if rule is not None:
+            raise ExplainError("register_layer: give a rule or opens_as, not both.")
+        if not callable(opens_as):
+            raise ExplainError(f"register_layer: opens_as must be a function (layer, *inputs) -> output, got "
+                               f"{opens_as!r}.")
+        LAYER_READINGS[layer_class] = OpensAs(opens_as)
+    elif rule is None:
         LAYER_READINGS.pop(layer_class, None)
-        return
-    if isinstance(rule, Handler):
+    elif isinstance(rule, Handler):
         kind = f"user:{layer_class.__module__}.{layer_class.__qualname__}"
         HANDLERS[kind] = rule
         LAYER_READINGS[layer_class] = kind

@@ -637,6 +637,87 @@ def test_register_layer_makes_a_raw_tensorflow_layer_explainable():
         register_layer(RawTFLayer, None)
 
 
+class ClassToken(L.Layer):
+    """A class token in front of the tokens, tiled to the batch size as keras_hub's ViT does: Keras cannot trace
+    ``ops.tile(token, (None, 1, 1))`` on symbolic inputs, so the layer cannot be opened."""
+
+    def build(self, shape):
+        self.token = self.add_weight(shape=(1, 1, shape[-1]), initializer="random_normal", name="token")
+
+    def call(self, x):
+        return ops.concatenate([ops.tile(self.token, (ops.shape(x)[0], 1, 1)), x], axis=1)
+
+
+def test_a_layer_keras_cannot_trace_opens_as_the_equivalent_registered_for_it():
+    """``register_layer(cls, opens_as=fn)``: relevance crosses what ``fn`` records (here the class token is a
+    constant per image, ``0 * x[:, :1] + token``: no relevance); an ``fn`` that computes something else is
+    caught by the replay probe and the layer stays opaque."""
+    from sglrp_widgets import register_layer
+    inp = keras.Input((3, 4))
+    tokens = ClassToken(name="cls")(L.Dense(4, name="d1")(inp))
+    model = randomize(keras.Model(inp, L.Dense(2, name="d2")(L.Flatten()(tokens))), 36)
+    x = np.random.default_rng(16).normal(size=(3, 3, 4)).astype("float32")
+    with pytest.raises(ExplainError, match="'cls' \\(ClassToken\\)"):
+        Explainer(model, "lrp.epsilon", cache=None)(x, 0)
+    wrong = lambda layer, h: ops.concatenate([h[:, :1] * 0.0, h], axis=1)          # noqa: E731 - no token
+    register_layer(ClassToken, opens_as=wrong)
+    try:
+        with pytest.raises(ExplainError, match="'cls' \\(ClassToken\\)"):
+            Explainer(keras.Model(model.inputs, model.outputs), "lrp.epsilon", cache=None)(x, 0)
+        register_layer(ClassToken, opens_as=lambda layer, h: ops.concatenate([h[:, :1] * 0.0 + layer.token, h], 1))
+        out = Explainer(keras.Model(model.inputs, model.outputs), "lrp.epsilon", cache=None)(x, [0, 1, 0])
+    finally:
+        register_layer(ClassToken, None)
+    (W1, b1), (W2, b2) = dense_w(model.get_layer("d1")), dense_w(model.get_layer("d2"))
+    token = npy(model.get_layer("cls").token)[0]
+    for i, t in enumerate([0, 1, 0]):
+        xn = x[i].astype(np.float64)
+        h = xn @ W1 + b1
+        y = np.concatenate([token, h]).reshape(-1)
+        z = y @ W2 + b2
+        Rh = eps_rule(y, W2, b2, np.eye(2)[t] * z[t]).reshape(4, 4)[1:]        # the token's row is absorbed
+        Rx = np.stack([eps_rule(xn[p], W1, b1, Rh[p]) for p in range(3)])
+        np.testing.assert_allclose(out.logits[i], z, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.relevance[i], Rx, rtol=2e-4, atol=1e-7)
+
+
+class LearnedScale(L.Layer):
+    """``scale * x`` with the weight on the left (Keras's variable operators cannot take a symbolic tensor) and
+    a reshape to ``(batch, -1, channels)`` with the batch size read from the input, as keras_hub layers write."""
+
+    def build(self, shape):
+        self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        y = self.scale * x
+        return ops.reshape(y, (ops.shape(x)[0], -1, x.shape[-1]))
+
+    def compute_output_shape(self, shape):
+        return shape[0], shape[1] * shape[2], shape[3]
+
+
+def test_a_weight_times_the_input_and_a_batch_sized_reshape_are_opened_and_read_live():
+    inp = keras.Input((2, 2, 3))
+    model = randomize(keras.Model(inp, L.Dense(2, name="top")(L.Flatten()(LearnedScale(name="s")(inp)))), 37)
+    layer = model.get_layer("s")
+    layer.scale.assign(np.array([0.5, -2.0, 1.5], "float32"))
+    assert [n.kind for n in read_model(model).nodes if n.name.startswith("s/")] == ["affine", "route"]
+    assert "__mul__" not in vars(type(layer.scale))          # Keras's own variable operators are back
+    x = np.random.default_rng(17).normal(size=(3, 2, 2, 3)).astype("float32")
+    ex = Explainer(model, "lrp.epsilon", cache=None)
+    W, b = dense_w(model.get_layer("top"))
+    for scale in ([0.5, -2.0, 1.5], [1.0, 3.0, -0.5]):               # the weight is read at run time
+        layer.scale.assign(np.array(scale, "float32"))
+        out = ex(x, 1)
+        for i in range(3):
+            y = (x[i].astype(np.float64) * scale).reshape(-1)
+            z = y @ W + b
+            np.testing.assert_allclose(out.logits[i], z, rtol=1e-5, atol=1e-6)
+            Ry = eps_rule(y, W, b, np.eye(2)[1] * z[1])
+            Rx = y / ref.stab(y) * Ry                          # the epsilon rule of y = scale * x (no offset)
+            np.testing.assert_allclose(out.relevance[i].reshape(-1), Rx, rtol=2e-4, atol=1e-7)
+
+
 def test_a_reading_that_changes_the_function_is_refused_naming_the_layer():
     from sglrp_widgets import register_layer
     from sglrp_widgets.graph import LinearOp

@@ -1,0 +1,76 @@
+"""Image classifiers from keras_hub, built from small configurations with random weights (no download): every
+method explains them, LRP methods included, and the engine replays their logits.
+
+Each of them was refused by the LRP methods before: the ViT's patch embedding tiles its class token to the
+batch size (``sglrp_widgets.graph.KNOWN_EQUIVALENTS`` opens it as an equivalent), MiT reshapes to
+``(batch, -1, channels)``, HGNetV2 multiplies ``self.scale * x``."""
+import numpy as np
+import pytest
+
+keras_hub = pytest.importorskip("keras_hub")
+
+import keras  # noqa: E402
+
+from architectures import alive  # noqa: E402
+from sglrp_widgets import Explainer, method_support  # noqa: E402
+from sglrp_widgets.graph import read_model  # noqa: E402
+
+M = keras_hub.models
+SIDE = 32
+
+
+def vit():
+    backbone = M.ViTBackbone(image_shape=(SIDE, SIDE, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                             mlp_dim=32)
+    return M.ViTImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
+
+
+def mit():
+    backbone = M.MiTBackbone(layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2],
+                             layerwise_sr_ratios=[2, 1], max_drop_path_rate=0.0, layerwise_patch_sizes=[7, 3],
+                             layerwise_strides=[4, 2], image_shape=(SIDE, SIDE, 3), hidden_dims=[8, 16])
+    return M.MiTImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
+
+
+def hgnet():
+    backbone = M.HGNetV2Backbone(depths=[1, 1], embedding_size=16, hidden_sizes=[16, 32], stem_channels=[3, 8, 16],
+                                 hidden_act="relu", use_learnable_affine_block=True,
+                                 stackwise_stage_filters=[[16, 8, 16, 1, 1, 3], [16, 8, 32, 1, 1, 3]],
+                                 apply_downsample=[False, True], use_lightweight_conv_block=[False, True],
+                                 image_shape=(SIDE, SIDE, 3))
+    return M.HGNetV2ImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
+
+
+MODELS = {"ViT": vit, "MiT": mit, "HGNetV2": hgnet}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def model_and_images(request):
+    keras.utils.set_random_seed(4)
+    model = MODELS[request.param]()
+    x = np.random.default_rng(5).uniform(0, 1, (3, SIDE, SIDE, 3)).astype("float32")
+    if any(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()):
+        model = alive(model, x)
+    return model, x
+
+
+def test_every_method_explains_the_keras_hub_classifier(model_and_images):
+    model, _ = model_and_images
+    assert not {n.class_name for n in read_model(model).nodes if n.kind == "opaque"}
+    support = method_support(model)
+    assert {m: why for m, why in support.items() if why and m not in ("grad_cam", "grad_cam_plus_plus",
+                                                                     "guided_grad_cam")} == {}
+
+
+@pytest.mark.parametrize("method", ["sglrp", "lrp.epsilon", "deep_taylor.bounded", "gradient"])
+def test_the_keras_hub_classifier_is_replayed_and_its_maps_keep_their_properties(model_and_images, method):
+    model, x = model_and_images
+    out = Explainer(model, method, cache=None)(x, [0, 3, 1])
+    np.testing.assert_allclose(out.logits, np.asarray(model(x)), rtol=1e-4, atol=1e-4)
+    assert np.isfinite(out.relevance).all() and np.abs(out.relevance).sum() > 0
+    if method == "sglrp":      # the target's and the other classes' shares cancel, up to the safe division's eps
+        z = out.logits.astype(np.float64)
+        y = np.exp(z - z.max(1, keepdims=True))
+        y /= y.sum(1, keepdims=True)
+        head = y[np.arange(3), [0, 3, 1]] * (1 - y[np.arange(3), [0, 3, 1]])
+        np.testing.assert_array_less(np.abs(out.relevance.reshape(3, -1).sum(1)), 1e-4 * head + 3e-7)
