@@ -149,7 +149,8 @@ class _ModelEntry:
         self.fingerprint_pass = Pass(lambda: weights_fingerprint(variables), signature=[])
         self._graphs: dict = {}
         self._derived: dict[int, DerivedWeights] = {}
-        self._verified: set[int] = set()
+        self._verified: set[tuple[int, bytes]] = set()      # (graph, weights' fingerprint) found to replay
+        self._stale: weakref.WeakValueDictionary = weakref.WeakValueDictionary()   # id -> graph read with old weights
         self.lock = threading.RLock()
 
     def graph(self, model, output, fold: bool) -> Graph:
@@ -170,23 +171,41 @@ class _ModelEntry:
         value = self.fingerprint_pass()
         return hashlib.blake2b(value.numpy().tobytes(), digest_size=16).digest()
 
-    def expect(self, model, graph: Graph, x: np.ndarray) -> Background | None:
-        """Start computing the model's own outputs for the replay check (once per graph), in a thread: it runs
-        while the first call traces its passes. ``None`` when the graph has been checked."""
-        if id(graph) in self._verified:
+    def expect(self, model, graph: Graph, x: np.ndarray, fp: bytes) -> Background | None:
+        """Start computing the model's own outputs for the replay check (once per graph and weights), in a
+        thread: it runs while the first call traces its passes. ``None`` when the graph has been checked."""
+        if (id(graph), fp) in self._verified:
             return None
         return Background(lambda: model_outputs(model, x[:2]))
 
-    def verify(self, model, graph: Graph, x: np.ndarray, logits: np.ndarray, output,
+    def verify(self, model, graph: Graph, x: np.ndarray, logits: np.ndarray, output, fp: bytes,
                expected: Background | None = None) -> None:
-        """Check once per graph that the replayed logits equal the model's; else name where they part."""
-        if id(graph) in self._verified:
+        """Check that the replayed logits equal the model's, once per graph and weights; else name where they
+        part. A graph that replayed the model before its weights changed raises :class:`StaleReading`: a layer
+        opened into its operations computed a value from its weights while it was read (``ops.matmul(x,
+        self.w * 2.0)`` records the product, not the weight), and the model must be read again."""
+        if (id(graph), fp) in self._verified:
             return
         outputs = expected.result() if expected is not None else None
         problem = replay_mismatch(model, graph, x[:2], logits[:2], output, outputs)
         if problem:
+            if self._stale.get(id(graph)) is graph or any(g == id(graph) for g, _ in self._verified):
+                self.forget(graph)
+                raise StaleReading(problem)
             raise ExplainError(problem)
-        self._verified.add(id(graph))
+        self._verified.add((id(graph), fp))
+
+    def forget(self, graph: Graph) -> None:
+        """Drop a graph read from weights the model no longer has; the next reading starts afresh."""
+        with self.lock:
+            self._graphs = {key: g for key, g in self._graphs.items() if g is not graph}
+            self._derived.pop(id(graph), None)
+            self._verified = {(g, fp) for g, fp in self._verified if g != id(graph)}
+            self._stale[id(graph)] = graph
+
+
+class StaleReading(Exception):
+    """A graph no longer replays its model since the weights changed (see :meth:`_ModelEntry.verify`)."""
 
 
 _MODELS: "weakref.WeakKeyDictionary[Any, _ModelEntry]" = weakref.WeakKeyDictionary()
@@ -309,56 +328,64 @@ class Explainer:
         """Explain ``images`` (N, H, W, C) for ``targets`` (None = top-1, int, N ints, or (N, K))."""
         with self._lock, serving():
             start = time.perf_counter()
-            backend = self.backend
-            entry = _entry(self.model)
-            fp = entry.fingerprint()
-            if isinstance(backend, LRPBackend):         # right after building: its first call adopts fp
-                backend.derived.refresh(fp)
-            graph = backend.graph
-            x = _check_images(images, graph)
-            spec, nested = parse_targets(targets, top_k, x.shape[0], graph.num_classes)
-            low_high = self._bounds(x)
-            base_key = (fp, self._structure, self._key, None if low_high is None else freeze(low_high))
-            n, k = spec.shape
-            keeps_states = self._keep_states and isinstance(backend, LRPBackend)
-            digests = [digest(img) for img in x] if self._cache is not None or keeps_states else None
-            rel = np.empty((n, k) + x.shape[1:], np.float32)
-            logits = np.empty((n, graph.num_classes), np.float32)
-            resolved = np.empty((n, k), np.int64)
-            missing = []
-            for i in range(n):
-                hit = [self._cache.get((base_key, digests[i], int(t))) for t in spec[i]] if self._cache is not None \
-                    else [None]
-                if all(h is not None for h in hit):
-                    for j, h in enumerate(hit):
-                        rel[i, j], logits[i], resolved[i, j] = h
-                else:
-                    missing.append(i)
-            if missing:
-                idx = np.asarray(missing)
-                state_key = (id(self), base_key, tuple(digests[i] for i in idx)) if keeps_states else None
-                expected = entry.expect(self.model, graph, x[idx])
-                r, z, t = self._run(backend, x[idx], spec[idx], low_high, state_key)
-                entry.verify(self.model, graph, x[idx], z, self._output, expected)
-                self._check_finite(r)
-                rel[idx], logits[idx], resolved[idx] = np.moveaxis(r, 0, 1), z, t
-                if self._cache is not None:
-                    for i in missing:
-                        for j in range(k):
-                            value = (rel[i, j].copy(), logits[i].copy(), resolved[i, j])
-                            self._cache.put((base_key, digests[i], int(spec[i, j])), value)
-                            self._cache.put((base_key, digests[i], int(resolved[i, j])), value)
-            # Compile what ran as Python, in the background: the backward pass first (the worker takes the
-            # latest first; a class switch needs only it), then the forward pass, then the fingerprint.
-            for p in (entry.fingerprint_pass,) + backend.passes:
-                p.compile_soon()
-            if self.params.get("relu"):
-                np.maximum(rel, 0, out=rel)
-            if not nested:
-                rel, resolved = rel[:, 0], resolved[:, 0]
-            return Explanation(relevance=rel, targets=resolved, logits=logits, method=self.method,
-                               params=dict(self.params), seconds=time.perf_counter() - start,
-                               cached=not missing)
+            try:
+                return self._explain(images, targets, top_k, start)
+            except StaleReading:           # the weights changed a value read with the model: read it again
+                self._backend = None
+                STATES.clear()
+                return self._explain(images, targets, top_k, start)
+
+    def _explain(self, images, targets, top_k, start) -> Explanation:
+        backend = self.backend
+        entry = _entry(self.model)
+        fp = entry.fingerprint()
+        if isinstance(backend, LRPBackend):         # right after building: its first call adopts fp
+            backend.derived.refresh(fp)
+        graph = backend.graph
+        x = _check_images(images, graph)
+        spec, nested = parse_targets(targets, top_k, x.shape[0], graph.num_classes)
+        low_high = self._bounds(x)
+        base_key = (fp, self._structure, self._key, None if low_high is None else freeze(low_high))
+        n, k = spec.shape
+        keeps_states = self._keep_states and isinstance(backend, LRPBackend)
+        digests = [digest(img) for img in x] if self._cache is not None or keeps_states else None
+        rel = np.empty((n, k) + x.shape[1:], np.float32)
+        logits = np.empty((n, graph.num_classes), np.float32)
+        resolved = np.empty((n, k), np.int64)
+        missing = []
+        for i in range(n):
+            hit = [self._cache.get((base_key, digests[i], int(t))) for t in spec[i]] if self._cache is not None \
+                else [None]
+            if all(h is not None for h in hit):
+                for j, h in enumerate(hit):
+                    rel[i, j], logits[i], resolved[i, j] = h
+            else:
+                missing.append(i)
+        if missing:
+            idx = np.asarray(missing)
+            state_key = (id(self), base_key, tuple(digests[i] for i in idx)) if keeps_states else None
+            expected = entry.expect(self.model, graph, x[idx], fp)
+            r, z, t = self._run(backend, x[idx], spec[idx], low_high, state_key)
+            entry.verify(self.model, graph, x[idx], z, self._output, fp, expected)
+            self._check_finite(r)
+            rel[idx], logits[idx], resolved[idx] = np.moveaxis(r, 0, 1), z, t
+            if self._cache is not None:
+                for i in missing:
+                    for j in range(k):
+                        value = (rel[i, j].copy(), logits[i].copy(), resolved[i, j])
+                        self._cache.put((base_key, digests[i], int(spec[i, j])), value)
+                        self._cache.put((base_key, digests[i], int(resolved[i, j])), value)
+        # Compile what ran as Python, in the background: the backward pass first (the worker takes the
+        # latest first; a class switch needs only it), then the forward pass, then the fingerprint.
+        for p in (entry.fingerprint_pass,) + backend.passes:
+            p.compile_soon()
+        if self.params.get("relu"):
+            np.maximum(rel, 0, out=rel)
+        if not nested:
+            rel, resolved = rel[:, 0], resolved[:, 0]
+        return Explanation(relevance=rel, targets=resolved, logits=logits, method=self.method,
+                           params=dict(self.params), seconds=time.perf_counter() - start,
+                           cached=not missing)
 
     def wait_compiled(self, timeout: float | None = None) -> bool:
         """Wait for the passes that calls ran as Python to be compiled (``compile="background"``); ``True`` when

@@ -718,6 +718,38 @@ def test_a_weight_times_the_input_and_a_batch_sized_reshape_are_opened_and_read_
             np.testing.assert_allclose(out.relevance[i].reshape(-1), Rx, rtol=2e-4, atol=1e-7)
 
 
+class DoubledWeight(L.Layer):
+    """``x @ (2 w)``: opened, the product ``2 w`` is computed when the layer is read and recorded as a value."""
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], 3), name="w")
+
+    def call(self, x):
+        return ops.matmul(x, self.w * 2.0)
+
+
+def test_a_model_whose_opened_layer_computed_from_its_weights_is_read_again_when_they_change():
+    """Every explainer of the model (two sharing one reading, and a gradient method) explains the model with
+    its new weights, as a new explainer of a fresh model object does; the model itself is not re-read while
+    its weights stay."""
+    inp = keras.Input((4,))
+    layer = DoubledWeight(name="dw")
+    model = randomize(keras.Model(inp, L.Dense(2, name="top")(layer(inp))), 38)
+    x = np.random.default_rng(18).normal(size=(2, 4)).astype("float32")
+    explainers = [Explainer(model, m, cache=None) for m in ("lrp.epsilon", "sglrp", "gradient")]
+    for ex in explainers:
+        ex(x, 0)
+    layer.w.assign(layer.w * 3.0 + 1.0)
+    for ex in explainers:
+        out = ex(x, [0, 1])
+        np.testing.assert_allclose(out.logits, np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+        fresh = Explainer(keras.Model(model.inputs, model.outputs), ex.method, cache=None)(x, [0, 1])
+        np.testing.assert_allclose(out.relevance, fresh.relevance, rtol=1e-5, atol=1e-7)
+    graph = explainers[0].graph
+    explainers[0](x + 1, 1)
+    assert explainers[0].graph is graph
+
+
 def test_a_reading_that_changes_the_function_is_refused_naming_the_layer():
     from sglrp_widgets import register_layer
     from sglrp_widgets.graph import LinearOp
