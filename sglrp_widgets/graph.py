@@ -397,9 +397,22 @@ def _vit_patching_and_embedding(layer, inputs):
     return tokens + layer.position_embedding.embeddings      # position_ids are 0..n-1: the table itself
 
 
+def _dinov2_embedding(layer, inputs, masks=None, training=None):
+    """keras_hub's ``DINOV2Embedding`` at inference without masks: the patch tokens, the class token in front,
+    the (interpolated) position embedding added, then the register tokens after the class token. The tokens
+    the layer tiles to the batch size are ``0 * (first token) + token`` here, as in the ViT's."""
+    tokens = layer.patch_embeddings(inputs)
+    zero = tokens[:, :1] * 0.0
+    tokens = keras.ops.concatenate([zero + layer.cls_token, tokens], axis=1) + layer.interpolated_position_embeddings
+    if layer.num_register_tokens > 0:
+        tokens = keras.ops.concatenate([tokens[:, :1], zero + layer.register_tokens, tokens[:, 1:]], axis=1)
+    return tokens
+
+
 #: Equivalents for layers of other libraries, by the class's module and name (nothing is imported).
 KNOWN_EQUIVALENTS: dict[str, OpensAs] = {
     "keras_hub.src.models.vit.vit_layers.ViTPatchingAndEmbedding": OpensAs(_vit_patching_and_embedding),
+    "keras_hub.src.models.dinov2.dinov2_layers.DINOV2Embedding": OpensAs(_dinov2_embedding),
 }
 
 

@@ -1,9 +1,9 @@
 """Image classifiers from keras_hub, built from small configurations with random weights (no download): every
 method explains them, LRP methods included, and the engine replays their logits.
 
-Each of them was refused by the LRP methods before: the ViT's patch embedding tiles its class token to the
-batch size (``sglrp_widgets.graph.KNOWN_EQUIVALENTS`` opens it as an equivalent), MiT reshapes to
-``(batch, -1, channels)``, HGNetV2 multiplies ``self.scale * x``."""
+Each of them was refused by the LRP methods before: the patch embeddings of the ViT and DINOv2 tile their class
+(and register) tokens to the batch size (``sglrp_widgets.graph.KNOWN_EQUIVALENTS`` opens them as equivalents),
+MiT reshapes to ``(batch, -1, channels)``, HGNetV2 multiplies ``self.scale * x``."""
 import numpy as np
 import pytest
 
@@ -41,7 +41,16 @@ def hgnet():
     return M.HGNetV2ImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
 
 
-MODELS = {"ViT": vit, "MiT": mit, "HGNetV2": hgnet}
+def dinov2():
+    """A DINOv2 backbone (with register tokens) and a linear head on its class token, as fine-tuned."""
+    backbone = M.DINOV2Backbone(patch_size=8, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+                                num_register_tokens=2, image_shape=(SIDE, SIDE, 3),
+                                position_embedding_shape=(SIDE, SIDE, 3))
+    inputs = keras.Input((SIDE, SIDE, 3))
+    return keras.Model(inputs, keras.layers.Dense(5)(backbone({"images": inputs})[:, 0]))
+
+
+MODELS = {"ViT": vit, "MiT": mit, "HGNetV2": hgnet, "DINOv2": dinov2}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
