@@ -149,7 +149,7 @@ class _ModelEntry:
         self.fingerprint_pass = Pass(lambda: weights_fingerprint(variables), signature=[])
         self._graphs: dict = {}
         self._derived: dict[int, DerivedWeights] = {}
-        self._verified: set[tuple[int, bytes]] = set()      # (graph, weights' fingerprint) found to replay
+        self._verified: dict[int, bytes] = {}                # graph -> the weights' fingerprint it last replayed
         self._stale: weakref.WeakValueDictionary = weakref.WeakValueDictionary()   # id -> graph read with old weights
         self.lock = threading.RLock()
 
@@ -174,7 +174,7 @@ class _ModelEntry:
     def expect(self, model, graph: Graph, x: np.ndarray, fp: bytes) -> Background | None:
         """Start computing the model's own outputs for the replay check (once per graph and weights), in a
         thread: it runs while the first call traces its passes. ``None`` when the graph has been checked."""
-        if (id(graph), fp) in self._verified:
+        if self._verified.get(id(graph)) == fp:
             return None
         return Background(lambda: model_outputs(model, x[:2]))
 
@@ -184,23 +184,23 @@ class _ModelEntry:
         part. A graph that replayed the model before its weights changed raises :class:`StaleReading`: a layer
         opened into its operations computed a value from its weights while it was read (``ops.matmul(x,
         self.w * 2.0)`` records the product, not the weight), and the model must be read again."""
-        if (id(graph), fp) in self._verified:
+        if self._verified.get(id(graph)) == fp:
             return
         outputs = expected.result() if expected is not None else None
         problem = replay_mismatch(model, graph, x[:2], logits[:2], output, outputs)
         if problem:
-            if self._stale.get(id(graph)) is graph or any(g == id(graph) for g, _ in self._verified):
+            if id(graph) in self._verified or self._stale.get(id(graph)) is graph:
                 self.forget(graph)
                 raise StaleReading(problem)
             raise ExplainError(problem)
-        self._verified.add((id(graph), fp))
+        self._verified[id(graph)] = fp
 
     def forget(self, graph: Graph) -> None:
         """Drop a graph read from weights the model no longer has; the next reading starts afresh."""
         with self.lock:
             self._graphs = {key: g for key, g in self._graphs.items() if g is not graph}
             self._derived.pop(id(graph), None)
-            self._verified = {(g, fp) for g, fp in self._verified if g != id(graph)}
+            self._verified.pop(id(graph), None)
             self._stale[id(graph)] = graph
 
 
