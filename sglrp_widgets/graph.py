@@ -409,10 +409,38 @@ def _dinov2_embedding(layer, inputs, masks=None, training=None):
     return tokens
 
 
+def _deit_embeddings(layer, inputs, bool_masked_pos=None):
+    """keras_hub's ``DeiTEmbeddings`` at inference without masks: the patch tokens after the class and the
+    distillation token (``0 * (first token) + token``, as in the ViT's), plus the position embedding."""
+    tokens = layer.patch_embedding(inputs)
+    if layer.data_format == "channels_first":
+        tokens = keras.ops.transpose(tokens, (0, 2, 3, 1))
+    tokens = keras.ops.reshape(tokens, (-1, tokens.shape[1] * tokens.shape[2], tokens.shape[3]))
+    zero = tokens[:, :1] * 0.0
+    tokens = keras.ops.concatenate([zero + layer.class_token, zero + layer.distillation_token, tokens], axis=1)
+    return tokens + layer.position_embedding
+
+
+def _deit_encoder(layer, hidden_states, attention_masks=None, output_hidden_states=False,
+                  return_attention_scores=False):
+    """keras_hub's ``DeiTEncoder`` without masks, hidden states or scores: its blocks' ``call`` in turn (Keras
+    cannot trace the blocks themselves, which return ``(x, None)``), the final LayerNormalization, and the two
+    empty outputs the layer returns beside it, as slices of nothing."""
+    x = hidden_states
+    for block in layer.encoder_layers:
+        x = block.call(x)[0]
+    x = layer.layer_norm(x)
+    seq, dim = x.shape[1], x.shape[2]
+    nothing = keras.ops.slice(x, (0, 0, 0), (0, seq, dim))
+    return x, nothing, keras.ops.reshape(nothing, (0, layer.num_heads, seq, seq))
+
+
 #: Equivalents for layers of other libraries, by the class's module and name (nothing is imported).
 KNOWN_EQUIVALENTS: dict[str, OpensAs] = {
     "keras_hub.src.models.vit.vit_layers.ViTPatchingAndEmbedding": OpensAs(_vit_patching_and_embedding),
     "keras_hub.src.models.dinov2.dinov2_layers.DINOV2Embedding": OpensAs(_dinov2_embedding),
+    "keras_hub.src.models.deit.deit_layers.DeiTEmbeddings": OpensAs(_deit_embeddings),
+    "keras_hub.src.models.deit.deit_layers.DeiTEncoder": OpensAs(_deit_encoder),
 }
 
 

@@ -1,9 +1,10 @@
 """Image classifiers from keras_hub, built from small configurations with random weights (no download): every
 method explains them, LRP methods included, and the engine replays their logits.
 
-Each of them was refused by the LRP methods before: the patch embeddings of the ViT and DINOv2 tile their class
-(and register) tokens to the batch size (``sglrp_widgets.graph.KNOWN_EQUIVALENTS`` opens them as equivalents),
-MiT reshapes to ``(batch, -1, channels)``, HGNetV2 multiplies ``self.scale * x``."""
+Each of them was refused by the LRP methods before: the patch embeddings of the ViT, DeiT and DINOv2 tile their
+class (distillation, register) tokens to the batch size and DeiT's encoder blocks return ``(x, None)``
+(``sglrp_widgets.graph.KNOWN_EQUIVALENTS`` opens these layers as equivalents), MiT reshapes to ``(batch, -1,
+channels)``, HGNetV2 multiplies ``self.scale * x``."""
 import numpy as np
 import pytest
 
@@ -23,6 +24,12 @@ def vit():
     backbone = M.ViTBackbone(image_shape=(SIDE, SIDE, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
                              mlp_dim=32)
     return M.ViTImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
+
+
+def deit():
+    backbone = M.DeiTBackbone(image_shape=(SIDE, SIDE, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                              intermediate_dim=32)
+    return M.DeiTImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
 
 
 def mit():
@@ -50,7 +57,7 @@ def dinov2():
     return keras.Model(inputs, keras.layers.Dense(5)(backbone({"images": inputs})[:, 0]))
 
 
-MODELS = {"ViT": vit, "MiT": mit, "HGNetV2": hgnet, "DINOv2": dinov2}
+MODELS = {"ViT": vit, "DeiT": deit, "MiT": mit, "HGNetV2": hgnet, "DINOv2": dinov2}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
