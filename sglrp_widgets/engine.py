@@ -150,7 +150,6 @@ class _ModelEntry:
         self._graphs: dict = {}
         self._derived: dict[int, DerivedWeights] = {}
         self._verified: dict[int, bytes] = {}                # graph -> the weights' fingerprint it last replayed
-        self._stale: weakref.WeakValueDictionary = weakref.WeakValueDictionary()   # id -> graph read with old weights
         self.lock = threading.RLock()
 
     def graph(self, model, output, fold: bool) -> Graph:
@@ -189,7 +188,7 @@ class _ModelEntry:
         outputs = expected.result() if expected is not None else None
         problem = replay_mismatch(model, graph, x[:2], logits[:2], output, outputs)
         if problem:
-            if id(graph) in self._verified or self._stale.get(id(graph)) is graph:
+            if id(graph) in self._verified or all(g is not graph for g in self._graphs.values()):   # was forgotten
                 self.forget(graph)
                 raise StaleReading(problem)
             raise ExplainError(problem)
@@ -201,7 +200,6 @@ class _ModelEntry:
             self._graphs = {key: g for key, g in self._graphs.items() if g is not graph}
             self._derived.pop(id(graph), None)
             self._verified.pop(id(graph), None)
-            self._stale[id(graph)] = graph
 
 
 class StaleReading(Exception):

@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from .compiling import yield_to_callers
+from .equivalents import KNOWN_EQUIVALENTS, OpensAs
 from .errors import ExplainError, UnsupportedLayerError
 
 L = keras.layers
@@ -369,79 +370,9 @@ class Graph:
 # ---- user registrations ----------------------------------------------------------------------------------
 
 #: Layer class -> how to read it: a node kind (``"activation"``, ``"route"``, ``"opaque"``, a kind a
-#: handler was registered for), a function ``layer -> LinearOp``, or an :class:`OpensAs`. Filled by
-#: ``register_layer``.
+#: handler was registered for), a function ``layer -> LinearOp``, or an :class:`~.equivalents.OpensAs`. Filled
+#: by ``register_layer``.
 LAYER_READINGS: dict[type, Any] = {}
-
-
-@dataclass(frozen=True)
-class OpensAs:
-    """Open a layer as ``fn(layer, *args, **kwargs)``, an equivalent of its ``call`` written with ``keras.ops``
-    and its sublayers that Keras can trace on symbolic inputs (where the layer's own ``call`` cannot be: a
-    class token tiled to the symbolic batch size, say). The opened operations must compute what the layer
-    computes (the replay probe checks them on a batch); otherwise the layer stays opaque."""
-    fn: Callable
-
-
-def _vit_patching_and_embedding(layer, inputs):
-    """keras_hub's ``ViTPatchingAndEmbedding``: the patch convolution, flattened to tokens, the class token in
-    front and the position embedding added. The class token, which the layer tiles to the batch size, is
-    ``0 * (first token) + class_token`` here: a constant per image, which gets no relevance."""
-    tokens = layer.patch_embedding(inputs)
-    if layer.data_format == "channels_first":
-        tokens = keras.ops.transpose(tokens, (0, 2, 3, 1))
-    tokens = keras.ops.reshape(tokens, (-1, tokens.shape[1] * tokens.shape[2], tokens.shape[3]))
-    if layer.use_class_token:
-        token = tokens[:, :1] * 0.0 + layer.class_token
-        tokens = keras.ops.concatenate([token, tokens], axis=1)
-    return tokens + layer.position_embedding.embeddings      # position_ids are 0..n-1: the table itself
-
-
-def _dinov2_embedding(layer, inputs, masks=None, training=None):
-    """keras_hub's ``DINOV2Embedding`` at inference without masks: the patch tokens, the class token in front,
-    the (interpolated) position embedding added, then the register tokens after the class token. The tokens
-    the layer tiles to the batch size are ``0 * (first token) + token`` here, as in the ViT's."""
-    tokens = layer.patch_embeddings(inputs)
-    zero = tokens[:, :1] * 0.0
-    tokens = keras.ops.concatenate([zero + layer.cls_token, tokens], axis=1) + layer.interpolated_position_embeddings
-    if layer.num_register_tokens > 0:
-        tokens = keras.ops.concatenate([tokens[:, :1], zero + layer.register_tokens, tokens[:, 1:]], axis=1)
-    return tokens
-
-
-def _deit_embeddings(layer, inputs, bool_masked_pos=None):
-    """keras_hub's ``DeiTEmbeddings`` at inference without masks: the patch tokens after the class and the
-    distillation token (``0 * (first token) + token``, as in the ViT's), plus the position embedding."""
-    tokens = layer.patch_embedding(inputs)
-    if layer.data_format == "channels_first":
-        tokens = keras.ops.transpose(tokens, (0, 2, 3, 1))
-    tokens = keras.ops.reshape(tokens, (-1, tokens.shape[1] * tokens.shape[2], tokens.shape[3]))
-    zero = tokens[:, :1] * 0.0
-    tokens = keras.ops.concatenate([zero + layer.class_token, zero + layer.distillation_token, tokens], axis=1)
-    return tokens + layer.position_embedding
-
-
-def _deit_encoder(layer, hidden_states, attention_masks=None, output_hidden_states=False,
-                  return_attention_scores=False):
-    """keras_hub's ``DeiTEncoder`` without masks, hidden states or scores: its blocks' ``call`` in turn (Keras
-    cannot trace the blocks themselves, which return ``(x, None)``), the final LayerNormalization, and the two
-    empty outputs the layer returns beside it, as slices of nothing."""
-    x = hidden_states
-    for block in layer.encoder_layers:
-        x = block.call(x)[0]
-    x = layer.layer_norm(x)
-    seq, dim = x.shape[1], x.shape[2]
-    nothing = keras.ops.slice(x, (0, 0, 0), (0, seq, dim))
-    return x, nothing, keras.ops.reshape(nothing, (0, layer.num_heads, seq, seq))
-
-
-#: Equivalents for layers of other libraries, by the class's module and name (nothing is imported).
-KNOWN_EQUIVALENTS: dict[str, OpensAs] = {
-    "keras_hub.src.models.vit.vit_layers.ViTPatchingAndEmbedding": OpensAs(_vit_patching_and_embedding),
-    "keras_hub.src.models.dinov2.dinov2_layers.DINOV2Embedding": OpensAs(_dinov2_embedding),
-    "keras_hub.src.models.deit.deit_layers.DeiTEmbeddings": OpensAs(_deit_embeddings),
-    "keras_hub.src.models.deit.deit_layers.DeiTEncoder": OpensAs(_deit_encoder),
-}
 
 
 # ---- reading --------------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ from typing import Callable
 import tensorflow as tf
 
 from . import rules as R
+from .equivalents import OpensAs
 from .errors import ExplainError
-from .graph import LAYER_READINGS, NONNEG_ACTIVATIONS, LinearOp, Node, OpensAs
+from .graph import LAYER_READINGS, NONNEG_ACTIVATIONS, LinearOp, Node
 
 EPS = R.SAFE_EPS
 

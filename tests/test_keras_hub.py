@@ -3,7 +3,7 @@ method explains them, LRP methods included, and the engine replays their logits.
 
 Each of them was refused by the LRP methods before: the patch embeddings of the ViT, DeiT and DINOv2 tile their
 class (distillation, register) tokens to the batch size and DeiT's encoder blocks return ``(x, None)``
-(``sglrp_widgets.graph.KNOWN_EQUIVALENTS`` opens these layers as equivalents), MiT reshapes to ``(batch, -1,
+(``sglrp_widgets.equivalents.KNOWN_EQUIVALENTS`` opens these layers as equivalents), MiT reshapes to ``(batch, -1,
 channels)``, HGNetV2 multiplies ``self.scale * x``."""
 import numpy as np
 import pytest

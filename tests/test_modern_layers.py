@@ -660,6 +660,10 @@ def test_a_layer_keras_cannot_trace_opens_as_the_equivalent_registered_for_it():
     with pytest.raises(ExplainError, match="'cls' \\(ClassToken\\)"):
         Explainer(model, "lrp.epsilon", cache=None)(x, 0)
     wrong = lambda layer, h: ops.concatenate([h[:, :1] * 0.0, h], axis=1)          # noqa: E731 - no token
+    with pytest.raises(ExplainError, match="a rule or opens_as, not both"):
+        register_layer(ClassToken, "route", opens_as=wrong)
+    with pytest.raises(ExplainError, match="opens_as must be a function"):
+        register_layer(ClassToken, opens_as="concatenate")
     register_layer(ClassToken, opens_as=wrong)
     try:
         with pytest.raises(ExplainError, match="'cls' \\(ClassToken\\)"):
