@@ -4,7 +4,9 @@ method explains them, LRP methods included, and the engine replays their logits.
 Each of them was refused by the LRP methods before: the patch embeddings of the ViT, DeiT and DINOv2 tile their
 class (distillation, register) tokens to the batch size and DeiT's encoder blocks return ``(x, None)``
 (``sglrp_widgets.equivalents.KNOWN_EQUIVALENTS`` opens these layers as equivalents), MiT reshapes to ``(batch, -1,
-channels)``, HGNetV2 multiplies ``self.scale * x``."""
+channels)``, HGNetV2 multiplies ``self.scale * x``, and Swin's blocks divide the batch size by the number of
+windows (opened as an equivalent that keeps the batch an axis of its own). EfficientNet and MobileNet worked
+before; they are here to stay that way."""
 import numpy as np
 import pytest
 
@@ -57,14 +59,45 @@ def dinov2():
     return keras.Model(inputs, keras.layers.Dense(5)(backbone({"images": inputs})[:, 0]))
 
 
-MODELS = {"ViT": vit, "DeiT": deit, "MiT": mit, "HGNetV2": hgnet, "DINOv2": dinov2}
+def swin():
+    """A 10×10 token map in windows of 4: padded to 12 (then 8 after the patch merging), and every second block
+    shifts its windows, so the attention mask of shifted windows is used."""
+    backbone = M.SwinTransformerBackbone(image_shape=(40, 40, 3), embed_dim=16, depths=[2, 2], num_heads=[2, 2],
+                                         window_size=4, patch_size=4, drop_path=0.0)
+    return M.SwinTransformerImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
+
+
+def efficientnet():
+    backbone = M.EfficientNetBackbone(
+        stackwise_kernel_sizes=[3, 3, 3], stackwise_num_repeats=[1, 1, 1], stackwise_input_filters=[8, 8, 16],
+        stackwise_output_filters=[8, 16, 16], stackwise_expansion_ratios=[1, 4, 4],
+        stackwise_squeeze_and_excite_ratios=[0.0, 0.0, 0.25], stackwise_strides=[1, 2, 2],
+        stackwise_block_types=["fused", "fused", "unfused"], stackwise_width_coefficients=[1.0] * 3,
+        stackwise_depth_coefficients=[1.0] * 3, stackwise_force_input_filters=[0] * 3,
+        stackwise_nores_option=[False] * 3, num_features=32, input_shape=(SIDE, SIDE, 3))
+    return M.EfficientNetImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
+
+
+def mobilenet():
+    backbone = M.MobileNetBackbone(
+        stackwise_expansion=[[40, 56], [64, 144]], stackwise_num_blocks=[2, 2],
+        stackwise_num_filters=[[16, 16], [24, 24]], stackwise_kernel_size=[[3, 3], [5, 5]],
+        stackwise_num_strides=[[2, 1], [2, 1]], stackwise_se_ratio=[[None, None], [0.25, 0.25]],
+        stackwise_activation=[["relu", "relu"], ["hard_swish", "hard_swish"]], stackwise_padding=[[1, 1], [2, 2]],
+        output_num_filters=48, depthwise_filters=8, depthwise_stride=2, depthwise_residual=False,
+        last_layer_filter=288, squeeze_and_excite=0.5, image_shape=(SIDE, SIDE, 3))
+    return M.MobileNetImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
+
+
+MODELS = {"ViT": vit, "DeiT": deit, "MiT": mit, "HGNetV2": hgnet, "DINOv2": dinov2, "Swin": swin,
+          "EfficientNet": efficientnet, "MobileNet": mobilenet}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
 def model_and_images(request):
     keras.utils.set_random_seed(4)
     model = MODELS[request.param]()
-    x = np.random.default_rng(5).uniform(0, 1, (3, SIDE, SIDE, 3)).astype("float32")
+    x = np.random.default_rng(5).uniform(0, 1, (3,) + tuple(model.input.shape[1:])).astype("float32")
     if any(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()):
         model = alive(model, x)
     return model, x
