@@ -7,7 +7,8 @@ checks the replayed logits against the model's on its first call.
 - :func:`remove_final_softmax` — every method starts from the logits.
 - :func:`prune` — drop what the chosen output does not depend on.
 - :func:`mark_gates` — in ``x * g``, a factor ``g`` that is a gate (sigmoid, hard-sigmoid, softmax, tanh,
-  possibly through an affine map) is held constant; products of two signals share relevance equally.
+  possibly through an affine map) or a divisor (``a / b``, ``x * rsqrt(v)``) is held constant; products of two
+  signals share relevance equally.
 - :func:`fold_affine` — BatchNorm (and any per-channel affine map) directly after a linear layer becomes part
   of that layer's weights (LRP methods only; gradient methods replay the model unfolded).
 - :func:`find_first_layers` — the linear layers that read the input (through routing and affine maps only)
@@ -19,6 +20,7 @@ from __future__ import annotations
 from .graph import GATE_ACTIVATIONS, Graph, Node
 
 _REMOVABLE_HEADS = {"softmax", "log_softmax"}
+_RECIPROCAL_OPS = {"Rsqrt", "Reciprocal"}
 
 
 def canonize(graph: Graph, *, fold: bool) -> Graph:
@@ -124,10 +126,17 @@ def _through(graph: Graph, value: int, producer: dict[int, int]) -> tuple[Node |
     return None, affine
 
 
+def _is_reciprocal(graph: Graph, value: int, producer: dict[int, int]) -> bool:
+    """Whether ``value`` is ``rsqrt(...)`` or ``reciprocal(...)``, possibly through affine maps and reshapes."""
+    node, _ = _through(graph, value, producer)
+    return node is not None and node.class_name in _RECIPROCAL_OPS
+
+
 def mark_gates(graph: Graph) -> None:
     """Set ``attrs["held"]`` of every product and contraction: the positions of the factors held constant.
 
-    Gates are held; the divisor of ``a / b`` is held; when every factor is a gate (or none is) nothing is held
+    Gates are held; the divisor of ``a / b`` is held, and so is a reciprocal factor (``x * rsqrt(mean(x²) +
+    eps)``, an RMS normalisation written with ``keras.ops``, is ``x / sqrt(...)``); when every factor is a gate (or none is) nothing is held
     and the factors share relevance equally (the uniform rule).
     """
     producer = graph.producer()
@@ -136,6 +145,10 @@ def mark_gates(graph: Graph) -> None:
             continue
         if node.attrs.get("divide"):
             node.attrs["held"] = (1,)
+            continue
+        divisors = tuple(i for i, v in enumerate(node.inputs) if _is_reciprocal(graph, v, producer))
+        if 0 < len(divisors) < len(node.inputs):
+            node.attrs["held"] = divisors
             continue
         gates = tuple(i for i, v in enumerate(node.inputs) if _is_gate(graph, v, producer))
         node.attrs["held"] = gates if 0 < len(gates) < len(node.inputs) else ()

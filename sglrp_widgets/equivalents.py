@@ -59,11 +59,27 @@ def _deit_embeddings(layer, inputs, bool_masked_pos=None):
     return _insert_tokens(tokens, [layer.class_token, layer.distillation_token], 0) + layer.position_embedding
 
 
+def _without_masks(masks):
+    if masks is not None:          # the layer stays opaque: its masked call is not what these equivalents compute
+        raise ValueError("masked call")
+
+
 def _dinov2_embedding(layer, inputs, masks=None, training=None):
     """keras_hub's ``DINOV2Embedding`` at inference without masks: the class token in front of the patch
     tokens, the (interpolated) position embedding added, then the register tokens after the class token."""
+    _without_masks(masks)
     tokens = layer.patch_embeddings(inputs)
     tokens = _insert_tokens(tokens, [layer.cls_token], 0) + layer.interpolated_position_embeddings
+    if layer.num_register_tokens > 0:
+        tokens = _insert_tokens(tokens, [layer.register_tokens], 1)
+    return tokens
+
+
+def _dinov3_embedding(layer, inputs, masks=None, training=None):
+    """keras_hub's ``DINOV3Embedding`` at inference without masks: the class token in front of the patch tokens,
+    then the register tokens after it (positions enter later, as rotary embeddings in the attention)."""
+    _without_masks(masks)
+    tokens = _insert_tokens(layer.patch_embeddings(inputs), [layer.cls_token], 0)
     if layer.num_register_tokens > 0:
         tokens = _insert_tokens(tokens, [layer.register_tokens], 1)
     return tokens
@@ -153,6 +169,7 @@ KNOWN_EQUIVALENTS: dict[str, OpensAs] = {
     "keras_hub.src.models.deit.deit_layers.DeiTEmbeddings": OpensAs(_deit_embeddings),
     "keras_hub.src.models.deit.deit_layers.DeiTEncoder": OpensAs(_deit_encoder),
     "keras_hub.src.models.dinov2.dinov2_layers.DINOV2Embedding": OpensAs(_dinov2_embedding),
+    "keras_hub.src.models.dinov3.dinov3_layers.DINOV3Embedding": OpensAs(_dinov3_embedding),
     "keras_hub.src.models.swin_transformer.swin_transformer_layers.SwinTransformerBlock":
         OpensAs(_swin_transformer_block),
 }

@@ -78,6 +78,8 @@ ROUTE_OPS = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "Concatenate", "St
              "Take", "TakeAlongAxis", "Cast", "Copy", "Moveaxis", "Swapaxes", "Flip", "Roll", "Tile",
              "Repeat", "BroadcastTo", "Pad", "Ravel", "MaxPool", "Max", "Amax", "Maximum", "Minimum",
              "StopGradient", "ConvertToTensor", "Hstack", "Vstack", "Dstack", "Append"}
+#: ``keras.ops`` operations that cut a tensor into pieces (routes, one per piece).
+SPLIT_OPS = {"Split", "ArraySplit", "Hsplit", "Vsplit", "Dsplit", "Unstack"}
 #: ``keras.ops`` operations that are linear maps with fixed weights (the epsilon rule of that map).
 FIXED_LINEAR_OPS = {"Mean", "Sum", "AveragePool", "Average", "AdaptiveAveragePool", "Cumsum", "Trace"}
 #: Elementwise nonlinearities: relevance passes unchanged (the identity rule).
@@ -434,7 +436,7 @@ def _replay(op, arguments) -> Callable:
 
 
 def _resizing_kind(layer) -> str | None:
-    """``Resizing``: nearest neighbours route values; bilinear and area averaging are linear maps with fixed,
+    """``Resizing`` (and ``keras.ops.image.resize``): nearest neighbours route values; bilinear and area averaging are linear maps with fixed,
     non-negative weights (they also carry the input's bounds). Kernels with negative lobes (bicubic, Lanczos...)
     and padding with a non-zero fill value get no reading (they stay opaque)."""
     if getattr(layer, "pad_to_aspect_ratio", False) and getattr(layer, "fill_value", 0.0):   # Keras >= 3.4
@@ -553,6 +555,9 @@ class _Reader:
         elif not isinstance(op, L.Layer):
             if len(out_shapes) == 1:
                 return [self.read_op(op, arguments, ins, name, kw)]
+            if type(op).__name__ in SPLIT_OPS and len(ins) == 1:    # each piece a route of the input
+                return [self.add("route", f"{name}[{i}]", op, ins, call=lambda v, i=i, c=call: c(v)[i],
+                                 in_shapes=shapes, out_shape=s) for i, s in enumerate(out_shapes)]
         opened = self.open(op, arguments, ins, name)
         if opened is not None:
             return opened
@@ -696,6 +701,8 @@ class _Reader:
             return self.add("activation", name, op, ins, activation=cls.lower(), **kw)
         if cls == "DotProductAttention":
             return self.add("attention", name, op, ins, **_attention_attrs(op, arguments), **kw)
+        if cls == "Resize" and len(tensors) == 1 and _resizing_kind(op):     # keras.ops.image.resize
+            return self.add(_resizing_kind(op), name, op, ins, carries_bounds=True, **kw)
         weight = _constant_weight(cls, arguments)
         if weight is not None:
             return self.linear(op, ins, name, weight, kw)
@@ -726,7 +733,9 @@ class _Reader:
             accepted = inspect.signature(call).parameters
         except (TypeError, ValueError):
             return None
-        kwargs = {k: v for k, v in kwargs.items() if k != "mask" or "mask" in accepted}
+        # Keras records the call-context arguments ``mask`` and ``training`` as given, and drops them for a call
+        # that does not take them (``self.norm(x, training=training)`` on a layer whose call has no ``training``)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("mask", "training") or k in accepted}
         if "training" in accepted:
             kwargs["training"] = False
         layers = list(layer._flatten_layers(include_self=True, recursive=True))

@@ -468,6 +468,113 @@ def test_data_augmentation_layers_are_explained_as_the_identity_they_are_at_infe
     assert {k for n, k in kinds.items() if n.startswith("augment/")} == {"route"}
 
 
+class OpsRMSNorm(L.Layer):
+    """RMS normalisation written with keras.ops, as keras_hub's MobileNetV5 writes it: ``x * rsqrt(mean(x²) +
+    eps) * gamma``. Its call takes no ``training``."""
+    def build(self, shape):
+        self.gamma = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + 1e-6) * self.gamma
+
+
+class NormBlock(L.Layer):
+    """A block that passes its ``training`` on to a sublayer whose call takes none (Keras drops it, and records
+    it in the sublayer's node)."""
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.norm = OpsRMSNorm()
+
+    def call(self, x, training=None):
+        return self.norm(x, training=training)
+
+
+def test_a_reciprocal_factor_is_held_like_a_divisor_so_an_ops_rms_norm_explains_as_rms_normalization():
+    """``x * rsqrt(v)`` is ``x / sqrt(v)``: the reciprocal factor is held, as the divisor of ``a / b`` is, so an
+    RMS normalisation written with keras.ops (inside a block that passes ``training`` on to it) gets what
+    ``RMSNormalization`` gets, sigma held and the epsilon rule of the scaling."""
+    def net(norm):
+        inp = keras.Input((2, 3))
+        h = L.Dense(4, name="d1")(inp)
+        return keras.Model(inp, L.Dense(3, name="d2")(L.Flatten()(norm(h))))
+
+    written = randomize(net(NormBlock(name="block")), 33)
+    written.get_layer("block").norm.gamma.assign(np.random.default_rng(0).uniform(0.5, 1.5, 4).astype("float32"))
+    layer = net(L.RMSNormalization(epsilon=1e-6, name="rms"))
+    layer.set_weights(written.get_weights())
+    products = [n for n in canonize(read_model(written), fold=True).nodes if n.kind == "product"]
+    assert [n.attrs["held"] for n in products] == [(1,)]
+    x = np.random.default_rng(10).normal(size=(2, 2, 3)).astype("float32")
+    for method in ("lrp.epsilon", "sglrp"):
+        got = Explainer(written, method, cache=None)(x, [2, 0])
+        want = Explainer(layer, method, cache=None)(x, [2, 0])
+        np.testing.assert_allclose(got.logits, want.logits, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-4, atol=1e-6 * np.abs(want.relevance).max())
+
+
+class OpsResize(L.Layer):
+    def __init__(self, interpolation, **kw):
+        super().__init__(**kw)
+        self.interpolation = interpolation
+
+    def call(self, x):
+        return ops.image.resize(x, (6, 6), interpolation=self.interpolation)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_keras_ops_image_resize_is_read_as_the_resizing_layer_is(interpolation):
+    written = _after([OpsResize(interpolation, name="resize")])
+    layer = _after([L.Resizing(6, 6, interpolation=interpolation, name="resizing")])
+    layer.set_weights(written.get_weights())
+    x = np.random.default_rng(4).uniform(0, 255, (2, 10, 10, 3)).astype("float32")
+    for method in ("lrp.epsilon", "sglrp"):
+        got = Explainer(written, method, cache=None)(x, [1, 2])
+        want = Explainer(layer, method, cache=None)(x, [1, 2])
+        np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-4, atol=1e-6 * np.abs(want.relevance).max())
+
+
+def test_keras_ops_image_resize_with_a_kernel_of_negative_lobes_is_refused_naming_it():
+    model = _after([OpsResize("bicubic", name="resize")])
+    with pytest.raises(ExplainError, match="resize"):
+        Explainer(model, "lrp.epsilon", cache=None)(np.zeros((1, 10, 10, 3), "float32"), 0)
+
+
+class SplitAndScale(L.Layer):
+    """Cuts the channels in two with ``keras.ops.split`` (or the rows with ``unstack``) and weights the pieces
+    differently, as CSPNet's stages do; ``sliced=True`` writes the same with slices."""
+    def __init__(self, how, **kw):
+        super().__init__(**kw)
+        self.how = how
+
+    def call(self, x):
+        if self.how == "split":
+            a, b = ops.split(x, 2, axis=-1)
+        elif self.how == "unstack":
+            a, b = ops.unstack(x, axis=1)
+        elif self.how == "channel slices":
+            a, b = x[..., :2], x[..., 2:]
+        else:
+            a, b = x[:, 0], x[:, 1]
+        return ops.concatenate([a * 2.0, b - 1.0], axis=-1)
+
+
+@pytest.mark.parametrize("how, sliced", [("split", "channel slices"), ("unstack", "row slices")])
+def test_keras_ops_split_and_unstack_route_each_piece_as_slices_do(how, sliced):
+    def net(layer):
+        inp = keras.Input((2, 5))
+        h = L.Dense(4, activation="relu", name="d1")(inp)
+        return keras.Model(inp, L.Dense(3, name="d2")(L.Flatten()(layer(h))))
+
+    written, plain = net(SplitAndScale(how)), net(SplitAndScale(sliced))
+    plain.set_weights(randomize(written, 35).get_weights())
+    x = np.random.default_rng(11).normal(size=(2, 2, 5)).astype("float32")
+    for method in ("lrp.epsilon", "sglrp"):
+        got = Explainer(written, method, cache=None)(x, [1, 2])
+        want = Explainer(plain, method, cache=None)(x, [1, 2])
+        np.testing.assert_allclose(got.logits, np.asarray(written(x)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-5, atol=1e-7)
+
+
 def _after(front, seed=6, side=10):
     """``front`` layers, then Rescaling, a ReLU convolution and a dense head."""
     keras.utils.set_random_seed(seed)
