@@ -136,8 +136,8 @@ def mark_gates(graph: Graph) -> None:
     """Set ``attrs["held"]`` of every product and contraction: the positions of the factors held constant.
 
     Gates are held; the divisor of ``a / b`` is held, and so is a reciprocal factor (``x * rsqrt(mean(x²) +
-    eps)``, an RMS normalisation written with ``keras.ops``, is ``x / sqrt(...)``); when every factor is a gate (or none is) nothing is held
-    and the factors share relevance equally (the uniform rule).
+    eps)``, an RMS normalisation written with ``keras.ops``, is ``x / sqrt(...)``); when every factor is a gate
+    (or none is) nothing is held and the factors share relevance equally (the uniform rule).
     """
     producer = graph.producer()
     for node in graph.nodes:

@@ -436,9 +436,10 @@ def _replay(op, arguments) -> Callable:
 
 
 def _resizing_kind(layer) -> str | None:
-    """``Resizing`` (and ``keras.ops.image.resize``): nearest neighbours route values; bilinear and area averaging are linear maps with fixed,
-    non-negative weights (they also carry the input's bounds). Kernels with negative lobes (bicubic, Lanczos...)
-    and padding with a non-zero fill value get no reading (they stay opaque)."""
+    """``Resizing`` (and ``keras.ops.image.resize``): nearest neighbours route values; bilinear and area
+    averaging are linear maps with fixed, non-negative weights (they also carry the input's bounds). Kernels with
+    negative lobes (bicubic, Lanczos...) and padding with a non-zero fill value get no reading (they stay
+    opaque)."""
     if getattr(layer, "pad_to_aspect_ratio", False) and getattr(layer, "fill_value", 0.0):   # Keras >= 3.4
         return None
     return {"nearest": "route", "bilinear": "fixed_linear", "area": "fixed_linear"}.get(layer.interpolation)

@@ -1,15 +1,17 @@
 """Image classifiers from keras_hub, built from small configurations with random weights (no download): every
 method explains them, LRP methods included, and the engine replays their logits.
 
-Each of them was refused by the LRP methods before: the patch embeddings of the ViT, DeiT and DINOv2 tile their
-class (distillation, register) tokens to the batch size and DeiT's encoder blocks return ``(x, None)``
-(``sglrp_widgets.equivalents.KNOWN_EQUIVALENTS`` opens these layers as equivalents), MiT reshapes to ``(batch, -1,
-channels)``, HGNetV2 multiplies ``self.scale * x``, and Swin's blocks divide the batch size by the number of
-windows (opened as an equivalent that keeps the batch an axis of its own), MobileNetV5 writes its RMS
-normalisation as ``x * rsqrt(mean(x²) + eps)`` (the reciprocal factor is held, as a divisor is) in blocks that pass
-``training`` on to it, and resizes with ``keras.ops.image.resize``; CSPNet's stages cut their channels with
-``keras.ops.split``; DINOv3's embedding tiles its tokens as DINOv2's does. EfficientNet and MobileNet worked before; they
-are here to stay that way."""
+Most of them were refused by the LRP methods before:
+- the patch embeddings of the ViT, DeiT, DINOv2 and DINOv3 tile their class (distillation, register) tokens to
+  the batch size, and DeiT's encoder blocks return ``(x, None)``
+  (``sglrp_widgets.equivalents.KNOWN_EQUIVALENTS`` opens these layers as equivalents);
+- Swin's blocks divide the batch size by the number of windows (opened as an equivalent that keeps the batch an
+  axis of its own);
+- MiT reshapes to ``(batch, -1, channels)``; HGNetV2 multiplies ``self.scale * x``;
+- MobileNetV5 writes its RMS normalisation as ``x * rsqrt(mean(x²) + eps)`` (the reciprocal factor is held, as a
+  divisor is) in blocks that pass ``training`` on to it, and resizes with ``keras.ops.image.resize``;
+- CSPNet's stages cut their channels with ``keras.ops.split``.
+EfficientNet, MobileNet and ResNetV2 worked before; they are here to stay that way."""
 import numpy as np
 import pytest
 
@@ -37,6 +39,14 @@ def deit():
     backbone = M.DeiTBackbone(image_shape=(SIDE, SIDE, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
                               intermediate_dim=32)
     return M.DeiTImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
+
+
+def resnet_v2():
+    """Pre-activation ResNet: its stem pads with -inf in front of the max pooling."""
+    backbone = M.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 32],
+                                stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+                                use_pre_activation=True, image_shape=(SIDE, SIDE, 3))
+    return M.ResNetImageClassifier(backbone=backbone, num_classes=5, preprocessor=None, activation=None)
 
 
 def mit():
@@ -130,7 +140,7 @@ def mobilenet_v5():
 
 MODELS = {"ViT": vit, "DeiT": deit, "MiT": mit, "HGNetV2": hgnet, "DINOv2": dinov2, "DINOv3": dinov3,
           "CSPNet": cspnet, "Swin": swin,
-          "EfficientNet": efficientnet, "MobileNet": mobilenet, "MobileNetV5": mobilenet_v5}
+          "ResNetV2": resnet_v2, "EfficientNet": efficientnet, "MobileNet": mobilenet, "MobileNetV5": mobilenet_v5}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
