@@ -46,6 +46,7 @@ from .cli_inputs import (
     CliError,
     class_labels_for_files,
     class_names_for,
+    converter_preprocess,
     guess_preprocess,
     load_model,
     note,
@@ -240,6 +241,11 @@ def _choose_preprocess(args: argparse.Namespace, model: Any, source: Any) -> Any
         return PREPROCESSORS[args.preprocess][0]
     if source.bundled:
         return demo.preprocess
+    own = converter_preprocess(model)
+    if own is not None:
+        _note(f"no --preprocess given; using the model's own preprocessing ({own[1]}). Pass --preprocess to "
+              "choose another.", args)
+        return own[0]
     guess = guess_preprocess(model.name)
     if guess is not None:
         _note(f"no --preprocess given; the model is named {model.name!r}, so using --preprocess {guess} "

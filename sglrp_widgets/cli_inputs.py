@@ -27,6 +27,7 @@ __all__ = [
     "load_model",
     "note",
     "guess_preprocess",
+    "converter_preprocess",
     "read_image",
     "class_names_for",
     "class_labels_for_files",
@@ -106,6 +107,27 @@ def guess_preprocess(model_name: str) -> str | None:
         if re.search(pattern, low):
             return name
     return None
+
+
+def converter_preprocess(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], str] | None:
+    """A keras_hub classifier's own preprocessing, from its image converter (``model.preprocessor
+    .image_converter``): raw 0..255 RGB times its ``scale`` plus its ``offset`` (each one number or one per
+    channel), and a description; None for a model without one. Resizing is left to ``--resize``."""
+    converter = getattr(getattr(model, "preprocessor", None), "image_converter", None)
+    if converter is None or getattr(converter, "data_format", "channels_last") == "channels_first":
+        return None
+    scale, offset = getattr(converter, "scale", None), getattr(converter, "offset", None)
+    factor = np.float32(1.0) if scale is None else np.asarray(scale, np.float32)
+    shift = np.float32(0.0) if offset is None else np.asarray(offset, np.float32)
+
+    def from_converter(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, np.float32) * factor + shift
+
+    def shown(v: Any) -> str:
+        values = [f"{float(a):.4g}" for a in np.ravel(v)]
+        return values[0] if len(values) == 1 else f"[{', '.join(values)}]"
+
+    return from_converter, f"x * {shown(factor)} + {shown(shift)}, from its image converter"
 
 
 # ------------------------------------------------------------------ models

@@ -576,6 +576,33 @@ def test_preprocess_guessed_from_the_model_name_and_said(tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "n" / "x_gradient_1.npy"), ref.relevance[0], rtol=1e-5)
 
 
+def test_a_keras_hub_classifier_is_fed_through_its_own_image_converter_and_that_is_said(tmp_path, capsys):
+    """A keras_hub classifier carries its preprocessing (scale and offset per channel) in its image converter: with
+    no --preprocess the CLI uses it, says so, and the map is the one of the converted image."""
+    keras_hub = pytest.importorskip("keras_hub")
+    import keras
+
+    from sglrp_widgets.engine import explain
+
+    keras.utils.set_random_seed(1)
+    backbone = keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2,
+                                            hidden_dim=8, mlp_dim=16)
+    scale, offset = [1 / 58.4, 1 / 57.1, 1 / 57.4], [-2.1, -2.0, -1.8]
+    converter = keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=scale, offset=offset)
+    preprocessor = keras_hub.models.ViTImageClassifierPreprocessor(image_converter=converter)
+    keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=4, preprocessor=preprocessor,
+                                        activation=None).save(tmp_path / "vit.keras")
+    img = _png(tmp_path / "x.png", 32, 32)
+    assert cli.main(["explain", "--model", str(tmp_path / "vit.keras"), "--image", str(tmp_path / "x.png"),
+                     "--method", "gradient", "--target", "1", "--npy", "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "using the model's own preprocessing (x * [0.01712, 0.01751, 0.01742] + [-2.1, -2, -1.8], from its image " in err
+    converted = img[None].astype(np.float32) * np.float32(scale) + np.float32(offset)
+    want = explain(keras.saving.load_model(tmp_path / "vit.keras"), converted, "gradient", targets=[1])
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "x_gradient_1.npy"), want.relevance[0], rtol=1e-4,
+                               atol=1e-6 * np.abs(want.relevance).max())
+
+
 @pytest.mark.parametrize(
     "model_name, expected",
     [("vgg16", "vgg16"), ("resnet50", "resnet50"), ("resnet50v2", "resnet_v2"), ("mobilenetv2_1.00_224", "mobilenet_v2"),
