@@ -10,7 +10,8 @@ one ``opaque`` node: it still replays exactly, so gradient methods work through 
 Each node gets a *kind*, which names the handler that carries relevance across it (``propagation.py``):
 
 ========================  =================================================================================
-``linear``                Dense, EinsumDense, Conv1D/2D/3D (grouped, dilated), DepthwiseConv2D, SeparableConv
+``linear``                Dense, EinsumDense, Conv1D/2D/3D (grouped, dilated) and their transposes,
+                          DepthwiseConv2D, SeparableConv
 ``fixed_linear``          average pooling, mean/sum reductions, bilinear up-sampling and resizing: linear,
                           fixed weights
 ``affine``                ``y = a x + c`` with ``a``, ``c`` fixed: BatchNorm, Rescaling, Normalization,
@@ -71,13 +72,14 @@ MAX_POOLING = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
 AVG_POOLING = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
                L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D)
 CONV_LAYERS = (L.Conv1D, L.Conv2D, L.Conv3D)
+CONV_TRANSPOSE_LAYERS = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
 UPSAMPLING = (L.UpSampling1D, L.UpSampling2D, L.UpSampling3D)
 
 #: ``keras.ops`` operations (class names) that route values: relevance follows their gradient.
 ROUTE_OPS = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "Concatenate", "Stack", "GetItem", "Slice",
              "Take", "TakeAlongAxis", "Cast", "Copy", "Moveaxis", "Swapaxes", "Flip", "Roll", "Tile",
              "Repeat", "BroadcastTo", "Pad", "Ravel", "MaxPool", "Max", "Amax", "Maximum", "Minimum",
-             "StopGradient", "ConvertToTensor", "Hstack", "Vstack", "Dstack", "Append"}
+             "StopGradient", "ConvertToTensor", "Hstack", "Vstack", "Dstack", "Append", "AdaptiveMaxPool"}
 #: ``keras.ops`` operations that cut a tensor into pieces (routes, one per piece).
 SPLIT_OPS = {"Split", "ArraySplit", "Hsplit", "Vsplit", "Dsplit", "Unstack"}
 #: ``keras.ops`` operations that are linear maps with fixed weights (the epsilon rule of that map).
@@ -103,7 +105,8 @@ _AFFINE_OPS = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negative"
 class LinearOp:
     """``z = apply(x, kernel, bias)``: a layer's linear part, with affine maps after it folded in.
 
-    ``kind`` is ``"dense"`` (last axis), ``"einsum"``, ``"conv"`` (N-D, grouped, dilated) or ``"depthwise"``.
+    ``kind`` is ``"dense"`` (last axis), ``"einsum"``, ``"conv"`` (N-D, grouped, dilated), ``"depthwise"`` or
+    ``"conv_transpose"`` (its kernel is (..., out, in), as Keras keeps it).
     Rules derive modified kernels (``w+``, ``w^2``, ...) from :meth:`params` (the folded weights) and apply
     them with :meth:`apply`. The layer's output itself is computed as the model computes it (:meth:`forward`:
     the unfolded weights, then each folded map's own layer): folding in float32 cancels badly where a
@@ -132,7 +135,8 @@ class LinearOp:
     def params(self) -> tuple[tf.Tensor, tf.Tensor]:
         """Current (kernel, bias) with the folded affine maps applied; bias is zeros when the layer has none."""
         kernel = tf.convert_to_tensor(self.kernel_var)
-        out_ch = kernel.shape[-2] * kernel.shape[-1] if self.kind == "depthwise" else kernel.shape[-1]
+        out_ch = kernel.shape[-2] * kernel.shape[-1] if self.kind == "depthwise" else \
+            kernel.shape[-2] if self.kind == "conv_transpose" else kernel.shape[-1]
         if self.bias_var is not None:
             bias = tf.convert_to_tensor(self.bias_var)
         elif self.kind == "einsum":
@@ -143,6 +147,8 @@ class LinearOp:
             a, c = (tf.reshape(tf.cast(t, kernel.dtype), [-1]) for t in fold())
             if self.kind == "depthwise":
                 kernel = kernel * tf.reshape(tf.broadcast_to(a, [out_ch]), kernel.shape[-2:])
+            elif self.kind == "conv_transpose":
+                kernel = kernel * tf.reshape(tf.broadcast_to(a, [out_ch]), [out_ch, 1])
             else:
                 kernel = kernel * a
             bias = bias * a + c
@@ -207,6 +213,11 @@ class LinearOp:
         elif self.kind == "depthwise":
             z = tf.nn.depthwise_conv2d(x, kernel, strides=(1, *self.strides, 1), padding=self.padding,
                                        dilations=self.dilations)
+        elif self.kind == "conv_transpose":
+            layer = self.layer
+            z = keras.ops.conv_transpose(x, kernel, strides=list(layer.strides), padding=layer.padding,
+                                         output_padding=layer.output_padding, dilation_rate=layer.dilation_rate,
+                                         data_format="channels_last")
         else:
             if self.causal_pad:
                 x = tf.pad(x, [[0, 0], [self.causal_pad, 0], [0, 0]])
@@ -255,7 +266,8 @@ class LinearOp:
         elif self.kind == "depthwise":
             return tf.nn.depthwise_conv2d_backprop_input(in_shape, kernel, s, strides=(1, *self.strides, 1),
                                                          padding=self.padding, dilations=(1, *self.dilations, 1))
-        elif self.groups == 1 and not self.causal_pad and all(d == 1 for d in self.dilations):
+        elif self.kind == "conv" and self.groups == 1 and not self.causal_pad and \
+                all(d == 1 for d in self.dilations):
             return tf.nn.conv_transpose(s, kernel, in_shape, strides=self.strides, padding=self.padding)
         dummy = tf.zeros(in_shape, s.dtype)                 # any other map: its input gradient
         with tf.GradientTape() as tape:
@@ -614,8 +626,9 @@ class _Reader:
             return self.linear(layer, [mid], name, pw, {**kw, "in_shapes": [None]})
         if isinstance(layer, L.DepthwiseConv2D):
             return self.linear(layer, ins, name, self.conv_op(layer, layer.kernel, layer.bias, kind="depthwise"), kw)
-        if isinstance(layer, CONV_LAYERS) and not isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
-                                                                      L.Conv3DTranspose)):
+        if isinstance(layer, CONV_TRANSPOSE_LAYERS):
+            return self.linear(layer, ins, name, LinearOp("conv_transpose", layer, layer.kernel, layer.bias), kw)
+        if isinstance(layer, CONV_LAYERS):
             op = self.conv_op(layer, layer.kernel, layer.bias, groups=int(getattr(layer, "groups", 1) or 1))
             return self.linear(layer, ins, name, op, kw)
         if isinstance(layer, L.BatchNormalization):
@@ -712,8 +725,8 @@ class _Reader:
         if cls in FIXED_LINEAR_OPS and len(tensors) == 1:
             return self.add("fixed_linear", name, op, ins, **kw)
         if cls in ROUTE_OPS:
-            return self.add("route", name, op, ins, nonlinear=cls in ("MaxPool", "Max", "Amax", "Maximum",
-                                                                       "Minimum"), **kw)
+            return self.add("route", name, op, ins, nonlinear=cls in ("MaxPool", "AdaptiveMaxPool", "Max", "Amax",
+                                                                       "Maximum", "Minimum"), **kw)
         return self.add("opaque", name, op, ins, **kw)
 
     # -- opening layers into their operations ---------------------------------------------------------------

@@ -360,6 +360,10 @@ LINEAR_LAYERS = {
     "depthwise (transposed flipped)": (lambda: L.DepthwiseConv2D(5, padding="same"), (6, 6, 3)),
     "separable": (lambda: L.SeparableConv2D(4, 3, padding="same"), (5, 5, 3)),
     "Dense on N-D": (lambda: L.Dense(4), (3, 5, 2)),
+    "Conv2DTranspose (strided, same)": (lambda: L.Conv2DTranspose(4, 3, strides=2, padding="same"), (4, 4, 3)),
+    "Conv2DTranspose (valid, output padding)": (lambda: L.Conv2DTranspose(3, 2, strides=3, output_padding=1),
+                                                (3, 3, 2)),
+    "Conv1DTranspose (strided)": (lambda: L.Conv1DTranspose(3, 3, strides=2), (6, 2)),
     "EinsumDense": (lambda: L.EinsumDense("abc,cd->abd", output_shape=(3, 4), bias_axes="d"), (3, 5)),
 }
 
@@ -380,8 +384,41 @@ def test_linear_layers_replay_and_lrp0_is_input_times_gradient(name):
     np.testing.assert_allclose(out.relevance, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("name", ["grouped conv (2 channels per group)", "grouped conv (depthwise-like)"])
-def test_grouped_convolution_z_plus_matches_the_explicit_matrix(name):
+def test_adaptive_max_pooling_routes_relevance_to_each_windows_winner_as_max_pooling_does():
+    def net(pool):
+        inp = keras.Input((8, 8, 2))
+        return keras.Model(inp, L.Dense(3)(L.Flatten()(pool(L.Conv2D(4, 3, padding="same", activation="relu")(inp)))))
+
+    adaptive, plain = net(L.AdaptiveMaxPooling2D((2, 2))), net(L.MaxPooling2D(4))
+    plain.set_weights(randomize(adaptive, 39).get_weights())
+    x = np.random.default_rng(13).normal(size=(2, 8, 8, 2)).astype("float32")
+    for method in ("lrp.epsilon", "sglrp"):
+        got = Explainer(adaptive, method, cache=None)(x, [1, 0])
+        want = Explainer(plain, method, cache=None)(x, [1, 0])
+        np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-5, atol=1e-7)
+
+
+def test_a_batchnorm_after_a_transposed_convolution_folds_into_its_output_channels():
+    """A transposed convolution keeps its kernel as (h, w, out, in): the BatchNorm's per-channel scale folds into
+    the ``out`` axis. LRP-0 of the folded graph is still input x gradient (a wrong axis would scale the rules'
+    weights, not the forward values), and the BatchNorm is gone from the graph."""
+    inp = keras.Input((4, 4, 3))
+    h = L.BatchNormalization(name="bn")(L.Conv2DTranspose(5, 3, strides=2, padding="same", name="up")(inp))
+    model = randomize(keras.Model(inp, L.Dense(3)(L.Flatten()(L.ReLU()(h)))), 37)
+    assert "bn" not in {n.name for n in canonize(read_model(model), fold=True).nodes}
+    x = np.random.default_rng(12).normal(size=(2, 4, 4, 3)).astype("float32")
+    out = Explainer(model, "lrp.z", cache=None)(x, [0, 2])
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        score = tf.reduce_sum(tf.gather(model(xt), [[0], [2]], batch_dims=1))
+    expected = (xt * tape.gradient(score, xt)).numpy()
+    np.testing.assert_allclose(out.relevance, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", ["grouped conv (2 channels per group)", "grouped conv (depthwise-like)",
+                                  "Conv2DTranspose (strided, same)", "Conv2DTranspose (valid, output padding)"])
+def test_grouped_and_transposed_convolutions_z_plus_matches_the_explicit_matrix(name):
     make, shape = LINEAR_LAYERS[name]
     layer = make()
     inp = keras.Input(shape)
@@ -652,18 +689,28 @@ def test_the_replay_probe_of_an_opened_layer_accepts_values_outside_its_domain()
     assert "affine" in {kind for name, kind in kinds.items() if name.startswith("logs/")}
 
 
+class UpByOps(L.Layer):
+    """A transposed convolution written with ``keras.ops.conv_transpose``: Keras records the operation in a form
+    it cannot replay outside the layer."""
+    def build(self, shape):
+        self.kernel = self.add_weight(shape=(3, 3, 4, shape[-1]))
+
+    def call(self, x):
+        return ops.relu(ops.conv_transpose(x, self.kernel, strides=2, padding="same"))
+
+
 def test_a_layer_whose_opened_operations_do_not_replay_it_stays_opaque():
-    """Conv2DTranspose opens into an operation Keras cannot replay outside the layer; before the check, every
-    gradient method crashed on such a model. Now the layer stays one node: gradients work, LRP names it."""
+    """Before the check, every gradient method crashed on such a model. Now the layer stays one node: gradients
+    work, LRP names it."""
     keras.utils.set_random_seed(7)
     inp = keras.Input((8, 8, 3))
-    x = L.Conv2DTranspose(4, 3, strides=2, activation="relu", name="up")(L.MaxPooling2D()(inp))
+    x = UpByOps(name="up")(L.MaxPooling2D()(inp))
     model = keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(4, 3, name="c")(x))))
     assert [n.kind for n in read_model(model).nodes if n.name.startswith("up")] == ["opaque"]
     x = np.random.default_rng(7).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
     out = Explainer(model, "gradient", cache=None)(x, 1)
     np.testing.assert_allclose(out.logits, model(x), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ExplainError, match="Conv2DTranspose"):
+    with pytest.raises(ExplainError, match="UpByOps"):
         Explainer(model, "sglrp", cache=None)(x, 1)
 
 
