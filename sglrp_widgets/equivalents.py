@@ -52,34 +52,27 @@ def _vit_patching_and_embedding(layer, inputs):
     return tokens + layer.position_embedding.embeddings
 
 
+def _without_masks(*masks):
+    if any(m is not None for m in masks):   # the layer stays opaque: a masked call is not what is written here
+        raise ValueError("masked call")
+
+
 def _deit_embeddings(layer, inputs, bool_masked_pos=None):
     """keras_hub's ``DeiTEmbeddings`` at inference without masks: the class and the distillation token in
     front of the patch tokens, plus the position embedding."""
+    _without_masks(bool_masked_pos)
     tokens = _patch_tokens(layer.patch_embedding, layer.data_format, inputs)
     return _insert_tokens(tokens, [layer.class_token, layer.distillation_token], 0) + layer.position_embedding
 
 
-def _without_masks(masks):
-    if masks is not None:          # the layer stays opaque: its masked call is not what these equivalents compute
-        raise ValueError("masked call")
-
-
-def _dinov2_embedding(layer, inputs, masks=None, training=None):
-    """keras_hub's ``DINOV2Embedding`` at inference without masks: the class token in front of the patch
-    tokens, the (interpolated) position embedding added, then the register tokens after the class token."""
-    _without_masks(masks)
-    tokens = layer.patch_embeddings(inputs)
-    tokens = _insert_tokens(tokens, [layer.cls_token], 0) + layer.interpolated_position_embeddings
-    if layer.num_register_tokens > 0:
-        tokens = _insert_tokens(tokens, [layer.register_tokens], 1)
-    return tokens
-
-
-def _dinov3_embedding(layer, inputs, masks=None, training=None):
-    """keras_hub's ``DINOV3Embedding`` at inference without masks: the class token in front of the patch tokens,
-    then the register tokens after it (positions enter later, as rotary embeddings in the attention)."""
+def _dino_embedding(layer, inputs, masks=None, training=None):
+    """keras_hub's ``DINOV2Embedding`` and ``DINOV3Embedding`` at inference without masks: the class token in
+    front of the patch tokens, DINOv2's (interpolated) position embedding added (DINOv3's positions enter
+    later, as rotary embeddings in the attention), then the register tokens after the class token."""
     _without_masks(masks)
     tokens = _insert_tokens(layer.patch_embeddings(inputs), [layer.cls_token], 0)
+    if hasattr(layer, "interpolated_position_embeddings"):
+        tokens = tokens + layer.interpolated_position_embeddings
     if layer.num_register_tokens > 0:
         tokens = _insert_tokens(tokens, [layer.register_tokens], 1)
     return tokens
@@ -90,6 +83,7 @@ def _deit_encoder(layer, hidden_states, attention_masks=None, output_hidden_stat
     """keras_hub's ``DeiTEncoder`` without masks, hidden states or scores: its blocks' ``call`` in turn (Keras
     cannot trace the blocks themselves, which return ``(x, None)``), the final LayerNormalization, and the two
     empty outputs the layer returns beside it, as slices of nothing."""
+    _without_masks(attention_masks)
     x = hidden_states
     for block in layer.encoder_layers:
         x = block.call(x)[0]
@@ -168,8 +162,8 @@ KNOWN_EQUIVALENTS: dict[str, OpensAs] = {
     "keras_hub.src.models.vit.vit_layers.ViTPatchingAndEmbedding": OpensAs(_vit_patching_and_embedding),
     "keras_hub.src.models.deit.deit_layers.DeiTEmbeddings": OpensAs(_deit_embeddings),
     "keras_hub.src.models.deit.deit_layers.DeiTEncoder": OpensAs(_deit_encoder),
-    "keras_hub.src.models.dinov2.dinov2_layers.DINOV2Embedding": OpensAs(_dinov2_embedding),
-    "keras_hub.src.models.dinov3.dinov3_layers.DINOV3Embedding": OpensAs(_dinov3_embedding),
+    "keras_hub.src.models.dinov2.dinov2_layers.DINOV2Embedding": OpensAs(_dino_embedding),
+    "keras_hub.src.models.dinov3.dinov3_layers.DINOV3Embedding": OpensAs(_dino_embedding),
     "keras_hub.src.models.swin_transformer.swin_transformer_layers.SwinTransformerBlock":
         OpensAs(_swin_transformer_block),
 }

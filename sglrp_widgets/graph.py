@@ -75,11 +75,13 @@ CONV_LAYERS = (L.Conv1D, L.Conv2D, L.Conv3D)
 CONV_TRANSPOSE_LAYERS = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
 UPSAMPLING = (L.UpSampling1D, L.UpSampling2D, L.UpSampling3D)
 
+#: ``keras.ops`` operations (class names) whose routing depends on the values: relevance follows the winners.
+NONLINEAR_ROUTE_OPS = {"MaxPool", "AdaptiveMaxPool", "Max", "Amax", "Maximum", "Minimum"}
 #: ``keras.ops`` operations (class names) that route values: relevance follows their gradient.
 ROUTE_OPS = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "Concatenate", "Stack", "GetItem", "Slice",
              "Take", "TakeAlongAxis", "Cast", "Copy", "Moveaxis", "Swapaxes", "Flip", "Roll", "Tile",
-             "Repeat", "BroadcastTo", "Pad", "Ravel", "MaxPool", "Max", "Amax", "Maximum", "Minimum",
-             "StopGradient", "ConvertToTensor", "Hstack", "Vstack", "Dstack", "Append", "AdaptiveMaxPool"}
+             "Repeat", "BroadcastTo", "Pad", "Ravel", "StopGradient", "ConvertToTensor", "Hstack", "Vstack",
+             "Dstack", "Append"} | NONLINEAR_ROUTE_OPS
 #: ``keras.ops`` operations that cut a tensor into pieces (routes, one per piece).
 SPLIT_OPS = {"Split", "ArraySplit", "Hsplit", "Vsplit", "Dsplit", "Unstack"}
 #: ``keras.ops`` operations that are linear maps with fixed weights (the epsilon rule of that map).
@@ -269,6 +271,10 @@ class LinearOp:
         elif self.kind == "conv" and self.groups == 1 and not self.causal_pad and \
                 all(d == 1 for d in self.dilations):
             return tf.nn.conv_transpose(s, kernel, in_shape, strides=self.strides, padding=self.padding)
+        elif self.kind == "conv_transpose":       # the input gradient of TF's conv_transpose: the convolution
+            layer = self.layer
+            return tf.nn.convolution(s, kernel, strides=layer.strides, padding=layer.padding.upper(),
+                                     dilations=layer.dilation_rate)
         dummy = tf.zeros(in_shape, s.dtype)                 # any other map: its input gradient
         with tf.GradientTape() as tape:
             tape.watch(dummy)
@@ -715,8 +721,8 @@ class _Reader:
             return self.add("activation", name, op, ins, activation=cls.lower(), **kw)
         if cls == "DotProductAttention":
             return self.add("attention", name, op, ins, **_attention_attrs(op, arguments), **kw)
-        if cls == "Resize" and len(tensors) == 1 and _resizing_kind(op):     # keras.ops.image.resize
-            return self.add(_resizing_kind(op), name, op, ins, carries_bounds=True, **kw)
+        if cls == "Resize" and len(tensors) == 1 and (kind := _resizing_kind(op)):    # keras.ops.image.resize
+            return self.add(kind, name, op, ins, carries_bounds=True, **kw)
         weight = _constant_weight(cls, arguments)
         if weight is not None:
             return self.linear(op, ins, name, weight, kw)
@@ -725,8 +731,7 @@ class _Reader:
         if cls in FIXED_LINEAR_OPS and len(tensors) == 1:
             return self.add("fixed_linear", name, op, ins, **kw)
         if cls in ROUTE_OPS:
-            return self.add("route", name, op, ins, nonlinear=cls in ("MaxPool", "AdaptiveMaxPool", "Max", "Amax",
-                                                                       "Maximum", "Minimum"), **kw)
+            return self.add("route", name, op, ins, nonlinear=cls in NONLINEAR_ROUTE_OPS, **kw)
         return self.add("opaque", name, op, ins, **kw)
 
     # -- opening layers into their operations ---------------------------------------------------------------
