@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -481,12 +482,7 @@ def explanation_figure(
         fig.text(0.5, 1 - 0.06 / total, title, ha="center", va="top", fontsize=11, fontweight="bold")
     if subtitle:
         fig.text(0.5, 1 - 0.3 / total, subtitle, ha="center", va="top", fontsize=9)
-    cax = fig.add_axes((0.08, foot / total, 0.84, bar / total))
-    lut = colormap_lut(cmap)
-    lo = 0.5 if positive_only and is_diverging(cmap) else 0.0
-    ramp = lut[int(round(lo * (len(lut) - 1))):][None]
-    cax.imshow(ramp, aspect="auto", extent=(0, 1, 0, 1), interpolation="nearest")
-    cax.set_xticks([]), cax.set_yticks([])
+    _draw_ramp(fig.add_axes((0.08, foot / total, 0.84, bar / total)), cmap, positive_only)
     scale = robust_scale(h, norm, positive_only=positive_only)
     # the bar runs from 0 (positive only) or -scale at its left end to +scale at its right end
     numbers = ((0.08, "0"),) if positive_only else ((0.08, f"−{scale:.2g}"), (0.5, "0"))
@@ -578,8 +574,9 @@ def plot_grid(
     image_label: str = "input",
     norm: str = "percentile",
     positive_only: bool | Sequence[bool] = False,
+    legend: tuple[str, str] | None = ("against the column's class", "for the column's class"),
 ):
-    """A rows × columns grid of heatmaps, e.g. methods × classes (as in the SGLRP paper).
+    """A rows × columns grid of heatmaps, e.g. methods × classes (as in the SGLRP paper), with its colour key.
 
     Parameters
     ----------
@@ -611,17 +608,22 @@ def plot_grid(
         does (a diverging colormap's upper half, a sequential one's whole range).
         :meth:`RelevanceExplorer.compare <sglrp_widgets.RelevanceExplorer.compare>` passes its positive-only
         setting, and ``True`` for methods whose maps are never negative.
+    legend : (str, str) or None
+        What the low and the high end of the colours mean, written under the colour bar that runs along the
+        bottom of the grid (with how the maps were scaled); ``None`` draws no key. When every row is positive
+        only, the bar starts at 0 and the low end's words are left out.
 
     Returns
     -------
     matplotlib.figure.Figure
+        Its first axes are the grid's, row by row; the colour bar's come last.
 
     Example
     -------
     >>> m = np.random.default_rng(0).normal(size=(3, 2, 16, 16))
     >>> fig = plot_grid(np.zeros((16, 16, 3)), m, ["LRP", "CLRP", "SGLRP"], ["cat", "dog"])
-    >>> len(fig.axes)
-    9
+    >>> len(fig.axes)                       # 3 x (image + 2 maps), then the colour bar
+    10
     """
     from matplotlib.figure import Figure
 
@@ -640,6 +642,9 @@ def plot_grid(
         raise ValueError(f"got {len(row_labels)} row_labels for {rows} rows of maps")
     if col_labels is not None and len(col_labels) != cols:
         raise ValueError(f"got {len(col_labels)} col_labels for {cols} columns of maps")
+    if legend is not None and (isinstance(legend, str) or len(legend) != 2
+                               or not all(isinstance(w, str) for w in legend)):
+        raise ValueError(f"legend must be two strings (what the low and the high end mean) or None, got {legend!r}")
     row_images: list[np.ndarray | None] = [None] * rows  # shown in the image column
     bases: list[np.ndarray | None] = [None] * rows  # under the overlays
     if images is not None:
@@ -665,7 +670,12 @@ def plot_grid(
         vmax = top if top > 0 else None
     lead = 1 if images is not None else 0
     ncols = cols + lead
-    fig = Figure(figsize=(cell_size * ncols + (0.6 if row_labels else 0), cell_size * rows + 0.5))
+    width = cell_size * ncols + (0.6 if row_labels else 0)
+    key = None if legend is None else \
+        _GridKey.make(cell_size * cols * 0.9, width, legend, all(positive), vmax, norm)
+    below = key.inches if key else 0.0                            # inches under the grid for the colour key
+    height = cell_size * rows + 0.5 + below
+    fig = Figure(figsize=(width, height))
     axes = fig.subplots(rows, ncols, squeeze=False)
     for r in range(rows):
         if lead:
@@ -695,8 +705,71 @@ def plot_grid(
                 ax.set_ylabel(str(row_labels[r]), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, below / height, 1, 1))
+    if key:
+        key.draw(fig, axes[-1, lead], axes[-1, -1], cmap, all(positive))
     return fig
+
+
+def _draw_ramp(cax, cmap: Any, positive_only: bool) -> None:
+    """A colour bar's ramp in ``cax``: the colormap from its low end (its middle, for a diverging map drawn from
+    0) to its high end."""
+    lut = colormap_lut(cmap)
+    lo = 0.5 if positive_only and is_diverging(cmap) else 0.0
+    cax.imshow(lut[int(round(lo * (len(lut) - 1))):][None], aspect="auto", extent=(0, 1, 0, 1),
+               interpolation="nearest")
+    cax.set_xticks([]), cax.set_yticks([])
+
+
+@dataclass(frozen=True)
+class _GridKey:
+    """The colour key under a grid of maps, laid out for a bar ``width`` inches wide: what the bar's ends mean
+    (wrapped within half the bar each), the numbers under it and how the maps were scaled."""
+
+    low: str
+    high: str
+    numbers: tuple[str, str, str]
+    footer: str
+
+    @classmethod
+    def make(cls, width: float, fig_width: float, legend: tuple[str, str], positive_only: bool,
+             scale: float | None, norm: str) -> "_GridKey":
+        chars = max(10, int(width * 72 / 2 / 4.0))            # half the bar, fontsize 8
+        low = "" if positive_only else textwrap.fill(legend[0], chars)
+        high = textwrap.fill(legend[1], chars)
+        top = f"+{scale:.2g}" if scale else ""
+        numbers = ("0", "", top) if positive_only else (f"−{scale:.2g}" if scale else "", "0", top)
+        how = "maximum" if norm == "max" else "99.5th percentile of |relevance|"
+        scaled = "one scale for all maps" if scale else "each map on its own scale"
+        footer = textwrap.fill(f"{scaled}, ending at the {how}", max(20, int(fig_width * 72 / 3.9)))
+        return cls(low, high, numbers, footer)
+
+    @property
+    def number_line(self) -> bool:
+        """Whether the numbers take a line of their own (a shared scale's, or a bar from 0); else the 0 in the
+        middle goes on the words' line."""
+        return any(n and n != "0" for n in self.numbers) or self.numbers[0] == "0"
+
+    @property
+    def inches(self) -> float:
+        """The height the key needs under the grid."""
+        words = max(self.low.count("\n"), self.high.count("\n")) + 1
+        return 0.32 + 0.15 * self.number_line + 0.15 * words + 0.13 * (self.footer.count("\n") + 1)
+
+    def draw(self, fig, first, last, cmap: Any, positive_only: bool) -> None:
+        """Draw the key below the grid, the bar spanning the map columns (axes ``first`` to ``last``)."""
+        height = fig.get_figheight()
+        left, right = first.get_position().x0, last.get_position().x1
+        y = self.inches - 0.06                                  # inches from the bottom, going down
+        _draw_ramp(fig.add_axes((left, (y - 0.18) / height, right - left, 0.18 / height)), cmap, positive_only)
+        y -= 0.2
+        for x, ha, text in zip((left, (left + right) / 2, right), ("left", "center", "right"), self.numbers):
+            fig.text(x, y / height, text, ha=ha, va="top", fontsize=8)
+        y -= 0.15 * self.number_line
+        for x, ha, text in ((left, "left", self.low), (right, "right", self.high)):
+            fig.text(x, y / height, text, ha=ha, va="top", fontsize=8, multialignment=ha)
+        fig.text(0.5, 0.04 / height, self.footer, ha="center", va="bottom", fontsize=7, color="#555555",
+                 multialignment="center")
 
 
 def compare_figure(

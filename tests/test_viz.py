@@ -221,7 +221,7 @@ def test_plot_grid_layout_and_pixels():
     maps[1, 1] = 0.0
     img = np.full((8, 8, 3), 200, np.uint8)
     fig = viz.plot_grid(img, maps, ["LRP", "CLRP", "SGLRP"], ["cat", "dog"], title="t")
-    assert len(fig.axes) == 3 * 3
+    assert len(fig.axes) == 3 * 3 + 1        # the grid, then the colour key's bar
     # first column is the input (first row only), then the maps
     assert fig.axes[0].get_title() == "input"
     assert [fig.axes[i].get_title() for i in (1, 2)] == ["cat", "dog"]
@@ -242,14 +242,14 @@ def test_plot_grid_shared_scale_and_overlay():
     maps = np.zeros((1, 2, 4, 4))
     maps[0, 0, 0, 0] = 1.0
     maps[0, 1, 0, 0] = 4.0
-    fig = viz.plot_grid(None, maps, shared_scale=True)
+    fig = viz.plot_grid(None, maps, shared_scale=True, legend=None)
     assert len(fig.axes) == 2
     a = np.asarray(fig.axes[0].get_images()[0].get_array())
     b = np.asarray(fig.axes[1].get_images()[0].get_array())
     np.testing.assert_allclose(b[0, 0, :3], SEISMIC_MAX, atol=1e-6)
     # 1/4 of the shared maximum is a light red, not the darkest red
     assert a[0, 0, 0] == pytest.approx(1.0) and a[0, 0, 1] > 0.4
-    fig2 = viz.plot_grid(np.zeros((2, 4, 4, 3)), np.zeros((2, 1, 4, 4)), alpha=1.0)
+    fig2 = viz.plot_grid(np.zeros((2, 4, 4, 3)), np.zeros((2, 1, 4, 4)), alpha=1.0, legend=None)
     assert len(fig2.axes) == 4
     assert len(fig2.axes[2].get_images()) == 1  # per-row images shown in every row
 
@@ -288,6 +288,35 @@ def test_plot_grid_shared_scale_is_found_over_what_is_drawn():
     np.testing.assert_allclose(signed[0, 0], viridis(1.0)[:3], atol=1e-6)   # 2 is the top of the scale
 
 
+def _texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.texts]
+
+
+def test_plot_grid_carries_its_colour_key():
+    """The grid's last axes is a colour bar along the map columns, with what its ends mean and how the maps were
+    scaled; a positive-only grid's bar starts at 0 and names only the high end."""
+    maps = np.random.default_rng(0).normal(size=(2, 3, 8, 8))
+    fig = viz.plot_grid(np.zeros((8, 8, 3)), maps, ["LRP", "SGLRP"], ["a", "b", "c"], cmap="bwr")
+    bar = fig.axes[-1]
+    ramp = np.asarray(bar.get_images()[0].get_array())[0, :, :3] / 255.0       # colormap_lut is uint8
+    bwr = matplotlib.colormaps["bwr"]
+    np.testing.assert_allclose([ramp[0], ramp[-1]], [bwr(0.0)[:3], bwr(1.0)[:3]], atol=1 / 255)
+    grid_left, grid_right = fig.axes[1].get_position().x0, fig.axes[3].get_position().x1   # the map columns
+    assert bar.get_position().x0 == pytest.approx(grid_left) and bar.get_position().x1 == pytest.approx(grid_right)
+    assert bar.get_position().y1 < min(ax.get_position().y0 for ax in fig.axes[:-1])      # under the grid
+    texts = " ".join(_texts(fig)).replace("\n", " ")
+    assert "against the column's class" in texts and "for the column's class" in texts
+    assert "each map on its own scale" in texts
+
+    fig = viz.plot_grid(None, np.abs(maps), cmap="bwr", positive_only=True, shared_scale=True, norm="max",
+                        legend=("no evidence", "evidence for the class"))
+    ramp = np.asarray(fig.axes[-1].get_images()[0].get_array())[0, :, :3] / 255.0
+    np.testing.assert_allclose([ramp[0], ramp[-1]], [[1.0, 1.0, 1.0], bwr(1.0)[:3]], atol=1e-2)   # from 0: white
+    texts = " ".join(_texts(fig)).replace("\n", " ")
+    assert "no evidence" not in texts and "evidence for the class" in texts
+    assert f"+{np.abs(maps).max():.2g}" in _texts(fig) and "one scale for all maps, ending at the maximum" in texts
+    assert len(viz.plot_grid(None, maps, legend=None).axes) == 2 * 3
+
 def test_plot_grid_savefig(tmp_path):
     fig = viz.plot_grid(np.zeros((8, 8, 3)), np.ones((2, 2, 8, 8)), ["a", "b"], ["c", "d"])
     fig.savefig(tmp_path / "g.png")
@@ -303,6 +332,7 @@ def test_plot_grid_savefig(tmp_path):
         ({"maps": np.zeros((2, 2, 8, 8)), "images": np.zeros((3, 8, 8, 3))}, "got 3 images for 2 rows"),
         ({"maps": np.zeros((1, 1, 8, 8)), "images": np.zeros((9, 9, 3))}, r"do not match the maps' \(8, 8\)"),
         ({"maps": np.full((1, 1, 2, 2), np.nan)}, "non-finite"),
+        ({"maps": np.zeros((1, 1, 2, 2)), "legend": "for"}, "legend must be two strings"),
     ],
 )
 def test_plot_grid_errors(kwargs, match):
@@ -323,7 +353,7 @@ def test_compare_figure_with_engine():
         model, x, ["lrp", "sglrp", ("lrp.epsilon", {"epsilon": 0.1})], targets,
         preprocess=demo.preprocess, class_names=demo.class_names, raw_image=images[0],
     )
-    assert len(fig.axes) == 3 * (1 + 2)
+    assert len(fig.axes) == 3 * (1 + 2) + 1          # and the colour key
     titles = [fig.axes[1].get_title(), fig.axes[2].get_title()]
     assert titles[0].startswith(demo.class_names[targets[0]])
     assert titles[1].startswith(demo.class_names[targets[1]])

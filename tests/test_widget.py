@@ -587,7 +587,7 @@ def test_compare_cancel_and_python_figure(model, images):
         assert w.wait(T)
         assert w.compare_grid["state"] == "cancelled"
         fig = w.compare(methods=["sglrp", "gradient"], targets=[0, 1])
-        assert len(fig.axes) == 2 * 3
+        assert len(fig.axes) == 2 * 3 + 1        # and the colour key
         assert fig.axes[1].get_title().startswith("c0\n") and fig.axes[1].get_title().endswith("%")
         with pytest.raises(ValueError):
             w.compare(methods=["nope"])
