@@ -204,6 +204,18 @@ export function legendText(meta, { positiveOnly = false, norm = "percentile" } =
   };
 }
 
+/** The compare grid's colour key (as viz.plot_grid's): what the ends mean for each column's class, and how
+ * the maps were scaled (each on its own). ``positiveOnly``: every row is drawn from 0, so there is no low end. */
+export function compareKeyText({ positiveOnly = false, norm = "percentile" } = {}) {
+  const how = norm === "max" ? "maximum" : "99.5th percentile of |relevance|";
+  return {
+    low: positiveOnly ? "0" : "against the column's class",
+    mid: positiveOnly ? "" : "0",
+    high: "for the column's class",
+    note: `each map on its own scale, ending at the ${how}`,
+  };
+}
+
 /** Always a percentage: 97.3 %, 0.2 %, 0.06 %, < 0.01 % (as sglrp_widgets.widget.format_probability). */
 export function formatPercent(p) {
   if (p == null || !Number.isFinite(Number(p))) return "";
@@ -1000,10 +1012,17 @@ export function compareView(env) {
   const cancel = h("button", { class: "sglrp-btn", role: "compare-cancel", text: "Cancel" });
   const close = h("button", { class: "sglrp-btn", role: "compare-close", title: "hide the comparison", text: "✕" });
   const grid = h("div", { class: "sglrp-compare-grid", role: "compare-grid" });
+  const keyBar = h("canvas", { class: "sglrp-legend-bar", role: "compare-key-bar", width: 256, height: 10 });
+  const keyLow = h("span", { class: "sglrp-legend-low", role: "compare-key-low" });
+  const keyMid = h("span", { class: "sglrp-legend-mid", role: "compare-key-mid" });
+  const keyHigh = h("span", { class: "sglrp-legend-high", role: "compare-key-high" });
+  const keyNote = h("div", { class: "sglrp-legend-note", role: "compare-key-note" });
+  const key = h("div", { class: "sglrp-legend sglrp-compare-key", role: "compare-key" }, keyBar,
+    h("div", { class: "sglrp-legend-labels sglrp-legend-words" }, keyLow, keyMid, keyHigh), keyNote);
   cancel.addEventListener("click", () => model.send({ type: "cancel", what: "compare" }));
   let hidden = false;
   close.addEventListener("click", () => { hidden = true; update(); });
-  const el = h("div", { class: "sglrp-compare", role: "compare-view" }, h("div", { class: "sglrp-row" }, title, progress, cancel, close), grid);
+  const el = h("div", { class: "sglrp-compare", role: "compare-view" }, h("div", { class: "sglrp-row" }, title, progress, cancel, close), grid, key);
   let shown = null;
   function sized(node, w, h_) {
     const size = Math.max(96, Math.min(160, w));
@@ -1031,6 +1050,22 @@ export function compareView(env) {
     img.src = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
     return sized(img, g.width, g.height);
   }
+  // the colour key under the grid: one bar for every row (from 0 only when every row is drawn from 0)
+  function drawKey(rows) {
+    key.hidden = !rows.length;
+    if (key.hidden) return;
+    const cm = colormapOf(model.get("colormaps"), local.colormap);
+    const positiveOnly = rows.every((row) => showsPositiveOnly(row, local));
+    const text = compareKeyText({ positiveOnly, norm: local.norm });
+    keyLow.textContent = text.low;
+    keyMid.textContent = text.mid;
+    keyHigh.textContent = text.high;
+    keyNote.textContent = text.note;
+    const ctx = keyBar.getContext("2d");
+    if (!ctx) return;
+    const colors = rampColors(cm.lut, { diverging: cm.diverging, positiveOnly }, keyBar.width);
+    colors.forEach(([r, g, b], i) => { ctx.fillStyle = `rgb(${r},${g},${b})`; ctx.fillRect(i, 0, 1, keyBar.height); });
+  }
   function update(what) {
     const g = model.get("compare_grid") || {};
     if (g !== shown) hidden = false;
@@ -1045,6 +1080,7 @@ export function compareView(env) {
     if (what === "index" || what === "method" || what === "params") return; // only staleness changed
     grid.textContent = "";
     const targets = g.targets || [];
+    drawKey(targets.length ? g.rows || [] : []);
     if (!targets.length) return;
     grid.style.gridTemplateColumns = `auto auto repeat(${targets.length}, auto)`;
     grid.append(h("span"), h("span", { class: "sglrp-compare-col", text: "image" }));

@@ -3,6 +3,7 @@ import widget, {
   toUint8, halfToFloat, decodeHeatmap, lutFromHex, colormapOf, mapScale, normalizeHeatmap, resample, colorPosition,
   blend, colorize, rampColors, formatNumber, legendText, formatPercent, formatElapsed, displaySize, boxesToDraw,
   heatmapMatchesImage, exportFileName, filterClasses, groupMethods, defaultParams, paramText, parseParam, compareStatus,
+  compareKeyText,
 } from "../widget.js";
 import { BWR_HEX, half } from "./helpers.js";
 
@@ -168,6 +169,15 @@ describe("classes, methods, parameters", () => {
     const choice = { name: "mode", type: "choice", choices: ["a", 2] };
     expect(parseParam(choice, "2")).toEqual({ value: 2 });
     expect(parseParam(choice, "z").error).toMatch(/one of a, 2/);
+  });
+});
+
+describe("compare key", () => {
+  it("names both ends, or only the high one from 0, and the scale", () => {
+    expect(compareKeyText()).toEqual({ low: "against the column's class", mid: "0", high: "for the column's class",
+      note: "each map on its own scale, ending at the 99.5th percentile of |relevance|" });
+    expect(compareKeyText({ positiveOnly: true, norm: "max" })).toEqual({ low: "0", mid: "", high: "for the column's class",
+      note: "each map on its own scale, ending at the maximum" });
   });
 });
 

@@ -382,6 +382,22 @@ describe("compareView", () => {
     expect(el.classList.contains("sglrp-stale")).toBe(true);
     expect($("[data-role=compare-progress]").textContent).toMatch(/^stale: shows image 1, the selection is image 2/);
   });
+  it("carries its colour key: what the ends mean, how the maps were scaled; from 0 when every row is", () => {
+    const { model, $ } = setup(compareView, { compare_grid: grid({ state: "done", done: 2 }) });
+    expect($("[data-role=compare-key]").hidden).toBe(false);
+    expect($("[data-role=compare-key-low]").textContent).toBe("against the column's class");
+    expect($("[data-role=compare-key-mid]").textContent).toBe("0");
+    expect($("[data-role=compare-key-high]").textContent).toBe("for the column's class");
+    expect($("[data-role=compare-key-note]").textContent).toBe("each map on its own scale, ending at the maximum");   // the view's norm
+    const cam = { ...grid().rows[0], method: "grad_cam", label: "Grad-CAM", never_negative_why: "Grad-CAM keeps the positive part" };
+    model.trigger("compare_grid", grid({ state: "done", done: 2, rows: [cam] }));
+    expect($("[data-role=compare-key-low]").textContent).toBe("0");
+    expect($("[data-role=compare-key-mid]").textContent).toBe("");
+    model.trigger("compare_grid", grid({ state: "done", done: 2, rows: [cam, grid().rows[0]] }));   // a signed row
+    expect($("[data-role=compare-key-low]").textContent).toBe("against the column's class");
+    model.trigger("compare_grid", grid({ state: "running", done: 0, targets: [], rows: [] }));     // nothing drawn yet
+    expect($("[data-role=compare-key]").hidden).toBe(true);
+  });
 });
 
 describe("persistence", () => {

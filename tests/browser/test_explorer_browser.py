@@ -259,6 +259,9 @@ def test_explorer_in_browser(browser, server):
         grid = ex.loc("compare-grid")
         assert grid.locator("canvas").count() == 4 * 3
         assert "× top 3 classes · image 1 / 8" in ex.text("compare-title")
+        assert ex.loc("compare-key-bar").is_visible()      # the grid's own colour key, under it
+        assert (ex.text("compare-key-low"), ex.text("compare-key-high")) == \
+            ("against the column's class", "for the column's class")
         page.wait_for_timeout(300)
         ex.shot("5-compare")
         ex.loc("next").click()
