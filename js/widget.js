@@ -627,6 +627,16 @@ export function pictureView(env) {
 }
 
 /** The colour bar: colours and the meaning of both ends for the map's class. */
+/** Paint a colour bar's ramp (rampColors) across ``canvas``, one column of pixels per colour. */
+function paintRamp(canvas, lut, opts) {
+  const ctx = canvas.getContext("2d");
+  if (!ctx) return;
+  rampColors(lut, opts, canvas.width).forEach(([r, g, b], i) => {
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillRect(i, 0, 1, canvas.height);
+  });
+}
+
 export function legendView(env) {
   const { model, local } = env;
   const bar = h("canvas", { class: "sglrp-legend-bar", role: "legend-bar", width: 256, height: 12 });
@@ -652,10 +662,7 @@ export function legendView(env) {
     lowWords.textContent = text.lowWords;
     highWords.textContent = text.highWords;
     note.textContent = text.note;
-    const ctx = bar.getContext("2d");
-    if (!ctx) return;
-    const colors = rampColors(cm.lut, opts, bar.width);
-    colors.forEach(([r, g, b], i) => { ctx.fillStyle = `rgb(${r},${g},${b})`; ctx.fillRect(i, 0, 1, bar.height); });
+    paintRamp(bar, cm.lut, opts);
   }
   return { el, keys: ["heatmap_meta", "colormaps", "view"], update };
 }
@@ -1061,10 +1068,7 @@ export function compareView(env) {
     keyMid.textContent = text.mid;
     keyHigh.textContent = text.high;
     keyNote.textContent = text.note;
-    const ctx = keyBar.getContext("2d");
-    if (!ctx) return;
-    const colors = rampColors(cm.lut, { diverging: cm.diverging, positiveOnly }, keyBar.width);
-    colors.forEach(([r, g, b], i) => { ctx.fillStyle = `rgb(${r},${g},${b})`; ctx.fillRect(i, 0, 1, keyBar.height); });
+    paintRamp(keyBar, cm.lut, { diverging: cm.diverging, positiveOnly });
   }
   function update(what) {
     const g = model.get("compare_grid") || {};
