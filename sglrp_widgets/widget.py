@@ -111,6 +111,24 @@ def _lut_entry(name: str) -> dict:
     return {"lut": viz.colormap_lut(name).tobytes().hex(), "diverging": viz.is_diverging(name)}
 
 
+#: SGLRP's heads are ``y_t (1 - y_t)`` in size; below this the contract's stabilizer (1e-7) fades its contrast
+#: and the map tends to the target's LRP map (``docs/methods.md``, "Heads and post-steps").
+FADING_SGLRP_HEAD = 1e-6
+
+
+def faded_contrast(method: str, params: dict, probs: np.ndarray, target: int) -> str:
+    """What the status line adds where SGLRP's contrast fades for ``target`` (a class the model is all but sure
+    of, or one it all but rules out), else ``""``."""
+    if get_method(method).head != "sglrp" or not params.get("scaling", True):
+        return ""
+    p = float(probs[target])
+    rest = float(np.delete(np.asarray(probs, np.float64), target).sum())       # 1 - p without cancellation
+    if p * rest >= FADING_SGLRP_HEAD:
+        return ""
+    which = "a near-certain class" if p > 0.5 else "a very unlikely class"
+    return f"{which}: SGLRP's contrast fades here (the map tends to LRP's); CLRP stays contrastive"
+
+
 def map_scales(heat: np.ndarray) -> dict:
     """The colour-scale ends the browser may pick from: per norm, [signed, positive part] (viz's definition)."""
     return {norm: [viz.robust_scale(heat, norm), viz.robust_scale(heat, norm, positive_only=True)]
@@ -512,7 +530,8 @@ class RelevanceExplorer(anywidget.AnyWidget):
             self.metrics = self._metrics(index, heat, target)
             self.code = self._code(index, method, params, target)
             self.error, self.field_errors, self.task = "", {}, {}
-            self.status = f"{spec.get('label', method)} · {name} · {took}"
+            faded = faded_contrast(method, params, self._probs[index], target)
+            self.status = f"{spec.get('label', method)} · {name} · {took}" + (f" · {faded}" if faded else "")
 
     def _prefetch_units(self, gen: int, index: int, method: str, params: dict) -> Iterator[None]:
         """Compute the other top-k classes of this image and method ahead of a click, a few per unit

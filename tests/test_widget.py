@@ -28,6 +28,7 @@ from sglrp_widgets.widget import (  # noqa: E402
     RelevanceExplorer,
     decode_heatmap,
     encode_heatmap,
+    faded_contrast,
     format_probability,
     imagenet_class_names,
     legend_words,
@@ -153,6 +154,34 @@ def test_initial_state_and_buffer(model, images):
     finally:
         w.close()
 
+
+def test_status_says_where_sglrp_contrast_fades(images):
+    """A class the model is all but sure of (or all but rules out) has SGLRP heads y_t (1 - y_t) below 1e-6: the
+    status line says its contrast fades there and names CLRP; a class with a moderate probability gets no note."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((H, W, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inp))
+    head = keras.layers.Dense(3)
+    confident = keras.Model(inp, head(x))
+    head.kernel.assign(np.random.default_rng(0).normal(0, 0.01, (4, 3)).astype(np.float32))
+    head.bias.assign(np.array([20.0, 0.0, 1.0], np.float32))       # p about 1 - 8e-9, 2e-9, 6e-9 on every image
+    w, wire = _explorer(confident, images, class_names=["a", "b", "c"], method="sglrp")
+    try:
+        assert w.wait(T) and w.error == ""
+        assert w.resolved_target == 0
+        assert "a near-certain class: SGLRP's contrast fades here" in w.status and "CLRP" in w.status
+        wire.request(target=2)
+        assert w.wait(T) and w.resolved_target == 2
+        assert "a very unlikely class: SGLRP's contrast fades here" in w.status
+        wire.request(method="clrp", target=0)
+        assert w.wait(T) and w.heatmap_meta["method"] == "clrp"
+        assert "fades" not in w.status
+    finally:
+        w.close()
+    probs = np.array([0.6, 0.3, 0.1])
+    assert faded_contrast("sglrp", {}, probs, 0) == ""
+    assert faded_contrast("sglrp", {"scaling": False}, np.array([1.0, 0.0, 0.0]), 0) == ""
+    assert faded_contrast("lrp", {}, np.array([1.0, 0.0, 0.0]), 0) == ""
 
 def test_class_switch_sends_one_binary_heatmap_and_no_image(model, images):
     w, wire = _explorer(model, images)
