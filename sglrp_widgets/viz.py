@@ -707,7 +707,7 @@ def plot_grid(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, below / height, 1, 1))
     if key:
-        key.draw(fig, axes[-1, lead], axes[-1, -1], cmap, all(positive))
+        key.draw(fig, axes[-1, lead], axes[-1, -1], cmap)
     return fig
 
 
@@ -730,6 +730,7 @@ class _GridKey:
     high: str
     numbers: tuple[str, str, str]
     footer: str
+    positive_only: bool                                         # the bar starts at 0
 
     @classmethod
     def make(cls, width: float, fig_width: float, legend: tuple[str, str], positive_only: bool,
@@ -742,13 +743,13 @@ class _GridKey:
         how = "maximum" if norm == "max" else "99.5th percentile of |relevance|"
         scaled = "one scale for all maps" if scale else "each map on its own scale"
         footer = textwrap.fill(f"{scaled}, ending at the {how}", max(20, int(fig_width * 72 / 3.9)))
-        return cls(low, high, numbers, footer)
+        return cls(low, high, numbers, footer, positive_only)
 
     @property
     def number_line(self) -> bool:
         """Whether the numbers take a line of their own (a shared scale's, or a bar from 0); else the 0 in the
         middle goes on the words' line."""
-        return any(n and n != "0" for n in self.numbers) or self.numbers[0] == "0"
+        return self.positive_only or any(n and n != "0" for n in self.numbers)
 
     @property
     def inches(self) -> float:
@@ -756,12 +757,12 @@ class _GridKey:
         words = max(self.low.count("\n"), self.high.count("\n")) + 1
         return 0.32 + 0.15 * self.number_line + 0.15 * words + 0.13 * (self.footer.count("\n") + 1)
 
-    def draw(self, fig, first, last, cmap: Any, positive_only: bool) -> None:
+    def draw(self, fig, first, last, cmap: Any) -> None:
         """Draw the key below the grid, the bar spanning the map columns (axes ``first`` to ``last``)."""
         height = fig.get_figheight()
         left, right = first.get_position().x0, last.get_position().x1
         y = self.inches - 0.06                                  # inches from the bottom, going down
-        _draw_ramp(fig.add_axes((left, (y - 0.18) / height, right - left, 0.18 / height)), cmap, positive_only)
+        _draw_ramp(fig.add_axes((left, (y - 0.18) / height, right - left, 0.18 / height)), cmap, self.positive_only)
         y -= 0.2
         for x, ha, text in zip((left, (left + right) / 2, right), ("left", "center", "right"), self.numbers):
             fig.text(x, y / height, text, ha=ha, va="top", fontsize=8)
